@@ -1,0 +1,369 @@
+/* log — see log.h. One JSON line per call, built on the stack, one write(2). */
+#include "log.h"
+
+#include <errno.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+/* Written once by log_init() before other threads exist, read-only afterwards (log.h). */
+static int g_fd = 2;
+static enum log_level g_min = LOG_INFO;
+
+/* Always kept free at the end of the line: ,"truncated":true (17) + }\n (2). */
+#define TAIL_RESERVE 19
+/* UTF-8 "…" (U+2026) ends a cut string. */
+#define ELLIPSIS "\xe2\x80\xa6"
+
+static const char *const level_names[] = { "debug", "info", "warn", "error" };
+
+void log_init(enum log_level min, int fd)
+{
+    g_min = (unsigned)min > LOG_ERROR ? LOG_ERROR : min;
+    g_fd = fd < 0 ? 2 : fd;
+}
+
+bool log_enabled(enum log_level lvl)
+{
+    return (unsigned)lvl >= (unsigned)g_min;
+}
+
+const char *log_level_name(enum log_level lvl)
+{
+    return (unsigned)lvl > LOG_ERROR ? "error" : level_names[lvl];
+}
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+    for (unsigned i = 0; i <= LOG_ERROR; i++) {
+        if (strcmp(s, level_names[i]) == 0) {
+            *out = (enum log_level)i;
+            return 0;
+        }
+    }
+    return -EINVAL;
+}
+
+/* Length of the valid UTF-8 sequence at s (2..4), or 0 if s[0] does not start one. Rejects
+   overlong forms, surrogates and code points above U+10FFFF (RFC 3629 table 3-7). */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned char c = s[0];
+    unsigned char lo = 0x80, hi = 0xbf;
+    size_t len;
+
+    if (c >= 0xc2 && c <= 0xdf) {
+        len = 2;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        len = 3;
+        if (c == 0xe0)
+            lo = 0xa0; /* below: overlong */
+        else if (c == 0xed)
+            hi = 0x9f; /* above: UTF-16 surrogates */
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        len = 4;
+        if (c == 0xf0)
+            lo = 0x90; /* below: overlong */
+        else if (c == 0xf4)
+            hi = 0x8f; /* above: > U+10FFFF */
+    } else {
+        return 0;
+    }
+    if (n < len || s[1] < lo || s[1] > hi)
+        return 0;
+    for (size_t i = 2; i < len; i++)
+        if (s[i] < 0x80 || s[i] > 0xbf)
+            return 0;
+    return len;
+}
+
+/* Escape the character at s into out (<= 6 bytes); returns input bytes consumed, sets *outn. */
+static size_t esc_unit(const unsigned char *s, size_t n, char out[6], size_t *outn)
+{
+    static const char hex[] = "0123456789abcdef";
+    unsigned char c = s[0];
+
+    if (c == '"' || c == '\\') {
+        out[0] = '\\';
+        out[1] = (char)c;
+        *outn = 2;
+        return 1;
+    }
+    if (c < 0x20 || c == 0x7f) {
+        memcpy(out, "\\u00", 4);
+        out[4] = hex[c >> 4];
+        out[5] = hex[c & 15];
+        *outn = 6;
+        return 1;
+    }
+    if (c < 0x80) {
+        out[0] = (char)c;
+        *outn = 1;
+        return 1;
+    }
+    size_t len = utf8_seq(s, n);
+    if (len == 0) {
+        memcpy(out, "\\ufffd", 6);
+        *outn = 6;
+        return 1;
+    }
+    memcpy(out, s, len);
+    *outn = len;
+    return len;
+}
+
+/* A bounded line under construction; lim is where content must stop. */
+struct lw {
+    char *p;
+    size_t len, lim;
+};
+
+static bool lw_put(struct lw *w, const char *s, size_t n)
+{
+    if (n > w->lim - w->len)
+        return false;
+    memcpy(w->p + w->len, s, n);
+    w->len += n;
+    return true;
+}
+
+/* Append s as a JSON string. may_cut: if it does not fit, cut it at a character boundary and
+   end it with "…". Returns false (and appends nothing) if even that does not fit. */
+static bool lw_str(struct lw *w, const char *s, size_t n, bool may_cut)
+{
+    const unsigned char *u = (const unsigned char *)s;
+    size_t start = w->len;
+    size_t reserve = may_cut ? 1 + sizeof(ELLIPSIS) - 1 : 1; /* closing quote (+ marker) */
+
+    if (w->lim - w->len < 1 + reserve)
+        return false;
+    w->p[w->len++] = '"';
+    for (size_t i = 0; i < n;) {
+        char out[6];
+        size_t outn;
+        size_t used = esc_unit(u + i, n - i, out, &outn);
+
+        if (outn + reserve > w->lim - w->len) {
+            if (!may_cut) {
+                w->len = start;
+                return false;
+            }
+            lw_put(w, ELLIPSIS "\"", 4); /* fits: reserved */
+            return true;
+        }
+        memcpy(w->p + w->len, out, outn);
+        w->len += outn;
+        i += used;
+    }
+    w->p[w->len++] = '"'; /* fits: reserved */
+    return true;
+}
+
+static size_t fmt_u64(char *buf, uint64_t v)
+{
+    char tmp[20];
+    size_t n = 0;
+
+    do {
+        tmp[n++] = (char)('0' + v % 10);
+        v /= 10;
+    } while (v);
+    for (size_t i = 0; i < n; i++)
+        buf[i] = tmp[n - 1 - i];
+    return n;
+}
+
+static size_t fmt_i64(char *buf, int64_t v)
+{
+    if (v >= 0)
+        return fmt_u64(buf, (uint64_t)v);
+    buf[0] = '-';
+    return 1 + fmt_u64(buf + 1, -(uint64_t)v); /* unsigned negate: INT64_MIN is fine */
+}
+
+static void put2(char *p, unsigned v)
+{
+    p[0] = (char)('0' + v / 10 % 10);
+    p[1] = (char)('0' + v % 10);
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 bytes) in UTC. Days→civil by hand (H. Hinnant's algorithm)
+   rather than gmtime_r, which takes glibc's tz lock on every call. */
+static void fmt_ts(char out[24])
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+
+    int64_t secs = ts.tv_sec;
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
+    }
+    int64_t z = days + 719468;
+    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+    unsigned doe = (unsigned)(z - era * 146097);
+    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = (int64_t)yoe + era * 400;
+    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    unsigned mp = (5 * doy + 2) / 153;
+    unsigned d = doy - (153 * mp + 2) / 5 + 1;
+    unsigned m = mp < 10 ? mp + 3 : mp - 9;
+    if (m <= 2)
+        y++;
+
+    unsigned yy = (unsigned)(y < 0 ? 0 : y > 9999 ? 9999 : y);
+    put2(out, yy / 100);
+    put2(out + 2, yy % 100);
+    out[4] = '-';
+    put2(out + 5, m);
+    out[7] = '-';
+    put2(out + 8, d);
+    out[10] = 'T';
+    put2(out + 11, (unsigned)(sod / 3600));
+    out[13] = ':';
+    put2(out + 14, (unsigned)(sod / 60 % 60));
+    out[16] = ':';
+    put2(out + 17, (unsigned)(sod % 60));
+    out[19] = '.';
+    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
+    out[20] = (char)('0' + ms / 100);
+    put2(out + 21, ms % 100);
+    out[23] = 'Z';
+}
+
+/* Append one ,"key":value field; false (nothing appended) if it does not fit. */
+static bool lw_field(struct lw *w, const struct log_kv *f)
+{
+    size_t mark = w->len;
+    char num[24];
+    size_t nn;
+
+    if (!lw_put(w, ",", 1) || !lw_str(w, f->k ? f->k : "", f->k ? strlen(f->k) : 0, false) ||
+        !lw_put(w, ":", 1))
+        goto undo;
+    switch (f->t) {
+    case 's':
+        if (!f->v.s) {
+            if (!lw_put(w, "null", 4))
+                goto undo;
+        } else if (!lw_str(w, f->v.s, f->n == (size_t)-1 ? strlen(f->v.s) : f->n, true)) {
+            goto undo;
+        }
+        break;
+    case 'i':
+        nn = fmt_i64(num, f->v.i);
+        if (!lw_put(w, num, nn))
+            goto undo;
+        break;
+    case 'u':
+        nn = fmt_u64(num, f->v.u);
+        if (!lw_put(w, num, nn))
+            goto undo;
+        break;
+    case 'b':
+        if (!lw_put(w, f->v.b ? "true" : "false", f->v.b ? 4 : 5))
+            goto undo;
+        break;
+    case 'j':
+        if (!f->v.s || f->n == 0) {
+            if (!lw_put(w, "null", 4))
+                goto undo;
+        } else if (!lw_put(w, f->v.s, f->n)) {
+            goto undo;
+        }
+        break;
+    default: /* unknown type: keep the key, say so */
+        if (!lw_put(w, "null", 4))
+            goto undo;
+        break;
+    }
+    return true;
+undo:
+    w->len = mark;
+    return false;
+}
+
+static void write_all(int fd, const char *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t r = write(fd, p, n);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return; /* nowhere left to report a logging failure */
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+}
+
+void log_write(enum log_level lvl, const char *msg, const struct log_kv *kv, size_t n)
+{
+    if (!log_enabled(lvl))
+        return;
+
+    int saved_errno = errno;
+    char buf[LOG_LINE_MAX];
+    struct lw w = { .p = buf, .len = 0, .lim = sizeof(buf) - TAIL_RESERVE };
+    bool dropped = false;
+    const char *lname = log_level_name(lvl);
+
+    /* The fixed head always fits: 7 + 24 + 11 + 5 + 8 = 55 bytes of 4077. */
+    lw_put(&w, "{\"ts\":\"", 7);
+    fmt_ts(buf + w.len);
+    w.len += 24;
+    lw_put(&w, "\",\"level\":\"", 11);
+    lw_put(&w, lname, strlen(lname));
+    lw_put(&w, "\",\"msg\":", 8);
+    lw_str(&w, msg ? msg : "", msg ? strlen(msg) : 0, true);
+
+    for (size_t i = 0; i < n; i++)
+        if (!lw_field(&w, &kv[i]))
+            dropped = true; /* keep going: a later, smaller field may still fit */
+
+    w.lim = sizeof(buf); /* release the reserve */
+    if (dropped)
+        lw_put(&w, ",\"truncated\":true", 17);
+    lw_put(&w, "}\n", 2);
+    write_all(g_fd, buf, w.len);
+    errno = saved_errno;
+}
+
+int log_json_str(char *dst, size_t cap, const char *s, size_t n)
+{
+    struct lw w = { .p = dst, .len = 0, .lim = cap };
+
+    if (!lw_str(&w, s, n, false))
+        return -ENOSPC;
+    return w.len > (size_t)INT32_MAX ? -ENOSPC : (int)w.len;
+}
+
+bool log_rl_allow_at(struct log_rl *rl, uint64_t now_ms, uint32_t burst, uint32_t per_ms,
+                     enum log_level lvl, const char *msg)
+{
+    /* now < start: a clock that went back (or a caller mixing clocks) opens a new window
+       rather than silencing the call site until the clock catches up. */
+    if (now_ms < rl->window_start_ms || now_ms - rl->window_start_ms >= per_ms) {
+        if (rl->suppressed) {
+            const struct log_kv f[] = { LOG_U("suppressed", rl->suppressed),
+                                        LOG_U("window_ms", per_ms) };
+            log_write(lvl, msg, f, 2);
+        }
+        rl->window_start_ms = now_ms;
+        rl->count = 0;
+        rl->suppressed = 0;
+    }
+    if (rl->count < burst) {
+        rl->count++;
+        return true;
+    }
+    if (rl->suppressed < UINT32_MAX)
+        rl->suppressed++;
+    return false;
+}
+
+bool log_rl_allow(struct log_rl *rl, uint64_t now_ms, uint32_t burst, uint32_t per_ms)
+{
+    return log_rl_allow_at(rl, now_ms, burst, per_ms, LOG_WARN, "log lines suppressed");
+}

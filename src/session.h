@@ -1,0 +1,109 @@
+/*
+ * session — one HTTP/1.1 connection's application state: input reassembly, the parse loop,
+ * response writing and the output buffer that coalesces pipelined responses into one send.
+ *
+ * Owns: the session's in/out buffers. The io layer (uring/server) owns the socket; it feeds
+ * received bytes with sess_feed(), sends out[0..out_len) and reports progress with
+ * sess_sent(). Requests whose answer must wait (a /stats barrier, a durable commit) park the
+ * session (SESS_PENDING): later requests stay buffered so responses keep their order.
+ *
+ * Threads: only the worker owning the connection.
+ */
+#ifndef RC_SESSION_H
+#define RC_SESSION_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "http.h"
+
+struct sess;
+struct app_worker;
+
+/* Per-worker environment shared by the worker's sessions. */
+struct sess_env {
+    struct http_limits lim;
+    uint32_t header_timeout_ms, body_timeout_ms, idle_timeout_ms;
+    bool draining;              /* SIGTERM: answer with Connection: close */
+    char date[64];              /* "Date: ...\r\n", refreshed every second by the io layer */
+    size_t date_len;
+    struct app_worker *app;
+    void (*kick)(struct sess *s); /* io layer: flush/close this session at the end of the batch */
+};
+
+enum {
+    SESS_CLOSE = 1 << 0,     /* close once out is flushed; stop parsing */
+    SESS_PENDING = 1 << 1,   /* a handler owes the response; parsing is paused */
+    SESS_SENT100 = 1 << 2,   /* "100 Continue" already sent for the current request */
+    SESS_DEAD = 1 << 3,      /* the socket is gone; finish pending work, send nothing */
+    SESS_OUTFULL = 1 << 4,   /* paused because out is full while a send is in flight */
+};
+
+/* Output buffer: grows from 4 KiB to 256 KiB only while no send is in flight (the kernel may
+   read it until the send completes); beyond that the session pauses parsing (back-pressure). */
+#define SESS_OUT_INIT 4096u
+#define SESS_OUT_MAX (256u * 1024u)
+/* Buffered input bound: a client that keeps pipelining while we cannot answer is cut off here
+   (1 MiB >> the largest legal request, ~80 KiB plus chunk framing). */
+#define SESS_IN_MAX (1024u * 1024u)
+
+struct sess {
+    struct sess_env *env;
+    char *in;
+    uint32_t in_len, in_cap;
+    char *out;
+    uint32_t out_len, out_cap;
+    uint32_t out_locked;        /* out[0..out_locked) belongs to an in-flight send */
+    uint32_t flags;
+    uint64_t req_start_ms;      /* first byte of the current partial request, 0 if none */
+    uint64_t head_done_ms;      /* head complete, body still arriving */
+    uint64_t last_ms;           /* last activity */
+    /* context of the request being answered (kept for a pending response) */
+    bool req_keepalive, req_head;
+    uint8_t req_minor;
+    uint8_t peer_family;        /* AF_INET / AF_INET6, for rate limiting */
+    uint8_t peer[16];
+    void *pending_ctx;          /* owned by the handler that parked the session */
+};
+
+/* Reset s for a new connection (buffers are kept). */
+void sess_init(struct sess *s, struct sess_env *env, uint64_t now_ms);
+/* Free the buffers. */
+void sess_free(struct sess *s);
+/* Feed n received bytes (data is writable scratch: chunked bodies are decoded in place).
+   Returns 0, or -ENOMEM (caller closes). Responses are appended to out; env->kick is called
+   when there is something to send or the session wants to close. */
+int sess_feed(struct sess *s, char *data, size_t n, uint64_t now_ms);
+/* The io layer is about to send out[0..out_len): locks it. Returns the length to send. */
+uint32_t sess_send_begin(struct sess *s);
+/* n bytes of the locked region were sent (n <= locked). Returns bytes still locked (short send). */
+uint32_t sess_sent(struct sess *s, uint32_t n);
+/* Continue parsing buffered input after a pause (pending completed or output drained). */
+int sess_resume(struct sess *s, uint64_t now_ms);
+/* Does the session want the socket closed now (close requested and nothing left to send)? */
+bool sess_done(const struct sess *s);
+/* 1 s tick: 408 + close for requests over the header/body deadline, close idle keep-alive
+   connections and, while draining, idle ones at once. Returns true if it asked for a close. */
+bool sess_tick(struct sess *s, uint64_t now_ms);
+
+/* ---- response writing (handlers) ---- */
+/* Append a full response for the current request. ctype may be NULL (no Content-Type);
+   hdrs are extra header lines, each ending in CRLF. Returns 0 or -ENOMEM. */
+int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs, size_t hdrs_len,
+                 const char *body, size_t body_len);
+/* Append a JSON error response: {"error":{"code":code,"message":msg}}. */
+int sess_error(struct sess *s, int status, const char *code, const char *msg, const char *hdrs,
+               size_t hdrs_len);
+/* Mark the session pending (called by a handler that answers later). */
+void sess_park(struct sess *s, void *ctx);
+/* A parked response was appended: unpark and let the io layer send and resume parsing. */
+void sess_unpark(struct sess *s);
+/* Reason phrase of a status code ("OK", "Not Found", ...). */
+const char *sess_reason(int status);
+/* Write "Date: <IMF-fixdate>\r\n" for unix time t into env. */
+void sess_env_set_date(struct sess_env *env, int64_t unix_s);
+
+#define SESS_JSON "application/json; charset=utf-8"
+
+#endif
