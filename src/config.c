@@ -562,7 +562,7 @@ void cfg_usage(FILE *out)
             "ringcount %s: io_uring HTTP/1.1 counters server.\n"
             "Each setting can also come from its environment variable (empty = unset);\n"
             "flags override the environment, which overrides the defaults.\n\n"
-            "  %-25s %-30s %-13s %-22s %s\n",
+            "  %-25s %-30s %-13s %-24s %s\n",
             RINGCOUNT_VERSION, "FLAG", "ENVIRONMENT", "DEFAULT", "ACCEPTED", "MEANING");
     for (size_t i = 0; i < cfg_nopts; i++) {
         const struct cfg_opt *o = &cfg_opts[i];
@@ -571,7 +571,7 @@ void cfg_usage(FILE *out)
         else
             snprintf(flag, sizeof(flag), "(environment only)");
         accepted(o, acc, sizeof(acc));
-        fprintf(out, "  %-25s %-30s %-13s %-22s %s\n", flag, o->env,
+        fprintf(out, "  %-25s %-30s %-13s %-24s %s\n", flag, o->env,
                 o->def[0] ? o->def : "(none)", acc, o->help);
     }
 }

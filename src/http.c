@@ -48,9 +48,9 @@ static const uint8_t cls[256] = {
 #define MORE 1
 
 static const char *const method_names[HTTP_M__COUNT] = {
-    [HTTP_M_GET] = "GET",       [HTTP_M_HEAD] = "HEAD",       [HTTP_M_POST] = "POST",
-    [HTTP_M_PUT] = "PUT",         [HTTP_M_DELETE] = "DELETE", [HTTP_M_OPTIONS] = "OPTIONS",
-    [HTTP_M_PATCH] = "PATCH",     [HTTP_M_TRACE] = "TRACE", [HTTP_M_CONNECT] = "CONNECT",
+    [HTTP_M_GET] = "GET",     [HTTP_M_HEAD] = "HEAD",     [HTTP_M_POST] = "POST",
+    [HTTP_M_PUT] = "PUT",     [HTTP_M_DELETE] = "DELETE", [HTTP_M_OPTIONS] = "OPTIONS",
+    [HTTP_M_PATCH] = "PATCH", [HTTP_M_TRACE] = "TRACE",   [HTTP_M_CONNECT] = "CONNECT",
 };
 
 /* First byte in [p, end) outside class k, or end. Unrolled by 4: most spans (names, values,
@@ -58,14 +58,10 @@ static const char *const method_names[HTTP_M__COUNT] = {
 static inline const char *skip_class(const char *p, const char *end, uint8_t k)
 {
     while (end - p >= 4) {
-        if (!IS(p[0], k))
-            return p;
-        if (!IS(p[1], k))
-            return p + 1;
-        if (!IS(p[2], k))
-            return p + 2;
-        if (!IS(p[3], k))
-            return p + 3;
+        if (!IS(p[0], k)) return p;
+        if (!IS(p[1], k)) return p + 1;
+        if (!IS(p[2], k)) return p + 2;
+        if (!IS(p[3], k)) return p + 3;
         p += 4;
     }
     while (p < end && IS(*p, k))
@@ -82,8 +78,7 @@ static inline int lower(int c)
 static bool ci_eq(const char *a, const char *b, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if (lower((uint8_t)a[i]) != lower((uint8_t)b[i]))
-            return false;
+        if (lower((uint8_t)a[i]) != lower((uint8_t)b[i])) return false;
     return true;
 }
 
@@ -93,8 +88,7 @@ static bool ci_eq(const char *a, const char *b, size_t n)
 static inline bool name_is(const char *name, const char *lit, size_t n)
 {
     for (size_t i = 0; i < n; i++)
-        if ((name[i] | 0x20) != lit[i])
-            return false;
+        if ((name[i] | 0x20) != lit[i]) return false;
     return true;
 }
 
@@ -107,32 +101,23 @@ static int method_lookup(const char *m, size_t n)
 {
     switch (n) {
     case 3:
-        if (!memcmp(m, "GET", 3))
-            return HTTP_M_GET;
-        if (!memcmp(m, "PUT", 3))
-            return HTTP_M_PUT;
+        if (!memcmp(m, "GET", 3)) return HTTP_M_GET;
+        if (!memcmp(m, "PUT", 3)) return HTTP_M_PUT;
         break;
     case 4:
-        if (!memcmp(m, "POST", 4))
-            return HTTP_M_POST;
-        if (!memcmp(m, "HEAD", 4))
-            return HTTP_M_HEAD;
+        if (!memcmp(m, "POST", 4)) return HTTP_M_POST;
+        if (!memcmp(m, "HEAD", 4)) return HTTP_M_HEAD;
         break;
     case 5:
-        if (!memcmp(m, "PATCH", 5))
-            return HTTP_M_PATCH;
-        if (!memcmp(m, "TRACE", 5))
-            return HTTP_M_TRACE;
+        if (!memcmp(m, "PATCH", 5)) return HTTP_M_PATCH;
+        if (!memcmp(m, "TRACE", 5)) return HTTP_M_TRACE;
         break;
     case 6:
-        if (!memcmp(m, "DELETE", 6))
-            return HTTP_M_DELETE;
+        if (!memcmp(m, "DELETE", 6)) return HTTP_M_DELETE;
         break;
     case 7:
-        if (!memcmp(m, "OPTIONS", 7))
-            return HTTP_M_OPTIONS;
-        if (!memcmp(m, "CONNECT", 7))
-            return HTTP_M_CONNECT;
+        if (!memcmp(m, "OPTIONS", 7)) return HTTP_M_OPTIONS;
+        if (!memcmp(m, "CONNECT", 7)) return HTTP_M_CONNECT;
         break;
     }
     return -1;
@@ -208,8 +193,7 @@ static int field_line(const char *p, const char *lim, bool strict_crlf, struct h
     const char *n = p;
 
     p = skip_class(p, lim, C_TCHAR);
-    if (p == lim)
-        return MORE;
+    if (p == lim) return MORE;
     if (*p != ':' || p == n) {
         *err = IS_WS(*p) ? "whitespace before ':' in field line" : "invalid field name";
         return -400;
@@ -225,12 +209,10 @@ static int field_line(const char *p, const char *lim, bool strict_crlf, struct h
         p++;
     const char *v = p;
     p = skip_class(p, lim, C_FVAL);
-    if (p == lim)
-        return MORE;
+    if (p == lim) return MORE;
     const char *ve = p;
     if (*p == '\r') {
-        if (++p == lim)
-            return MORE;
+        if (++p == lim) return MORE;
         if (*p != '\n') {
             *err = "bare CR in field line";
             return -400;
@@ -288,8 +270,7 @@ static int te_parse(const char *v, size_t n, const char **err)
             other = true;
         }
         last_chunked = is_chunked;
-        if (p == e)
-            break;
+        if (p == e) break;
         if (*p != ',') {
             *err = "invalid transfer-coding list";
             return -400;
@@ -319,8 +300,7 @@ static int on_header(struct http_req *req, struct hstate *st, const struct http_
 
     switch (h->name_len) {
     case 4:
-        if (!name_is(n, "host", 4))
-            break;
+        if (!name_is(n, "host", 4)) break;
         /* RFC 9112 §3.2: more than one Host, or an invalid one, is a 400. */
         if (req->has_host) {
             req->error = "duplicate Host";
@@ -337,14 +317,12 @@ static int on_header(struct http_req *req, struct hstate *st, const struct http_
             req->expect_continue = req->minor == 1;
         break;
     case 10:
-        if (!name_is(n, "connection", 10))
-            break;
+        if (!name_is(n, "connection", 10)) break;
         st->conn_close |= http_has_token(v, vn, "close", 5);
         st->conn_keep |= http_has_token(v, vn, "keep-alive", 10);
         break;
     case 14: {
-        if (!name_is(n, "content-length", 14))
-            break;
+        if (!name_is(n, "content-length", 14)) break;
         /* Any second Content-Length, even an equal one, is a 400: a proxy that keeps the other
            one would frame the message differently (RFC 9112 §6.3 allows us to reject). */
         if (st->have_cl) {
@@ -377,8 +355,7 @@ static int on_header(struct http_req *req, struct hstate *st, const struct http_
         break;
     }
     case 17: {
-        if (!name_is(n, "transfer-encoding", 17))
-            break;
+        if (!name_is(n, "transfer-encoding", 17)) break;
         /* RFC 9112 §6.1: a server MUST NOT treat 1.0 bodies as chunked; rejecting is safer. */
         if (req->minor == 0) {
             req->error = "Transfer-Encoding in HTTP/1.0";
@@ -393,8 +370,7 @@ static int on_header(struct http_req *req, struct hstate *st, const struct http_
             return -400;
         }
         int rc = te_parse(v, vn, &req->error);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
         st->have_te = true;
         req->chunked = true;
         break;
@@ -413,42 +389,31 @@ static int chunk_ext(const char **qp, const char *lim)
     for (;;) {
         while (q < lim && IS_WS(*q))
             q++;
-        if (q == lim)
-            return MORE;
-        if (*q != ';')
-            break;
+        if (q == lim) return MORE;
+        if (*q != ';') break;
         q++;
         while (q < lim && IS_WS(*q))
             q++;
         t = q;
         q = skip_class(q, lim, C_TCHAR);
-        if (q == lim)
-            return MORE;
-        if (q == t)
-            return -400;
+        if (q == lim) return MORE;
+        if (q == t) return -400;
         while (q < lim && IS_WS(*q))
             q++;
-        if (q == lim)
-            return MORE;
-        if (*q != '=')
-            continue;
+        if (q == lim) return MORE;
+        if (*q != '=') continue;
         q++;
         while (q < lim && IS_WS(*q))
             q++;
-        if (q == lim)
-            return MORE;
+        if (q == lim) return MORE;
         if (*q == '"') {
             q++;
             for (;;) {
                 q = skip_class(q, lim, C_QDTEXT);
-                if (q == lim)
-                    return MORE;
-                if (*q == '"')
-                    break;
-                if (*q != '\\')
-                    return -400;
-                if (++q == lim)
-                    return MORE;
+                if (q == lim) return MORE;
+                if (*q == '"') break;
+                if (*q != '\\') return -400;
+                if (++q == lim) return MORE;
                 if (!IS(*q, C_FVAL)) /* quoted-pair: HTAB SP VCHAR obs-text */
                     return -400;
                 q++;
@@ -457,10 +422,8 @@ static int chunk_ext(const char **qp, const char *lim)
         } else {
             t = q;
             q = skip_class(q, lim, C_TCHAR);
-            if (q == lim)
-                return MORE;
-            if (q == t)
-                return -400;
+            if (q == lim) return MORE;
+            if (q == t) return -400;
         }
     }
     *qp = q;
@@ -477,8 +440,7 @@ static ssize_t parse_chunked(char *buf, size_t len, const struct http_limits *li
     const size_t avail = (size_t)(end - body);
     /* Wire budget of the chunked body (see http.h): bounds what the caller must buffer. */
     uint64_t wire_max = lim->max_body + lim->max_head;
-    if (wire_max < lim->max_body)
-        wire_max = UINT64_MAX;
+    if (wire_max < lim->max_body) wire_max = UINT64_MAX;
     const char *const wlim = avail > wire_max ? body + wire_max : end;
     uint64_t total = 0;
     int rc;
@@ -499,8 +461,7 @@ static ssize_t parse_chunked(char *buf, size_t len, const struct http_limits *li
             }
             q++;
         }
-        if (q == wlim)
-            goto more;
+        if (q == wlim) goto more;
         if (q == d) {
             req->error = "invalid chunk size";
             return -400;
@@ -510,8 +471,7 @@ static ssize_t parse_chunked(char *buf, size_t len, const struct http_limits *li
             return -413;
         }
         rc = chunk_ext(&q, wlim);
-        if (rc == MORE)
-            goto more;
+        if (rc == MORE) goto more;
         if (rc < 0) {
             req->error = "invalid chunk extension";
             return rc;
@@ -520,26 +480,21 @@ static ssize_t parse_chunked(char *buf, size_t len, const struct http_limits *li
             req->error = "invalid chunk size line";
             return -400;
         }
-        if (q + 1 == wlim)
-            goto more;
+        if (q + 1 == wlim) goto more;
         if (q[1] != '\n') {
             req->error = "bare CR in chunk size line";
             return -400;
         }
         q += 2;
-        if (v == 0)
-            break;
-        if ((uint64_t)(wlim - q) < v)
-            goto more;
+        if (v == 0) break;
+        if ((uint64_t)(wlim - q) < v) goto more;
         q += v;
-        if (q == wlim)
-            goto more;
+        if (q == wlim) goto more;
         if (*q != '\r' || (q + 1 < wlim && q[1] != '\n')) {
             req->error = "chunk data not followed by CRLF";
             return -400;
         }
-        if (q + 1 == wlim)
-            goto more;
+        if (q + 1 == wlim) goto more;
         q += 2;
         total += v;
     }
@@ -549,11 +504,9 @@ static ssize_t parse_chunked(char *buf, size_t len, const struct http_limits *li
     const size_t tmax = lim->max_head - req->head_len;
     const char *const tlim = (size_t)(end - ts) > tmax ? ts + tmax : end;
     for (;;) {
-        if (q >= tlim)
-            goto tmore;
+        if (q >= tlim) goto tmore;
         if (*q == '\r') {
-            if (q + 1 >= tlim)
-                goto tmore;
+            if (q + 1 >= tlim) goto tmore;
             if (q[1] != '\n') {
                 req->error = "bare CR in chunked trailer";
                 return -400;
@@ -567,10 +520,8 @@ static ssize_t parse_chunked(char *buf, size_t len, const struct http_limits *li
         }
         struct http_hdr tmp;
         rc = field_line(q, tlim, true, &tmp, &q, &req->error);
-        if (rc == MORE)
-            goto tmore;
-        if (rc < 0)
-            return rc;
+        if (rc == MORE) goto tmore;
+        if (rc < 0) return rc;
     }
 
     /* Complete: de-chunk in place. Structure is validated, so the walk needs no checks. */
@@ -581,8 +532,7 @@ static ssize_t parse_chunked(char *buf, size_t len, const struct http_limits *li
         while (IS(*s, C_HEX))
             v = v << 4 | hexval(*s++);
         s = (const char *)memchr(s, '\n', (size_t)(q - s)) + 1;
-        if (v == 0)
-            break;
+        if (v == 0) break;
         memmove(dst, s, v);
         dst += v;
         s += v + 2;
@@ -620,13 +570,11 @@ ssize_t http_parse(char *buf, size_t len, const struct http_limits *lim, struct 
     req->content_length = 0;
     req->keep_alive = req->chunked = req->expect_continue = req->has_host = false;
 
-    if (len == 0)
-        return HTTP_NEED_MORE;
+    if (len == 0) return HTTP_NEED_MORE;
     /* RFC 9112 §2.2: ignore at least one empty line before the request line (clients send a
        stray CRLF after a POST body). Exactly one: more is not a request. */
     if (p[0] == '\r') {
-        if (len < 2)
-            return HTTP_NEED_MORE;
+        if (len < 2) return HTTP_NEED_MORE;
         if (p[1] != '\n') {
             req->error = "bare CR";
             return -400;
@@ -641,8 +589,7 @@ ssize_t http_parse(char *buf, size_t len, const struct http_limits *lim, struct 
     llim = (size_t)(end - p) > lim->max_line ? p + lim->max_line : end;
     const char *m = p;
     p = skip_class(p, llim, C_TCHAR);
-    if (p == llim)
-        goto line_more;
+    if (p == llim) goto line_more;
     if (*p != ' ' || p == m) {
         req->error = "invalid method";
         return -400;
@@ -656,8 +603,7 @@ ssize_t http_parse(char *buf, size_t len, const struct http_limits *lim, struct 
     mi = method_lookup(m, (size_t)(p - m));
     const char *t = ++p;
     p = skip_class(p, llim, C_TARGET);
-    if (p == llim)
-        goto line_more;
+    if (p == llim) goto line_more;
     if (*p != ' ' || p == t) {
         req->error = "invalid request-target";
         return -400;
@@ -665,18 +611,15 @@ ssize_t http_parse(char *buf, size_t len, const struct http_limits *lim, struct 
     const char *te = p++, *vs = p;
     static const char ver[] = "HTTP/d.d";
     for (int i = 0; i < 8; i++, p++) {
-        if (p == llim)
-            goto line_more;
+        if (p == llim) goto line_more;
         if (ver[i] == 'd' ? (unsigned)(*p - '0') > 9 : *p != ver[i]) {
             req->error = "invalid HTTP version";
             return -400;
         }
     }
-    if (p == llim)
-        goto line_more;
+    if (p == llim) goto line_more;
     if (*p == '\r') {
-        if (++p == llim)
-            goto line_more;
+        if (++p == llim) goto line_more;
         if (*p != '\n') {
             req->error = "bare CR in request line";
             return -400;
@@ -697,18 +640,16 @@ ssize_t http_parse(char *buf, size_t len, const struct http_limits *lim, struct 
     }
     req->method = (enum http_method)mi;
     rc = parse_target(req, t, (size_t)(te - t));
-    if (rc < 0)
-        return rc;
+    if (rc < 0) return rc;
 
     /* Header fields. */
     hlim = len > lim->max_head ? buf + lim->max_head : end;
-    const uint32_t max_fields = lim->max_fields < HTTP_MAX_FIELDS ? lim->max_fields : HTTP_MAX_FIELDS;
+    const uint32_t max_fields =
+        lim->max_fields < HTTP_MAX_FIELDS ? lim->max_fields : HTTP_MAX_FIELDS;
     for (;;) {
-        if (p >= hlim)
-            goto head_more;
+        if (p >= hlim) goto head_more;
         if (*p == '\r') {
-            if (p + 1 >= hlim)
-                goto head_more;
+            if (p + 1 >= hlim) goto head_more;
             if (p[1] != '\n') {
                 req->error = "bare CR in header";
                 return -400;
@@ -731,14 +672,11 @@ ssize_t http_parse(char *buf, size_t len, const struct http_limits *lim, struct 
         }
         struct http_hdr *h = &req->hdr[req->nhdr];
         rc = field_line(p, hlim, false, h, &p, &req->error);
-        if (rc == MORE)
-            goto head_more;
-        if (rc < 0)
-            return rc;
+        if (rc == MORE) goto head_more;
+        if (rc < 0) return rc;
         req->nhdr++;
         rc = on_header(req, &st, h);
-        if (rc < 0)
-            return rc;
+        if (rc < 0) return rc;
     }
 
     /* Head complete. */
@@ -748,14 +686,12 @@ ssize_t http_parse(char *buf, size_t len, const struct http_limits *lim, struct 
     }
     req->keep_alive = req->minor == 1 ? !st.conn_close : st.conn_keep && !st.conn_close;
     req->head_len = (uint32_t)(p - buf);
-    if (req->chunked)
-        return parse_chunked(buf, len, lim, req);
+    if (req->chunked) return parse_chunked(buf, len, lim, req);
     if (req->content_length > lim->max_body) {
         req->error = "Content-Length too large";
         return -413;
     }
-    if ((uint64_t)(end - p) < req->content_length)
-        return HTTP_NEED_MORE;
+    if ((uint64_t)(end - p) < req->content_length) return HTTP_NEED_MORE;
     req->body = p;
     req->body_len = (size_t)req->content_length;
     return (ssize_t)(req->head_len + req->content_length);
@@ -778,8 +714,7 @@ const struct http_hdr *http_header(const struct http_req *req, const char *name,
 {
     for (uint16_t i = 0; i < req->nhdr; i++) {
         const struct http_hdr *h = &req->hdr[i];
-        if (h->name_len == name_len && ci_eq(h->name, name, name_len))
-            return h;
+        if (h->name_len == name_len && ci_eq(h->name, name, name_len)) return h;
     }
     return NULL;
 }
@@ -797,8 +732,7 @@ bool http_has_token(const char *v, size_t n, const char *t, size_t tn)
         const char *x = v;
         while (x > s && IS_WS(x[-1]))
             x--;
-        if ((size_t)(x - s) == tn && tn > 0 && ci_eq(s, t, tn))
-            return true;
+        if ((size_t)(x - s) == tn && tn > 0 && ci_eq(s, t, tn)) return true;
     }
     return false;
 }

@@ -97,7 +97,7 @@ struct http_req {
     uint64_t content_length; /* declared (0 if none / chunked) */
     uint32_t head_len; /* offset of the body in buf: request line + headers incl. the empty line
                           (and an ignored leading CRLF); 0 until the head is complete */
-    const char *body;  /* valid when complete (NULL otherwise); chunked bodies de-chunked in place */
+    const char *body; /* valid when complete (NULL otherwise); chunked bodies de-chunked in place */
     size_t body_len;
     uint16_t nhdr;
     struct http_hdr hdr[HTTP_MAX_FIELDS];

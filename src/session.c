@@ -271,9 +271,18 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
     return off;
 }
 
+uint32_t sess_env_in_max(const struct http_limits *lim)
+{
+    /* The parser bounds a chunked body's wire size at max_body + max_head (http.c). */
+    uint64_t need = lim->max_body + 2ull * lim->max_head + 65536;
+    if (need < SESS_IN_MAX)
+        return SESS_IN_MAX;
+    return need > UINT32_MAX / 2 ? UINT32_MAX / 2 : (uint32_t)need;
+}
+
 static int in_append(struct sess *s, const char *data, size_t n)
 {
-    if (s->in_len + n > SESS_IN_MAX)
+    if (s->in_len + n > (s->env->in_max ? s->env->in_max : SESS_IN_MAX))
         return -ENOBUFS;
     if (s->in_len + n > s->in_cap) {
         uint32_t cap = s->in_cap ? s->in_cap : 4096;

@@ -24,6 +24,7 @@ struct app_worker;
 /* Per-worker environment shared by the worker's sessions. */
 struct sess_env {
     struct http_limits lim;
+    uint32_t in_max;            /* buffered input bound; 0 = SESS_IN_MAX (see sess_env_in_max) */
     uint32_t header_timeout_ms, body_timeout_ms, idle_timeout_ms;
     bool draining;              /* SIGTERM: answer with Connection: close */
     char date[64];              /* "Date: ...\r\n", refreshed every second by the io layer */
@@ -101,6 +102,9 @@ void sess_park(struct sess *s, void *ctx);
 void sess_unpark(struct sess *s);
 /* Reason phrase of a status code ("OK", "Not Found", ...). */
 const char *sess_reason(int status);
+/* The buffered-input bound for these limits: SESS_IN_MAX, or more when --max-body asks for it
+   (the largest legal request plus chunk framing must always fit). */
+uint32_t sess_env_in_max(const struct http_limits *lim);
 /* Write "Date: <IMF-fixdate>\r\n" for unix time t into env. */
 void sess_env_set_date(struct sess_env *env, int64_t unix_s);
 

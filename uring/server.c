@@ -528,6 +528,7 @@ static int worker_setup(struct worker *w)
     w->env.lim.max_head = cfg->max_head;
     w->env.lim.max_fields = cfg->max_fields;
     w->env.lim.max_body = cfg->max_body;
+    w->env.in_max = sess_env_in_max(&w->env.lim);
     w->env.header_timeout_ms = cfg->header_timeout_ms;
     w->env.body_timeout_ms = cfg->body_timeout_ms;
     w->env.idle_timeout_ms = cfg->idle_timeout_ms;

@@ -128,6 +128,12 @@ static const struct bad bad_cases[] = {
     {S("POST /" H11 "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n"), -400,
      "TE then CL"},
     /* Transfer-Encoding */
+    {S("POST /" H11 "Transfer-Encoding:\x0b chunked\r\n\r\n0\r\n\r\n"), -400, "VT before TE value"},
+    {S("POST /" H11 "Transfer-Encoding: xchunked\r\n\r\n0\r\n\r\n"), -400, "xchunked"},
+    {S("POST /" H11 "Transfer-Encoding : chunked\r\n\r\n0\r\n\r\n"), -400, "TE space colon"},
+    {S("POST /" H11 "Transfer-Encoding: chunked\r\nTransfer-encoding: identity\r\n\r\n"), -400,
+     "second TE line"},
+    {S("POST /" H11 "Content-Length: 5\x0b\r\n\r\nhello"), -400, "VT after CL"},
     {S("POST /" H11 "Transfer-Encoding: gzip\r\n\r\n"), -400, "TE gzip only: chunked not last"},
     {S("POST /" H11 "Transfer-Encoding: chunked, gzip\r\n\r\n"), -400, "chunked not last"},
     {S("POST /" H11 "Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"), -501, "gzip, chunked"},
@@ -204,8 +210,7 @@ Test(http_errors, table)
         const struct bad *b = &bad_cases[i];
         ssize_t rc = parse(b->in, b->n);
         cr_expect_eq(rc, b->status, "[%zu] %s: got %zd, want %d", i, b->what, rc, b->status);
-        if (rc < 0)
-            cr_expect(req.error && req.error[0], "[%zu] %s: no error text", i, b->what);
+        if (rc < 0) cr_expect(req.error && req.error[0], "[%zu] %s: no error text", i, b->what);
     }
 }
 
@@ -236,7 +241,7 @@ struct good {
 };
 
 #define GET_Q                                                                                      \
-    "GET /search?q=a+b&x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t/1\r\nAccept: "            \
+    "GET /search?q=a+b&x=1 HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t/1\r\nAccept: "           \
     "*/*\r\n\r\n"
 #define POST_CL_HEAD                                                                               \
     "POST /v1/events HTTP/1.1\r\nHost: api.local:8080\r\nContent-Type: application/json\r\n"       \
@@ -244,23 +249,23 @@ struct good {
 #define CHUNKED_HEAD                                                                               \
     "POST /c?x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: Chunked\r\nConnection: close\r\n\r\n"
 #define CHUNKED_BODY                                                                               \
-    "5;name=val\r\nhello\r\n006 ; a ; b = \"q\\\"x;\" \r\n world\r\n0;last\r\nX-Trailer: t\r\n"   \
+    "5;name=val\r\nhello\r\n006 ; a ; b = \"q\\\"x;\" \r\n world\r\n0;last\r\nX-Trailer: t\r\n"    \
     "X-Other:  2 \r\n\r\n"
 #define HTTP10 "\r\nGET /old HTTP/1.0\nConnection: Keep-Alive\nX-Pad:   v  \n\n"
 
 static const struct good good_cases[] = {
-    {S(GET_Q), HTTP_M_GET, "/search", "q=a+b&x=1", 1, true, false, false, true, 0,
-     sizeof GET_Q - 1, "", 0, 3},
-    {S(POST_CL_HEAD "{\"value\":1.5}"), HTTP_M_POST, "/v1/events", NULL, 1, true, false, true,
-     true, 13, sizeof POST_CL_HEAD - 1, "{\"value\":1.5}", 13, 4},
+    {S(GET_Q), HTTP_M_GET, "/search", "q=a+b&x=1", 1, true, false, false, true, 0, sizeof GET_Q - 1,
+     "", 0, 3},
+    {S(POST_CL_HEAD "{\"value\":1.5}"), HTTP_M_POST, "/v1/events", NULL, 1, true, false, true, true,
+     13, sizeof POST_CL_HEAD - 1, "{\"value\":1.5}", 13, 4},
     {S(CHUNKED_HEAD CHUNKED_BODY), HTTP_M_POST, "/c", "x", 1, false, true, false, true, 0,
      sizeof CHUNKED_HEAD - 1, "hello world", 11, 3},
-    {S(HTTP10), HTTP_M_GET, "/old", NULL, 0, true, false, false, false, 0, sizeof HTTP10 - 1, "",
-     0, 2},
+    {S(HTTP10), HTTP_M_GET, "/old", NULL, 0, true, false, false, false, 0, sizeof HTTP10 - 1, "", 0,
+     2},
     {S("GET http://h:8080/p/q?z=1 HTTP/1.1\r\nHost: h:8080\r\n\r\n"), HTTP_M_GET, "/p/q", "z=1", 1,
      true, false, false, true, 0, 52, "", 0, 1},
-    {S("GET HTTPS://h?z HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_M_GET, "/", "z", 1, true, false,
-     false, true, 0, 37, "", 0, 1},
+    {S("GET HTTPS://h?z HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_M_GET, "/", "z", 1, true, false, false,
+     true, 0, 37, "", 0, 1},
     {S("OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n"), HTTP_M_OPTIONS, "*", NULL, 1, true, false, false,
      true, 0, 31, "", 0, 1},
     {S("DELETE /x/%C3%A9\xc3\xa9? HTTP/1.1\r\nHost: [::1]:80\r\nConnection: keep-alive, "
@@ -371,8 +376,8 @@ Test(http_valid, connection_and_expect)
         {S("GET / HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n"), false, false},
         {S("GET / HTTP/1.1\r\nHost: h\r\nConnection: CLOSE\r\n\r\n"), false, false},
         {S("GET / HTTP/1.1\r\nHost: h\r\nConnection: keep-alive, close\r\n\r\n"), false, false},
-        {S("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nConnection: close\r\n\r\n"),
-         false, false},
+        {S("GET / HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nConnection: close\r\n\r\n"), false,
+         false},
         {S("GET / HTTP/1.1\r\nHost: h\r\nConnection: closed\r\n\r\n"), true, false},
         {S("GET / HTTP/1.0\r\n\r\n"), false, false},
         {S("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"), true, false},
@@ -385,8 +390,7 @@ Test(http_valid, connection_and_expect)
         {S("GET / HTTP/1.0\r\nExpect: 100-continue\r\n\r\n"), false, false},
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        cr_assert_eq(parse(cases[i].in, cases[i].n), (ssize_t)cases[i].n, "[%zu] %s", i,
-                     req.error);
+        cr_assert_eq(parse(cases[i].in, cases[i].n), (ssize_t)cases[i].n, "[%zu] %s", i, req.error);
         cr_expect_eq(req.keep_alive, cases[i].keep_alive, "[%zu] keep_alive", i);
         cr_expect_eq(req.expect_continue, cases[i].expect, "[%zu] expect", i);
     }
@@ -610,8 +614,8 @@ Test(http_limits, chunked_wire_and_trailer_budget)
 {
     /* Small limits: 1-byte chunks with long extensions exceed max_body + max_head on the wire
        long before max_body decoded bytes, so the caller's buffer stays bounded. */
-    const struct http_limits l = {.max_line = 100, .max_head = 200, .max_fields = 10,
-                                  .max_body = 100};
+    const struct http_limits l = {
+        .max_line = 100, .max_head = 200, .max_fields = 10, .max_body = 100};
     static char in[2048];
     const char *h = "POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n";
     size_t hl = strlen(h), n = hl;

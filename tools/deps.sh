@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Install the Debian packages ringcount needs to build, test and run (as root), or print the
+# exact apt-get line to run (otherwise). Idempotent: installed packages are skipped.
+set -euo pipefail
+pkgs=(build-essential liburing-dev libpq-dev libck-dev libcriterion-dev postgresql-15 curl)
+[ "${RINGCOUNT_DEPS_EXTRA:-}" ] && pkgs+=(${RINGCOUNT_DEPS_EXTRA})
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+if [ "$(id -u)" -ne 0 ]; then
+  echo "missing Debian packages: ${missing[*]}" >&2
+  echo "run: sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
