@@ -31,7 +31,10 @@ void app_fini(void);
 struct app_worker *app_worker_new(unsigned idx, const struct app_io *io);
 /* Free it. */
 void app_worker_free(struct app_worker *a);
-/* Handle one complete request on s: 0 = answered (appended to s->out), 1 = parked (answer later). */
+enum { APP_DONE = 0, APP_PARKED = 1, APP_RETRY = 2 };
+/* Handle one complete request on s: APP_DONE = answered (appended to s->out), APP_PARKED =
+   answered later (sess_unpark), APP_RETRY = nothing done, not enough output room: call again
+   with the same request once the socket drained (read-only routes only). */
 int app_handle(struct sess *s, struct http_req *req);
 /* A wake-up arrived: drain user mailboxes, serve barriers, answer parked requests. */
 void app_on_wake(struct app_worker *a, uint64_t now_ms);

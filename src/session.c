@@ -58,6 +58,7 @@ void sess_init(struct sess *s, struct sess_env *env, uint64_t now_ms)
 {
     char *in = s->in, *out = s->out;
     uint32_t in_cap = s->in_cap, out_cap = s->out_cap;
+    free(s->out_old); /* a send that failed never released it */
     memset(s, 0, sizeof(*s));
     s->env = env;
     s->in = in;
@@ -71,6 +72,8 @@ void sess_free(struct sess *s)
 {
     free(s->in);
     free(s->out);
+    free(s->out_old);
+    s->out_old = NULL;
     s->in = s->out = NULL;
     s->in_cap = s->out_cap = s->in_len = s->out_len = 0;
 }
@@ -81,29 +84,39 @@ static void kick(struct sess *s)
         s->env->kick(s);
 }
 
-/* Make room for n more output bytes. -EAGAIN: would need to move a buffer a send is using. */
-static int out_reserve(struct sess *s, size_t n)
+int sess_reserve(struct sess *s, size_t n)
 {
     if (s->out_len + n <= s->out_cap)
         return 0;
     if (s->out_len + n > SESS_OUT_MAX)
         return -ENOBUFS;
-    if (s->out_locked)
-        return -EAGAIN;
     uint32_t cap = s->out_cap ? s->out_cap : SESS_OUT_INIT;
     while (cap < s->out_len + n)
         cap *= 2;
-    char *nb = realloc(s->out, cap);
-    if (!nb)
-        return -ENOMEM;
-    s->out = nb;
+    if (!s->out_locked) {
+        char *nb = realloc(s->out, cap);
+        if (!nb)
+            return -ENOMEM;
+        s->out = nb;
+    } else {
+        /* The kernel may still read out[0..out_locked): copy, and keep the old buffer alive
+           until the send completes (one retired buffer at a time). */
+        if (s->out_old)
+            return -EAGAIN;
+        char *nb = malloc(cap);
+        if (!nb)
+            return -ENOMEM;
+        memcpy(nb, s->out, s->out_len);
+        s->out_old = s->out;
+        s->out = nb;
+    }
     s->out_cap = cap;
     return 0;
 }
 
 static int out_append(struct sess *s, const void *p, size_t n)
 {
-    int rc = out_reserve(s, n);
+    int rc = sess_reserve(s, n);
     if (rc < 0)
         return rc;
     memcpy(s->out + s->out_len, p, n);
@@ -121,7 +134,7 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
     bool close = !s->req_keepalive || s->env->draining || (s->flags & SESS_CLOSE);
     bool no_body = s->req_head || status == 204 || status == 304;
     size_t need = HEAD_FIXED_MAX + hdrs_len + (no_body ? 0 : body_len);
-    int rc = out_reserve(s, need);
+    int rc = sess_reserve(s, need);
     if (rc < 0)
         return rc;
     char *p = s->out + s->out_len;
@@ -230,8 +243,9 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
     struct http_req req;
     bool answered = false;
     while (off < len && !(s->flags & (SESS_CLOSE | SESS_PENDING | SESS_OUTFULL | SESS_DEAD))) {
-        /* Output would not fit behind an in-flight send: stop here, resume after it. */
-        if (s->out_locked && s->out_len + 2048 > s->out_cap && s->out_cap >= SESS_OUT_MAX / 2) {
+        /* No room for a response now: stop here and resume once the socket drained, so no
+           request runs whose answer could not be written. */
+        if (sess_reserve(s, SESS_RESP_RESERVE) < 0) {
             s->flags |= SESS_OUTFULL;
             break;
         }
@@ -261,8 +275,16 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
         s->head_done_ms = 0;
         s->flags &= ~(uint32_t)SESS_SENT100;
         uint32_t before = s->out_len;
-        if (app_handle(s, &req) == 0 && s->out_len == before)
-            sess_error(s, 500, "INTERNAL", "no response", NULL, 0);
+        int hr = app_handle(s, &req);
+        if (hr == APP_RETRY && !req.chunked) {
+            /* A read-only handler needs more room than is free now: run it again later (the
+               request bytes are untouched; a de-chunked body could not be parsed twice). */
+            s->flags |= SESS_OUTFULL;
+            break;
+        }
+        if (hr != APP_PARKED && s->out_len == before)
+            sess_error(s, 503, "OVERLOADED", "response too large for the output buffer now",
+                       "Retry-After: 1\r\n", 15);
         answered = true;
         off += (size_t)r;
     }
@@ -366,6 +388,10 @@ uint32_t sess_sent(struct sess *s, uint32_t n)
     memmove(s->out, s->out + n, s->out_len - n);
     s->out_len -= n;
     s->out_locked -= n;
+    /* The rest of a short send is resubmitted from out (same bytes), so the retired buffer is
+       unused from here on. */
+    free(s->out_old);
+    s->out_old = NULL;
     return s->out_locked;
 }
 

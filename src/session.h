@@ -41,10 +41,15 @@ enum {
     SESS_OUTFULL = 1 << 4,   /* paused because out is full while a send is in flight */
 };
 
-/* Output buffer: grows from 4 KiB to 256 KiB only while no send is in flight (the kernel may
-   read it until the send completes); beyond that the session pauses parsing (back-pressure). */
+/* Output buffer: grows from 4 KiB up to 256 KiB; beyond that the session pauses parsing until
+   the socket drains (back-pressure). While a send is in flight the kernel may still read the
+   old buffer, so growing then copies into a new one and retires the old one until the send
+   completes. Before a request runs, SESS_RESP_RESERVE bytes must be available: every response
+   of the hot routes fits (the largest, /stats, is < 1 KiB); larger ones (/metrics, the status
+   page) reserve their own size and ask for a retry (APP_RETRY) when they cannot. */
 #define SESS_OUT_INIT 4096u
 #define SESS_OUT_MAX (256u * 1024u)
+#define SESS_RESP_RESERVE 4096u
 /* Buffered input bound: a client that keeps pipelining while we cannot answer is cut off here
    (1 MiB >> the largest legal request, ~80 KiB plus chunk framing). */
 #define SESS_IN_MAX (1024u * 1024u)
@@ -56,6 +61,7 @@ struct sess {
     char *out;
     uint32_t out_len, out_cap;
     uint32_t out_locked;        /* out[0..out_locked) belongs to an in-flight send */
+    char *out_old;              /* retired buffer an in-flight send still reads, or NULL */
     uint32_t flags;
     uint64_t req_start_ms;      /* first byte of the current partial request, 0 if none */
     uint64_t head_done_ms;      /* head complete, body still arriving */
@@ -93,6 +99,9 @@ bool sess_tick(struct sess *s, uint64_t now_ms);
    hdrs are extra header lines, each ending in CRLF. Returns 0 or -ENOMEM. */
 int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs, size_t hdrs_len,
                  const char *body, size_t body_len);
+/* Make room for n more output bytes: 0, -EAGAIN (not now: retry after the in-flight send),
+   -ENOBUFS (over SESS_OUT_MAX), -ENOMEM. */
+int sess_reserve(struct sess *s, size_t n);
 /* Append a JSON error response: {"error":{"code":code,"message":msg}}. */
 int sess_error(struct sess *s, int status, const char *code, const char *msg, const char *hdrs,
                size_t hdrs_len);
