@@ -1,6 +1,8 @@
 /* log — see log.h. One JSON line per call, built on the stack, one write(2). */
 #include "log.h"
 
+#include "fmt.h"
+
 #include <errno.h>
 #include <string.h>
 #include <time.h>
@@ -157,28 +159,6 @@ static bool lw_str(struct lw *w, const char *s, size_t n, bool may_cut)
     }
     w->p[w->len++] = '"'; /* fits: reserved */
     return true;
-}
-
-static size_t fmt_u64(char *buf, uint64_t v)
-{
-    char tmp[20];
-    size_t n = 0;
-
-    do {
-        tmp[n++] = (char)('0' + v % 10);
-        v /= 10;
-    } while (v);
-    for (size_t i = 0; i < n; i++)
-        buf[i] = tmp[n - 1 - i];
-    return n;
-}
-
-static size_t fmt_i64(char *buf, int64_t v)
-{
-    if (v >= 0)
-        return fmt_u64(buf, (uint64_t)v);
-    buf[0] = '-';
-    return 1 + fmt_u64(buf + 1, -(uint64_t)v); /* unsigned negate: INT64_MIN is fine */
 }
 
 static void put2(char *p, unsigned v)
