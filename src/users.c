@@ -47,6 +47,7 @@ struct shard {
     uint32_t wake_pending __attribute__((aligned(CK_MD_CACHELINE)));
     /* producer-side state of this worker (as a sender) */
     unsigned *wake_list;
+    uint8_t *wake_queued; /* per owner: already in wake_list (an owner may ack twice per batch) */
     size_t nwake;
     struct spill *spills; /* indexed by owner */
 } __attribute__((aligned(CK_MD_CACHELINE)));
@@ -57,6 +58,9 @@ static uint64_t users_reserved; /* global reservation so --max-users is exact */
 static uint64_t hash_seed;
 static struct shard *shards;
 static struct mbox *mboxes; /* [producer * n + owner] */
+/* Set once by main before the workers start (users_set_journal); read-only afterwards. */
+static users_journal_fn journal_fn;
+static void *journal_ctx;
 
 static void *hs_malloc(size_t r)
 {
@@ -165,6 +169,8 @@ static int insert_local(unsigned w, uint64_t h, const char *s, size_t n)
         return 0;
     }
     cnt_add(&slot->users, 1);
+    if (journal_fn)
+        journal_fn(w, s, n, journal_ctx);
     return 1;
 }
 
@@ -225,8 +231,11 @@ static void want_wake(unsigned w, unsigned owner)
     /* Full fence: our tail store must be visible before we read the owner's flag, and the owner
        clears the flag before it reads our tail (users_wake_ack), so no record is stranded. */
     ck_pr_fence_memory();
-    if (ck_pr_load_32(&o->wake_pending) == 0 && ck_pr_cas_32(&o->wake_pending, 0, 1))
+    if (ck_pr_load_32(&o->wake_pending) == 0 && ck_pr_cas_32(&o->wake_pending, 0, 1) &&
+        !shards[w].wake_queued[owner]) {
+        shards[w].wake_queued[owner] = 1;
         shards[w].wake_list[shards[w].nwake++] = owner;
+    }
 }
 
 static int spill_add(struct spill *sp, const char *s, size_t n)
@@ -310,8 +319,10 @@ size_t users_pending_wakes(unsigned w, unsigned *out, size_t cap)
             want_wake(w, o);
     }
     size_t k = 0;
-    for (size_t i = 0; i < sh->nwake && k < cap; i++)
+    for (size_t i = 0; i < sh->nwake && k < cap; i++) {
+        sh->wake_queued[sh->wake_list[i]] = 0;
         out[k++] = sh->wake_list[i];
+    }
     sh->nwake = 0;
     return k;
 }
@@ -328,8 +339,30 @@ void users_reset_shard(unsigned w)
     users_drain(w);
     struct cnt_slot *slot = cnt_slot(w);
     ck_pr_sub_64(&users_reserved, ck_pr_load_64(&slot->users));
+    ck_pr_store_64(&slot->users, 0);
+    ck_pr_store_64(&slot->users_overflow, 0);
     ck_hs_reset(&sh->hs);
     arena_free(sh);
+    if (journal_fn)
+        journal_fn(w, NULL, 0, journal_ctx);
+}
+
+void users_set_journal(users_journal_fn fn, void *ctx)
+{
+    journal_fn = fn;
+    journal_ctx = ctx;
+}
+
+int users_preload(const char *s, size_t n)
+{
+    if (n == 0 || n > USERS_ID_MAX)
+        return -EINVAL;
+    uint64_t h = users_hash(s, n);
+    unsigned o = owner_of(h);
+    uint64_t ov = cnt_slot(o)->users_overflow;
+    if (insert_local(o, h, s, n) == 1)
+        return 1;
+    return cnt_slot(o)->users_overflow != ov ? -ENOSPC : 0;
 }
 
 uint64_t users_count(void)
@@ -361,8 +394,9 @@ int users_init(unsigned n, uint64_t max, size_t mbox_bytes)
                         &hs_allocator, 1024, hash_seed))
             goto fail;
         shards[i].wake_list = calloc(n, sizeof(unsigned));
+        shards[i].wake_queued = calloc(n, 1);
         shards[i].spills = calloc(n, sizeof(struct spill));
-        if (!shards[i].wake_list || !shards[i].spills)
+        if (!shards[i].wake_list || !shards[i].wake_queued || !shards[i].spills)
             goto fail;
         for (unsigned j = 0; j < n; j++) {
             if (i == j)
@@ -388,6 +422,7 @@ void users_fini(void)
                 ck_hs_destroy(&shards[i].hs);
             arena_free(&shards[i]);
             free(shards[i].wake_list);
+            free(shards[i].wake_queued);
             if (shards[i].spills)
                 for (unsigned j = 0; j < nshards; j++)
                     free(shards[i].spills[j].buf);

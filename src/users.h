@@ -38,6 +38,16 @@ void users_wake_ack(unsigned w);
 void users_reset_shard(unsigned w);
 /* Number of distinct users (sum of shard counts). Any thread. */
 uint64_t users_count(void);
+/* Journal hook for the persister: called by owner w on its own thread for every user newly
+   inserted into its shard (s, n), and with s == NULL, n == 0 when its shard is reset (a marker:
+   records before it belong to the forgotten set). */
+typedef void (*users_journal_fn)(unsigned w, const char *s, size_t n, void *ctx);
+/* Install the hook (NULL removes it). Main thread, before the workers start. */
+void users_set_journal(users_journal_fn fn, void *ctx);
+/* Start-up load: insert (s, n) into its owner's shard without journaling it (call before
+   users_set_journal). Main thread, before the workers start. 1 new, 0 known, -ENOSPC past
+   --max-users (counted in usersOverflow), -EINVAL bad length. */
+int users_preload(const char *s, size_t n);
 /* 64-bit keyed hash of n bytes (seeded at init from getrandom against hash flooding). Pure. */
 uint64_t users_hash(const void *s, size_t n);
 
