@@ -32,6 +32,7 @@ enum op {
     OP_WAKE,
     OP_SIGNAL,
     OP_BACKOFF,
+    OP_DRAIN_DEADLINE,
     OP_IGNORE,
 };
 
@@ -42,10 +43,13 @@ enum op {
 #define UD_IDX(u) ((uint32_t)(u))
 
 /* 503 for connections over --max-connections: written and closed without a session. */
+#define REJECT_BODY "{\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"connection limit reached\"}}"
+#define REJECT_BODY_LEN 78
+#define STR_(x) #x
+#define STR(x) STR_(x)
 static const char REJECT_503[] =
     "HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
-    "Content-Length: 77\r\nConnection: close\r\nRetry-After: 1\r\n\r\n"
-    "{\"error\":{\"code\":\"TOO_MANY_CONNECTIONS\",\"message\":\"connection limit reached\"}}";
+    "Content-Length: " STR(REJECT_BODY_LEN) "\r\nConnection: close\r\nRetry-After: 1\r\n\r\n" REJECT_BODY;
 
 struct conn {
     struct sess s;
@@ -75,7 +79,7 @@ struct worker {
     struct app_worker *app;
     struct cnt_slot *slot;
     uint64_t now_ms;
-    struct __kernel_timespec tick_ts, backoff_ts;
+    struct __kernel_timespec tick_ts, backoff_ts, drain_ts;
     bool draining;
     uint64_t drain_deadline;
     int start_rc;
@@ -407,6 +411,13 @@ static void on_signal(struct worker *w)
     w->draining = true;
     w->env.draining = true;
     w->drain_deadline = w->now_ms + w->srv->cfg->shutdown_timeout_ms;
+    /* Its own timer: the 1 s tick alone could overshoot the deadline by up to a second. */
+    uint32_t ms = w->srv->cfg->shutdown_timeout_ms;
+    w->drain_ts.tv_sec = ms / 1000;
+    w->drain_ts.tv_nsec = (long long)(ms % 1000) * 1000000;
+    struct io_uring_sqe *tsqe = ring_sqe(&w->ring);
+    io_uring_prep_timeout(tsqe, &w->drain_ts, 0, 0);
+    io_uring_sqe_set_data64(tsqe, UD(OP_DRAIN_DEADLINE, 0, 0));
     if (w->accept_armed) {
         struct io_uring_sqe *sqe = ring_sqe(&w->ring);
         io_uring_prep_cancel64(sqe, UD(OP_ACCEPT, 0, 0), 0);
@@ -461,6 +472,9 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
         break;
     case OP_BACKOFF:
         w->backoff_armed = false;
+        break;
+    case OP_DRAIN_DEADLINE:
+        w->drain_deadline = 0;
         break;
     default:
         break;
@@ -580,7 +594,7 @@ static void *worker_main(void *arg)
     return NULL;
 }
 
-static int make_listener(const struct config *cfg, uint16_t port, uint16_t *bound)
+static int make_listener(const struct config *cfg, uint16_t port, uint16_t *bound, bool reuseport)
 {
     struct sockaddr_storage ss;
     socklen_t sl;
@@ -603,11 +617,12 @@ static int make_listener(const struct config *cfg, uint16_t port, uint16_t *boun
         return -errno;
     int one = 1;
     setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
+    if (reuseport)
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one));
     /* Inherited by accepted sockets: no per-connection setsockopt. Responses are already
        coalesced into one send per batch, so Nagle would only add delayed-ACK stalls. */
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || listen(fd, 4096) < 0) {
+    if (bind(fd, (struct sockaddr *)&ss, sl) < 0 || (reuseport && listen(fd, 4096) < 0)) {
         int e = -errno;
         close(fd);
         return e;
@@ -617,11 +632,24 @@ static int make_listener(const struct config *cfg, uint16_t port, uint16_t *boun
     return fd;
 }
 
+/* SO_REUSEPORT would let a second ringcount (same user) share the port silently, splitting
+   the totals between two processes: bind once without it first to find an owner. */
+static int port_free(const struct config *cfg)
+{
+    uint16_t ignored;
+    int fd = make_listener(cfg, cfg->listen_port, &ignored, false);
+    if (fd < 0)
+        return fd;
+    close(fd);
+    return 0;
+}
+
 int srv_start(const struct config *cfg, unsigned n, const int *cpus, struct srv **out)
 {
     struct srv *s = calloc(1, sizeof(*s));
     if (!s)
         return -ENOMEM;
+    _Static_assert(sizeof(REJECT_BODY) - 1 == REJECT_BODY_LEN, "REJECT_BODY_LEN");
     s->cfg = cfg;
     s->n = n;
     s->w = calloc(n, sizeof(struct worker));
@@ -634,12 +662,20 @@ int srv_start(const struct config *cfg, unsigned n, const int *cpus, struct srv 
         goto fail;
     }
     uint16_t port = cfg->listen_port;
+    if (port && (rc = port_free(cfg)) < 0) {
+        char addr[80];
+        cfg_listen_str(cfg, addr, sizeof(addr));
+        log_error("cannot listen", LOG_S("listen", addr), LOG_S("error", strerror(-rc)),
+                  LOG_S("fix", "another process holds this port: stop it or choose another "
+                               "--listen"));
+        goto fail;
+    }
     for (unsigned i = 0; i < n; i++) {
         struct worker *w = &s->w[i];
         w->srv = s;
         w->idx = i;
         w->cpu = cpus ? cpus[i] : -1;
-        w->lfd = make_listener(cfg, port, &port);
+        w->lfd = make_listener(cfg, port, &port, true);
         if (w->lfd < 0) {
             rc = w->lfd;
             char addr[80];

@@ -1,0 +1,140 @@
+/*
+ * harness — integration-test support: start the real ringcount binary, talk HTTP/1.1 to it over
+ * real sockets, read its JSON answers and its logs.
+ *
+ * Owns: the server child processes it starts (each killed with SIGKILL if the test process dies,
+ * so a failed assertion never leaks a server) and their captured stdout+stderr.
+ *
+ * Threads: it_start, it_stop, it_signal_wait, it_free and it_run may use Criterion assertions,
+ * so call them from the test's main thread only. Everything else never asserts, returns 0 /
+ * -errno (or a documented non-negative result) and may be called from any thread (one thread per
+ * struct it_conn at a time).
+ *
+ * Binary: $RINGCOUNT_BIN if set; else "ringcount" next to the test's build dir (the test binary
+ * is <build>/tests/integ/test_x, so an ASan test runs the ASan server); else build/ringcount
+ * relative to the cwd (make runs from the repository root).
+ * Environment of the child: the test's own, minus every RINGCOUNT_* variable and DATABASE_URL
+ * (a developer's shell must not change what a test sees: no admin key, memory-only), plus the
+ * entries the test passes.
+ */
+#ifndef IT_HARNESS_H
+#define IT_HARNESS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct it_server;
+
+/* Start ringcount with args (NULL-terminated, after argv[0]; "--listen 127.0.0.1:0" is added
+   unless args has --listen) and extra "NAME=value" env entries (NULL-terminated, may be NULL).
+   Waits up to 5 s for the "listening" log line. Asserts on failure (the server's output is in
+   the message). Returns the running server. Main thread only. */
+struct it_server *it_start(const char *const *args, const char *const *env);
+/* The TCP port the server bound. */
+uint16_t it_port(const struct it_server *srv);
+/* The server's process id (for signals other than SIGTERM). */
+pid_t it_pid(const struct it_server *srv);
+/* Send sig, wait up to timeout_ms for the exit. Returns the exit code (0..255), 128+N if killed
+   by signal N, or -ETIMEDOUT (the process is left running). Main thread only. */
+int it_signal_wait(struct it_server *srv, int sig, int timeout_ms);
+/* SIGTERM and wait up to 12 s (SPEC: drain within 10 s). Returns the exit status as above; on
+   timeout SIGKILLs the server and fails the test. Logs stay readable until it_free. */
+int it_stop(struct it_server *srv);
+/* Release srv (SIGKILL first if it still runs). NULL is a no-op. Main thread only. */
+void it_free(struct it_server *srv);
+
+/* Wait up to timeout_ms for needle to appear in the server's output. true if it did. */
+bool it_log_wait(struct it_server *srv, const char *needle, int timeout_ms);
+/* Copy the server's output so far into out (NUL-terminated, truncated to cap-1 bytes keeping
+   the tail). Returns the number of bytes copied. */
+size_t it_log_copy(struct it_server *srv, char *out, size_t cap);
+
+/* Run ringcount to completion (args/env as for it_start, but no --listen is added), stdout and
+   stderr merged into out (NUL-terminated, truncated to cap-1). Returns the exit code (0..255),
+   128+signal, or -ETIMEDOUT (then it was SIGKILLed: out has what it wrote). Asserts only if it
+   cannot be started. Main thread only. */
+int it_run(const char *const *args, const char *const *env, int timeout_ms, char *out, size_t cap);
+
+/* ------------------------------------------------------------------ connections */
+
+/* Unconsumed received bytes per connection: 64 KiB holds well over one response of this server
+   (the largest, /metrics, is ~1 KiB) and keeps 256 connections at 16 MiB. */
+#define IT_CONN_BUF 65536
+/* Largest response head / body a struct it_resp keeps (bigger responses are -EMSGSIZE). */
+#define IT_HEAD_MAX 8192
+#define IT_BODY_MAX 16384
+
+struct it_conn {
+    int fd;
+    size_t len;              /* bytes in buf not yet returned as a response */
+    char buf[IT_CONN_BUF];
+};
+
+struct it_resp {
+    int status;              /* e.g. 200; 100 for an interim "100 Continue" */
+    int minor;               /* HTTP/1.minor of the status line */
+    bool close;              /* "Connection: close" was sent */
+    size_t head_len;         /* status line + fields + empty line */
+    char head[IT_HEAD_MAX + 1]; /* NUL-terminated */
+    size_t body_len;
+    char body[IT_BODY_MAX + 1]; /* NUL-terminated */
+};
+
+/* Connect to 127.0.0.1:port (blocking socket, TCP_NODELAY). Returns the fd or -errno. */
+int it_connect(uint16_t port);
+/* it_connect into c (c->len = 0). 0 or -errno (then c->fd = -1). */
+int it_conn_open(struct it_conn *c, uint16_t port);
+/* Close c->fd if open. */
+void it_conn_close(struct it_conn *c);
+/* Write all n bytes (MSG_NOSIGNAL). 0 or -errno (-EPIPE/-ECONNRESET once the peer closed). */
+int it_send_all(int fd, const void *buf, size_t n);
+
+/* Parse one complete HTTP/1.x response at buf[0..len) into r. Returns its length (> 0), 0 if
+   more bytes are needed, -EPROTO if malformed (every non-1xx/204/304 answer of this server
+   must carry Content-Length), -EMSGSIZE if head or body exceed r's buffers. Pure. */
+ssize_t it_parse_response(const char *buf, size_t len, struct it_resp *r);
+/* Read exactly one response from c within timeout_ms (bytes after it stay in c->buf).
+   0; -ETIMEDOUT; -ENOTCONN if the peer closed first (EOF); -ECONNRESET etc. from recv;
+   -EPROTO / -EMSGSIZE as it_parse_response. */
+int it_read_response(struct it_conn *c, struct it_resp *r, int timeout_ms);
+/* Send the NUL-terminated raw request, then read one response (5 s). As it_read_response, or
+   the -errno of the send. */
+int it_request(struct it_conn *c, const char *raw, struct it_resp *r);
+/* Wait up to timeout_ms for the peer to close c (EOF or reset). 0 if it closed with no unread
+   bytes left; -EPROTO if bytes arrived (or were pending) instead; -ETIMEDOUT if still open. */
+int it_expect_closed(struct it_conn *c, int timeout_ms);
+/* Wait up to timeout_ms for c to become readable (data or close). 1 readable, 0 not, -errno.
+   Bytes already in c->buf count as readable. */
+int it_readable(struct it_conn *c, int timeout_ms);
+
+/* Value of the first header field called name (case-insensitive) in r, copied NUL-terminated
+   into out. Returns its length, -ENOENT if absent, -ENOSPC if it does not fit. */
+int it_header(const struct it_resp *r, const char *name, char *out, size_t cap);
+
+/* ------------------------------------------------------------------ JSON and decimals */
+
+/* Raw text of the first value of "key" (at any depth: keys of this server's bodies are unique)
+   in the NUL-terminated JSON text body: a number or literal token as written ("499.5", "null"),
+   or a string's contents without quotes and without unescaping. Copied NUL-terminated into out.
+   Returns its length, -ENOENT, or -ENOSPC. Comparing these tokens as strings checks the server's
+   exact printing. */
+int it_json_num(const char *body, const char *key, char *out, size_t cap);
+/* it_json_num parsed as an unsigned decimal integer. 0, -ENOENT, -EINVAL. */
+int it_json_u64(const char *body, const char *key, uint64_t *out);
+
+/* Exact decimal in micro-units (value * 10^6), independent of the server's src/decimal. */
+typedef __int128 it_dec;
+/* Parse a plain decimal "-?D+(.D{1,6})?" (no exponent: what the server prints). 0 / -EINVAL. */
+int it_dec_parse(const char *s, it_dec *out);
+/* Shortest exact decimal of v ("500000000", "499.5", "-0.000001"), NUL-terminated into out
+   (>= 48 bytes). Returns the length. */
+size_t it_dec_format(it_dec v, char *out);
+/* num / den rounded half-to-even (den > 0). */
+it_dec it_dec_div_round(it_dec num, uint64_t den);
+
+/* Milliseconds of CLOCK_MONOTONIC. */
+uint64_t it_now_ms(void);
+
+#endif
