@@ -1,0 +1,91 @@
+/*
+ * metrics — the figures behind GET /metrics (SPEC §2.4) and their Prometheus text rendering
+ * (exposition format 0.0.4, names prefixed ringcount_, base units: seconds, bytes).
+ *
+ * Owns (process-wide, stated global state, set up by metrics_init before any worker runs):
+ *  - one cache-line-aligned slot per worker: requests by route x status, the request-latency
+ *    histogram, the loop-liveness stamp. Exactly one writer per slot, its worker (plain ck_pr
+ *    stores, no atomic RMW, no lock); any thread reads. Summed over workers at scrape time.
+ *  - persistence figures, written by the persister thread only (flush histogram, failures,
+ *    pending keys, pg_up, last flush time); read by any thread.
+ *  - the durable in-flight gauge: any thread adds (one atomic add).
+ *  - process_* figures sampled by metrics_process_refresh (main thread, once a second), so a
+ *    scrape on a worker makes no system call and never walks /proc/self/fd itself.
+ * It also reads the counter slots (counters.h): connections, io_uring overflows, events.
+ *
+ * Threads: metrics_init/metrics_fini from main; metrics_slot_* from the slot's worker only;
+ * metrics_flush_* / metrics_set_pg_up / metrics_set_pending_keys / metrics_set_persistence
+ * from the persister (or main before it starts); metrics_render and metrics_workers_stale from
+ * any thread.
+ */
+#ifndef RC_METRICS_H
+#define RC_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+/* What client_golang sends; Prometheus accepts the charset parameter (format 0.0.4). */
+#define METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+struct metrics_slot;
+
+/* Allocate n worker slots (1..CNT_MAX_WORKERS) and take a first process sample. Main thread,
+   before workers start. 0 / -EINVAL / -ENOMEM. */
+int metrics_init(unsigned n);
+/* Free the slots. Main thread, after workers are joined. Safe without metrics_init. */
+void metrics_fini(void);
+/* Worker w's slot (w < n), or NULL if metrics_init was not called or w is out of range. */
+struct metrics_slot *metrics_slot(unsigned w);
+
+/* ---- worker hot path (slot owner only; NULL slot = no-op) ---- */
+
+/* CLOCK_MONOTONIC in ns, read once per event-loop batch (vDSO clock_gettime, no syscall) and
+   cached until metrics_slot_batch_end; 0 for a NULL slot. */
+uint64_t metrics_slot_now_ns(struct metrics_slot *m);
+/* End of an event-loop batch: the next metrics_slot_now_ns reads the clock again. */
+void metrics_slot_batch_end(struct metrics_slot *m);
+/* One final response: route id (enum route_id; out of range counts as ROUTE_NONE), HTTP status
+   (codes sess_reason does not know count as code="other"). observe: also add latency_ns to the
+   latency histogram (requests that reached a handler; protocol errors and 408s do not). */
+void metrics_slot_request(struct metrics_slot *m, unsigned route, int status, bool observe,
+                          uint64_t latency_ns);
+/* Once-a-second tick of the worker's loop (watchdog liveness); now_ms is CLOCK_MONOTONIC ms. */
+void metrics_slot_tick(struct metrics_slot *m, uint64_t now_ms);
+
+/* ---- any thread ---- */
+
+/* Durable requests waiting on a commit: add d (may be negative). One atomic add. */
+void metrics_durable_inflight_add(int64_t d);
+
+/* ---- persister (single writer) ---- */
+
+/* Persistence configured (--db given)? Renders ringcount_persistence_enabled. */
+void metrics_set_persistence(bool enabled);
+/* One committed flush that took `seconds`; also stamps the last successful flush time. */
+void metrics_flush_observe(double seconds);
+/* One failed flush (error or unknown COMMIT outcome). */
+void metrics_flush_failed(void);
+/* Is the PostgreSQL connection up? */
+void metrics_set_pg_up(bool up);
+/* Distinct keys waiting for the next flush. */
+void metrics_set_pending_keys(uint64_t n);
+
+/* ---- main thread ---- */
+
+/* Sample process_* figures (getrusage, /proc/self/statm, /proc/self/fd, RLIMIT_NOFILE,
+   RLIMIT_AS). 0, or -errno of the first source that failed (the others are still updated). */
+int metrics_process_refresh(void);
+/* Number of workers whose last sign of life (their latest tick, or since_ms if later: when the
+   caller started watching) is more than max_age_ms before now_ms (CLOCK_MONOTONIC ms).
+   0 = every loop is turning. */
+unsigned metrics_workers_stale(uint64_t now_ms, uint64_t since_ms, uint64_t max_age_ms);
+
+/* ---- rendering (any thread) ---- */
+
+/* Render every metric into buf (NUL-terminated when cap > 0). Returns the length the full text
+   needs without the NUL (like snprintf): a result >= cap means it was cut; call again with a
+   bigger buffer. Figures are read without locks, so two calls may differ by a few bytes. */
+size_t metrics_render(char *buf, size_t cap);
+
+#endif
