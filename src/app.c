@@ -12,10 +12,23 @@
 #include "decimal.h"
 #include "fmt.h"
 #include "json.h"
+#include "metrics.h"
+#include "persist.h"
 #include "router.h"
+#include "status_page.h"
+#include "tnapi.h"
 #include "users.h"
 
-enum wait_kind { WAIT_STATS, WAIT_RESET };
+enum wait_kind { WAIT_STATS, WAIT_RESET, WAIT_CLUSTER /* a /stats barrier, then the persister */ };
+
+/* A session waiting on the persister: a durable increment (key = its ticket, FIFO) or a cluster
+   /stats or durable /reset (key = the token of its request). */
+struct pwaiter {
+    struct sess *s; /* NULL: the connection died (tombstone, keeps the FIFO in ticket order) */
+    uint64_t key;
+    uint64_t deadline_ms;
+    enum wait_kind kind;
+};
 
 struct waiter {
     struct sess *s;
@@ -31,6 +44,15 @@ struct app_worker {
     size_t nwait, capwait;
     uint64_t req_at_last_tick;
     unsigned *wake_buf;
+    struct metrics_slot *ms;  /* NULL when metrics_init was not called (unit tests) */
+    struct tnapi_worker *tn;  /* multi-tenant counters: rate-limit table, UUID pool */
+    char *metrics_buf;        /* GET /metrics scratch: grown on the first scrapes, then reused */
+    size_t metrics_cap;
+    struct pwaiter *dur;      /* durable increments waiting for their commit: ring, FIFO */
+    size_t dur_head, dur_len, dur_cap;
+    struct pwaiter *tok;      /* cluster /stats and durable /reset waiting for a reply */
+    size_t ntok, captok;
+    uint64_t next_token;
 };
 
 /* Read-only after app_init. */
@@ -63,11 +85,12 @@ int app_init(const struct config *cfg, unsigned nworkers)
     G.start_ms = mono_ms();
     barrier_gen_global = reset_gen_global = 0;
     ready_flag = 0;
-    return 0;
+    return tnapi_init(cfg, nworkers);
 }
 
 void app_fini(void)
 {
+    tnapi_fini();
     memset(&G, 0, sizeof(G));
 }
 
@@ -83,9 +106,13 @@ struct app_worker *app_worker_new(unsigned idx, const struct app_io *io)
         return NULL;
     a->idx = idx;
     a->slot = cnt_slot(idx);
+    a->ms = metrics_slot(idx);
     a->io = *io;
     a->wake_buf = calloc(G.nworkers, sizeof(unsigned));
-    if (!a->wake_buf) {
+    a->tn = tnapi_worker_new(idx);
+    if (!a->wake_buf || !a->tn) {
+        free(a->wake_buf);
+        tnapi_worker_free(a->tn);
         free(a);
         return NULL;
     }
@@ -98,6 +125,10 @@ void app_worker_free(struct app_worker *a)
         return;
     free(a->wait);
     free(a->wake_buf);
+    free(a->metrics_buf);
+    free(a->dur);
+    free(a->tok);
+    tnapi_worker_free(a->tn);
     free(a);
 }
 
@@ -122,9 +153,8 @@ static void serve_control(struct app_worker *a)
     bool served = false;
     if (rg > a->slot->reset_gen) {
         users_reset_shard(a->idx);
-        cnt_reset_events(a->slot);
-        ck_pr_fence_store();
-        ck_pr_store_64(&a->slot->reset_gen, rg);
+        /* the generation is stored inside the events seqlock: the persister reads both at once */
+        cnt_reset_events_to(a->slot, rg);
         served = true;
     }
     if (bg > a->slot->barrier_gen) {
@@ -141,7 +171,7 @@ static uint64_t min_gen(enum wait_kind k)
     uint64_t m = UINT64_MAX;
     for (unsigned i = 0; i < G.nworkers; i++) {
         struct cnt_slot *s = cnt_slot(i);
-        uint64_t g = ck_pr_load_64(k == WAIT_STATS ? &s->barrier_gen : &s->reset_gen);
+        uint64_t g = ck_pr_load_64(k == WAIT_RESET ? &s->reset_gen : &s->barrier_gen);
         if (g < m)
             m = g;
     }
@@ -149,14 +179,22 @@ static uint64_t min_gen(enum wait_kind k)
 }
 
 static void answer_stats(struct sess *s);
+static int pers_wait_token(struct app_worker *a, struct sess *s, enum wait_kind k);
+static void pers_poll(struct app_worker *a, uint64_t now_ms);
+static void pers_forget(struct app_worker *a, struct sess *s);
 
-static void answer_waiter(struct waiter *w)
+/* The barrier of w is complete: answer it (0), or hand it to the persister (1, parked): a
+   cluster /stats, and a /reset that must also be committed to PostgreSQL. */
+static int answer_waiter(struct app_worker *a, struct waiter *w)
 {
+    if (w->kind != WAIT_STATS && persist_enabled())
+        return pers_wait_token(a, w->s, w->kind);
     if (w->kind == WAIT_STATS)
         answer_stats(w->s);
     else
         sess_respond(w->s, 200, SESS_JSON, NULL, 0, "{\"status\":\"reset\"}", 18);
     sess_unpark(w->s);
+    return 0;
 }
 
 static void check_waiters(struct app_worker *a)
@@ -167,8 +205,8 @@ static void check_waiters(struct app_worker *a)
     size_t j = 0;
     for (size_t i = 0; i < a->nwait; i++) {
         struct waiter *w = &a->wait[i];
-        if (w->gen <= (w->kind == WAIT_STATS ? mb : mr))
-            answer_waiter(w);
+        if (w->gen <= (w->kind == WAIT_RESET ? mr : mb))
+            answer_waiter(a, w);
         else
             a->wait[j++] = *w;
     }
@@ -178,13 +216,11 @@ static void check_waiters(struct app_worker *a)
 /* Start a cross-worker operation for s. Returns 0 if answered now, 1 if parked. */
 static int start_wait(struct app_worker *a, struct sess *s, enum wait_kind k)
 {
-    uint64_t g = ck_pr_faa_64(k == WAIT_STATS ? &barrier_gen_global : &reset_gen_global, 1) + 1;
+    uint64_t g = ck_pr_faa_64(k == WAIT_RESET ? &reset_gen_global : &barrier_gen_global, 1) + 1;
     serve_control(a);
     struct waiter w = {.s = s, .gen = g, .kind = k};
-    if (min_gen(k) >= g) {
-        answer_waiter(&w);
-        return 0;
-    }
+    if (min_gen(k) >= g)
+        return answer_waiter(a, &w);
     if (a->nwait == a->capwait) {
         size_t nc = a->capwait ? a->capwait * 2 : 16;
         struct waiter *nw = realloc(a->wait, nc * sizeof(*nw));
@@ -207,13 +243,14 @@ void app_forget(struct app_worker *a, struct sess *s)
         if (a->wait[i].s != s)
             a->wait[j++] = a->wait[i];
     a->nwait = j;
+    pers_forget(a, s);
 }
 
 void app_on_wake(struct app_worker *a, uint64_t now_ms)
 {
-    (void)now_ms;
     serve_control(a);
     check_waiters(a);
+    pers_poll(a, now_ms);
 }
 
 void app_flush(struct app_worker *a)
@@ -221,6 +258,9 @@ void app_flush(struct app_worker *a)
     size_t n = users_pending_wakes(a->idx, a->wake_buf, G.nworkers);
     for (size_t i = 0; i < n; i++)
         a->io.wake(a->io.ctx, a->wake_buf[i]);
+    if (persist_w_batch_end(a->idx)) /* target nworkers: the persister (srv_set_aux_wake_fd) */
+        a->io.wake(a->io.ctx, G.nworkers);
+    metrics_slot_batch_end(a->ms);
 }
 
 void app_tick(struct app_worker *a, uint64_t now_ms)
@@ -228,6 +268,7 @@ void app_tick(struct app_worker *a, uint64_t now_ms)
     uint64_t r = a->slot->requests;
     ck_pr_store_64(&a->slot->rps, r - a->req_at_last_tick);
     a->req_at_last_tick = r;
+    metrics_slot_tick(a->ms, now_ms);
     app_on_wake(a, now_ms);
 }
 
@@ -269,8 +310,9 @@ static void answer_stats(struct sess *s)
     p += fmt_u64(p, snap.rps);
     p = put(p, ",\"usersOverflow\":");
     p += fmt_u64(p, snap.users_overflow);
-    p = put(p, ",\"persistence\":{\"mode\":\"none\",\"dbUp\":false,\"lastFlushAgeMs\":null,"
-               "\"pendingKeys\":0,\"flushes\":0,\"flushErrors\":0,\"persistedTotalRequests\":0}}}");
+    p = put(p, ",\"persistence\":");
+    p += persist_stats_json(p, 320);
+    p = put(p, "}}");
     sess_respond(s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
 }
 
@@ -333,26 +375,270 @@ static int admin_check(struct sess *s, const struct http_req *req)
     return 0;
 }
 
-static int handle_metrics(struct sess *s)
+/* Scrapes come every 15 s or so: the text (a few KiB) is rendered into a per-worker buffer that
+   grows to fit on the first scrapes (+4 KiB slack, so one new series does not reallocate). */
+static int handle_metrics(struct app_worker *a, struct sess *s)
 {
-    struct cnt_snapshot snap;
-    cnt_snapshot(&snap);
-    char body[2048], *p = body;
-    p = put(p, "# HELP ringcount_events_total Events accepted by POST /event.\n"
-               "# TYPE ringcount_events_total counter\nringcount_events_total ");
-    p += fmt_u64(p, snap.events);
-    p = put(p, "\n# HELP ringcount_unique_users Distinct userIds seen.\n"
-               "# TYPE ringcount_unique_users gauge\nringcount_unique_users ");
-    p += fmt_u64(p, snap.users);
-    p = put(p, "\n# HELP ringcount_http_requests_total HTTP requests answered.\n"
-               "# TYPE ringcount_http_requests_total counter\nringcount_http_requests_total ");
-    p += fmt_u64(p, snap.requests);
-    p = put(p, "\n# HELP ringcount_connections Open client connections.\n"
-               "# TYPE ringcount_connections gauge\nringcount_connections ");
-    p += fmt_u64(p, snap.conns_open);
-    p = put(p, "\n");
-    return sess_respond(s, 200, "text/plain; version=0.0.4; charset=utf-8", NULL, 0, body,
-                        (size_t)(p - body));
+    for (int tries = 0; tries < 3; tries++) {
+        size_t need = metrics_render(a->metrics_buf, a->metrics_cap);
+        if (need < a->metrics_cap)
+            return sess_respond(s, 200, METRICS_CONTENT_TYPE, NULL, 0, a->metrics_buf, need);
+        char *nb = realloc(a->metrics_buf, need + 4096);
+        if (!nb)
+            break;
+        a->metrics_buf = nb;
+        a->metrics_cap = need + 4096;
+    }
+    return sess_error(s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+}
+
+static int handle_index(struct sess *s)
+{
+    size_t len;
+    const char *html = status_page_html(&len);
+    return sess_respond(s, 200, STATUS_PAGE_CONTENT_TYPE, STATUS_PAGE_HEADERS,
+                        sizeof(STATUS_PAGE_HEADERS) - 1, html, len);
+}
+
+/* ---------------------------------------------------------------- persistence (SPEC §2.2, §4) */
+
+static void pers_count(struct sess *s, int64_t v)
+{
+    char body[48], *p = body;
+    p = put(p, "{\"count\":");
+    p += fmt_i64(p, v);
+    *p++ = '}';
+    sess_respond(s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
+}
+
+static int pers_unavailable(struct sess *s, const char *why)
+{
+    return sess_error(s, 503, "PERSISTENCE_UNAVAILABLE", why, "Retry-After: 1\r\n", 16);
+}
+
+static int pers_overflow(struct sess *s)
+{
+    return sess_error(s, 409, "COUNTER_OVERFLOW",
+                      "the counter is at its maximum (9223372036854775807) and is never wrapped",
+                      NULL, 0);
+}
+
+/* Grow-on-demand storage for waiters: amortised doubling, never per request once warm. */
+static int pers_grow(struct pwaiter **v, size_t *cap, size_t need)
+{
+    if (need <= *cap)
+        return 0;
+    size_t nc = *cap ? *cap * 2 : 64;
+    struct pwaiter *nv = realloc(*v, nc * sizeof(*nv));
+    if (!nv)
+        return -ENOMEM;
+    *v = nv;
+    *cap = nc;
+    return 0;
+}
+
+/* The barrier of a cluster /stats or /reset is done: ask the persister, park until it replies. */
+static int pers_wait_token(struct app_worker *a, struct sess *s, enum wait_kind k)
+{
+    uint64_t tok = ++a->next_token;
+    if (pers_grow(&a->tok, &a->captok, a->ntok + 1) < 0 ||
+        persist_w_request(a->idx, k == WAIT_CLUSTER ? PERSIST_REQ_CLUSTER : PERSIST_REQ_RESET,
+                          tok) < 0) {
+        sess_error(s, 503, "OVERLOADED", "too many requests waiting for the persister",
+                   "Retry-After: 1\r\n", 16);
+        sess_unpark(s);
+        return 0;
+    }
+    a->tok[a->ntok++] = (struct pwaiter){.s = s, .key = tok, .kind = k,
+                                         .deadline_ms = mono_ms() + persist_durable_timeout_ms()};
+    sess_park(s, a);
+    return 1;
+}
+
+static void pers_answer_token(struct pwaiter *w, const struct persist_reply *r)
+{
+    if (!r) {
+        pers_unavailable(w->s, w->kind == WAIT_RESET
+                                   ? "reset done in memory; PostgreSQL did not confirm it in time "
+                                     "(it is applied when the database is reachable)"
+                                   : "PostgreSQL did not answer in time");
+    } else if (w->kind == WAIT_RESET) {
+        sess_respond(w->s, 200, SESS_JSON, NULL, 0, "{\"status\":\"reset\"}", 18);
+    } else {
+        char body[256], *p = body;
+        p = put(p, "{\"totalRequests\":");
+        p += fmt_u64(p, r->events);
+        p = put(p, ",\"uniqueUsers\":");
+        p += fmt_u64(p, r->users);
+        p = put(p, ",\"sum\":");
+        p += dec_format(r->sum, p);
+        p = put(p, ",\"avg\":");
+        p += dec_format(r->events ? dec_div_round(r->sum, r->events) : 0, p);
+        p = put(p, ",\"scope\":\"cluster\",\"nodes\":");
+        p += fmt_u64(p, r->nodes);
+        *p++ = '}';
+        sess_respond(w->s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
+    }
+    sess_unpark(w->s);
+}
+
+static struct pwaiter *pers_dur_at(struct app_worker *a, size_t i)
+{
+    return &a->dur[(a->dur_head + i) % a->dur_cap];
+}
+
+/* Drain the persister's replies; answer what they cover; 503 what waited too long. */
+static void pers_poll(struct app_worker *a, uint64_t now_ms)
+{
+    struct persist_reply r;
+    while (persist_w_reply_pop(a->idx, &r)) {
+        if (r.kind == PERSIST_R_DURABLE) {
+            while (a->dur_len && pers_dur_at(a, 0)->key <= r.upto) {
+                struct pwaiter *w = pers_dur_at(a, 0);
+                if (w->s) {
+                    pers_count(w->s, (int64_t)(w->key + r.offset));
+                    sess_unpark(w->s);
+                    persist_w_durable_leave(a->idx);
+                }
+                a->dur_head = (a->dur_head + 1) % a->dur_cap;
+                a->dur_len--;
+            }
+            continue;
+        }
+        for (size_t i = 0; i < a->ntok; i++) {
+            if (a->tok[i].key != r.token)
+                continue;
+            pers_answer_token(&a->tok[i], &r);
+            a->tok[i] = a->tok[--a->ntok];
+            break;
+        }
+    }
+    while (a->dur_len && pers_dur_at(a, 0)->deadline_ms <= now_ms) {
+        struct pwaiter *w = pers_dur_at(a, 0);
+        if (w->s) {
+            /* Not acknowledged: the increment may still be committed later (never a false 2xx). */
+            pers_unavailable(w->s, "PostgreSQL did not commit in time (--durable-timeout-ms)");
+            sess_unpark(w->s);
+            persist_w_durable_leave(a->idx);
+        }
+        a->dur_head = (a->dur_head + 1) % a->dur_cap;
+        a->dur_len--;
+    }
+    for (size_t i = 0; i < a->ntok;) {
+        if (a->tok[i].deadline_ms <= now_ms) {
+            pers_answer_token(&a->tok[i], NULL);
+            a->tok[i] = a->tok[--a->ntok];
+        } else {
+            i++;
+        }
+    }
+}
+
+static void pers_forget(struct app_worker *a, struct sess *s)
+{
+    for (size_t i = 0; i < a->dur_len; i++) {
+        struct pwaiter *w = pers_dur_at(a, i);
+        if (w->s == s) {
+            w->s = NULL;
+            persist_w_durable_leave(a->idx);
+        }
+    }
+    for (size_t i = 0; i < a->ntok;) {
+        if (a->tok[i].s == s)
+            a->tok[i] = a->tok[--a->ntok];
+        else
+            i++;
+    }
+}
+
+/* POST /api/v1/increment: take the increment, park until the flush that carries it commits. */
+static int handle_incr_durable(struct app_worker *a, struct sess *s)
+{
+    int rc = persist_w_durable_enter(a->idx);
+    if (rc == -ENODEV)
+        return pers_unavailable(s, "no database is configured (--db): durable increments are off"), 0;
+    if (rc == -EBUSY)
+        return sess_error(s, 429, "OVERLOADED", "too many durable increments waiting for a commit",
+                          "Retry-After: 1\r\n", 16), 0;
+    if (a->dur_len == a->dur_cap) { /* grow the ring, unrolled to start at 0 */
+        size_t nc = a->dur_cap ? a->dur_cap * 2 : 64;
+        struct pwaiter *nv = malloc(nc * sizeof(*nv));
+        if (!nv) {
+            persist_w_durable_leave(a->idx);
+            return sess_error(s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16), 0;
+        }
+        for (size_t i = 0; i < a->dur_len; i++)
+            nv[i] = *pers_dur_at(a, i);
+        free(a->dur);
+        a->dur = nv;
+        a->dur_cap = nc;
+        a->dur_head = 0;
+    }
+    uint64_t ticket;
+    if (persist_w_incr(a->idx, &ticket) < 0) {
+        persist_w_durable_leave(a->idx);
+        return pers_overflow(s), 0;
+    }
+    a->dur[(a->dur_head + a->dur_len++) % a->dur_cap] = (struct pwaiter){
+        .s = s, .key = ticket, .deadline_ms = mono_ms() + persist_durable_timeout_ms()};
+    sess_park(s, a);
+    return 1;
+}
+
+/* The single counter's routes: v1 POST durable, v1 GET committed; v2 (and /api/v1/counter)
+   POST fast 204, GET live. Returns as app_handle. */
+static int handle_counter(struct app_worker *a, struct sess *s, const struct http_req *req,
+                          enum route_id id)
+{
+    bool post = req->method == HTTP_M_POST;
+    if (id == ROUTE_INCR_V1) {
+        if (post)
+            return handle_incr_durable(a, s);
+        int64_t v;
+        if (persist_committed(&v) < 0)
+            return pers_unavailable(s, "no database is configured (--db): nothing is committed"), 0;
+        pers_count(s, v);
+        return 0;
+    }
+    if (!post) {
+        pers_count(s, persist_live());
+        return 0;
+    }
+    uint64_t ticket;
+    if (persist_w_incr(a->idx, &ticket) < 0)
+        return pers_overflow(s), 0;
+    sess_respond(s, 204, NULL, NULL, 0, NULL, 0);
+    return 0;
+}
+
+/* ?scope= of GET /stats: 0 this node (absent or "node"), 1 "cluster", -1 anything else. */
+static int stats_scope(const struct http_req *req)
+{
+    const char *q = req->query, *end = q ? q + req->query_len : NULL;
+    while (q && q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - q) >= 6 && memcmp(q, "scope=", 6) == 0) {
+            size_t n = (size_t)(e - q) - 6;
+            if (n == 7 && memcmp(q + 6, "cluster", 7) == 0)
+                return 1;
+            return n == 4 && memcmp(q + 6, "node", 4) == 0 ? 0 : -1;
+        }
+        q = amp ? amp + 1 : end;
+    }
+    return 0;
+}
+
+void app_note_response(struct sess *s, int status)
+{
+    struct app_worker *a = s->env->app;
+    uint64_t t0 = s->req_t0_ns;
+    s->req_t0_ns = 0;
+    if (a && a->ms) {
+        uint64_t now = t0 ? metrics_slot_now_ns(a->ms) : 0;
+        metrics_slot_request(a->ms, s->req_route, status, t0 != 0, now > t0 ? now - t0 : 0);
+    }
+    s->req_route = ROUTE_NONE;
 }
 
 int app_handle(struct sess *s, struct http_req *req)
@@ -361,8 +647,17 @@ int app_handle(struct sess *s, struct http_req *req)
     struct route_match m;
     cnt_add(&a->slot->requests, 1);
     route_match(req->method, req->path, req->path_len, &m);
+    /* metrics: a multi-recv request counts from its first byte (coarse clock, which lags the
+       precise one by at most a tick, ~4 ms), one that arrived whole from this batch */
+    s->req_route = (uint8_t)m.id;
+    s->req_t0_ns = m.id == ROUTE_NONE ? 0
+                 : s->req_first_ms   ? s->req_first_ms * 1000000u
+                                     : metrics_slot_now_ns(a->ms);
     if (m.status == 404)
         return sess_error(s, 404, "NOT_FOUND", "no such route", NULL, 0), 0;
+    /* SPEC §2.3: tenant routes do their own OPTIONS (CORS), rate limiting and admin split */
+    if (m.status == 0 && tnapi_route(m.id))
+        return tnapi_handle(a->tn, s, req, &m, mono_ms(), admin_check);
     if (m.status == 405 || req->method == HTTP_M_OPTIONS) {
         char hdr[128], *p = hdr;
         p = put(p, "Allow: ");
@@ -380,7 +675,16 @@ int app_handle(struct sess *s, struct http_req *req)
         handle_event(a, s, req);
         return 0;
     case ROUTE_STATS:
-        return start_wait(a, s, WAIT_STATS);
+        switch (stats_scope(req)) {
+        case 0:
+            return start_wait(a, s, WAIT_STATS);
+        case 1:
+            if (!persist_enabled())
+                return pers_unavailable(s, "no database is configured (--db): no cluster totals"), 0;
+            return start_wait(a, s, WAIT_CLUSTER);
+        default:
+            return sess_error(s, 400, "INVALID_SCOPE", "scope must be node or cluster", NULL, 0), 0;
+        }
     case ROUTE_RESET:
         if (admin_check(s, req) < 0)
             return 0;
@@ -398,8 +702,17 @@ int app_handle(struct sess *s, struct http_req *req)
             sess_error(s, 503, "NOT_READY", s->env->draining ? "draining" : "starting", NULL, 0);
         return 0;
     case ROUTE_METRICS:
-        handle_metrics(s);
-        return 0;
+    case ROUTE_INDEX: {
+        /* Large answers (~6 KiB): no room now (a send in flight, or the 256 KiB output bound
+           under pipelining) -> run again once the socket drained (APP_RETRY, session.h), never
+           a 503. Found by fuzz/fuzz_session and tests/integ/test_faults.c (issue 7). */
+        int rc = m.id == ROUTE_METRICS ? handle_metrics(a, s) : handle_index(s);
+        return rc == -EAGAIN || (rc == -ENOBUFS && s->out_len) ? APP_RETRY : 0;
+    }
+    case ROUTE_INCR_V1:
+    case ROUTE_INCR_V2:
+    case ROUTE_COUNTER_V1:
+        return handle_counter(a, s, req, m.id);
     default:
         sess_error(s, 404, "NOT_FOUND", "no such route", NULL, 0);
         return 0;

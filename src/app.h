@@ -44,6 +44,9 @@ void app_flush(struct app_worker *a);
 void app_tick(struct app_worker *a, uint64_t now_ms);
 /* The session s died while parked: forget it (the io layer frees it after this returns). */
 void app_forget(struct app_worker *a, struct sess *s);
+/* A final response with this status was appended to s (called by sess_respond): counts it in
+   the worker's metrics by route and status, with its latency when a handler routed it. */
+void app_note_response(struct sess *s, int status);
 /* Server lifecycle for /readyz: ready after start-up, not ready while draining. */
 void app_set_ready(bool ready);
 

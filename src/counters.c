@@ -50,6 +50,40 @@ void cnt_reset_events(struct cnt_slot *s)
     ck_pr_store_64(&s->users_overflow, 0);
 }
 
+void cnt_reset_events_to(struct cnt_slot *s, uint64_t gen)
+{
+    ck_sequence_write_begin(&s->seq);
+    ck_pr_store_64(&s->events, 0);
+    ck_pr_store_64(&s->sum_lo, 0);
+    ck_pr_store_64(&s->sum_hi, 0);
+    ck_pr_store_64(&s->ev_epoch, s->ev_epoch + 1);
+    /* the zeroes first: /reset waiters read reset_gen outside the seq and must see them done */
+    ck_pr_fence_store();
+    ck_pr_store_64(&s->reset_gen, gen);
+    ck_sequence_write_end(&s->seq);
+    ck_pr_store_64(&s->users, 0);
+    ck_pr_store_64(&s->users_overflow, 0);
+}
+
+void cnt_read_events(struct cnt_slot *s, uint64_t *events, dec_t *sum, uint64_t *reset_gen,
+                     uint64_t *epoch)
+{
+    uint64_t ev, lo, hi, rg, ep;
+    unsigned v;
+    do {
+        v = ck_sequence_read_begin(&s->seq);
+        ev = ck_pr_load_64(&s->events);
+        lo = ck_pr_load_64(&s->sum_lo);
+        hi = ck_pr_load_64(&s->sum_hi);
+        rg = ck_pr_load_64(&s->reset_gen);
+        ep = ck_pr_load_64(&s->ev_epoch);
+    } while (ck_sequence_read_retry(&s->seq, v));
+    *events = ev;
+    *sum = (dec_t)(((unsigned __int128)hi << 64) | lo);
+    *reset_gen = rg;
+    *epoch = ep;
+}
+
 void cnt_snapshot(struct cnt_snapshot *out)
 {
     memset(out, 0, sizeof(*out));

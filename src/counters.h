@@ -27,7 +27,11 @@ struct cnt_slot {
     uint64_t rps;             /* requests in the last full second */
     uint64_t conns_open, conns_accepted, conns_rejected;
     uint64_t cq_overflows, enobufs;
-    uint64_t reset_gen;       /* last /reset generation applied by this worker */
+    uint64_t reset_gen;       /* last /reset generation applied by this worker (written inside
+                                 seq by cnt_reset_events_to, so the persister reads it with the
+                                 events it belongs to) */
+    uint64_t ev_epoch;        /* resets applied by this worker (inside seq) */
+    uint64_t incr;            /* the single counter: increments taken by this worker (v1+v2) */
     uint64_t barrier_gen;     /* last /stats barrier generation served by this worker */
 } __attribute__((aligned(CK_MD_CACHELINE)));
 
@@ -66,6 +70,12 @@ static inline void cnt_add(uint64_t *field, uint64_t d)
 
 /* Owner only: zero this slot's event aggregate and user count (POST /reset). */
 void cnt_reset_events(struct cnt_slot *s);
+/* Owner only: cnt_reset_events, and inside the same seq write section record reset generation
+   gen and bump ev_epoch, so a reader never sees zeroed events with the old generation. */
+void cnt_reset_events_to(struct cnt_slot *s, uint64_t gen);
+/* Any thread: slot s's events, sum, reset generation and epoch, read consistently. */
+void cnt_read_events(struct cnt_slot *s, uint64_t *events, dec_t *sum, uint64_t *reset_gen,
+                     uint64_t *epoch);
 /* Any thread: sum every slot; each slot's events/sum pair is read consistently. */
 void cnt_snapshot(struct cnt_snapshot *out);
 

@@ -17,6 +17,10 @@
 #include "config.h"
 #include "counters.h"
 #include "log.h"
+#include "metrics.h"
+#include "notify.h"
+#include "persist.h"
+#include "pgloop.h"
 #include "server.h"
 #include "users.h"
 
@@ -51,6 +55,49 @@ static unsigned pick_cpus(unsigned want, int *cpus, unsigned cap)
     return want < cap ? want : cap;
 }
 
+/* A worker whose 1 s tick is this late is stuck: withhold WATCHDOG=1 so systemd restarts us
+   (5 s = five missed ticks; WatchdogSec in deploy/ringcount.service is 20 s, pings every 10 s). */
+#define WORKER_STALL_MS 5000
+
+/* Until SIGTERM/SIGINT: once a second sample process_* metrics and refresh the systemd STATUS;
+   at half of WatchdogSec send WATCHDOG=1 while every worker loop is turning. Returns the signal. */
+static int wait_signal(const sigset_t *sigs, struct notify *nt)
+{
+    uint64_t since = mono_ms();
+    struct log_rl rl = {0};
+    char last_status[160] = "";
+    for (;;) {
+        uint64_t now = mono_ms(), wait = notify_watchdog_wait_ms(nt, now);
+        if (wait > 1000)
+            wait = 1000;
+        struct timespec ts = {.tv_sec = (time_t)(wait / 1000), .tv_nsec = (long)(wait % 1000) * 1000000L};
+        int sig = sigtimedwait(sigs, NULL, &ts);
+        if (sig > 0)
+            return sig;
+        now = mono_ms();
+        metrics_process_refresh();
+        if (notify_watchdog_due(nt, now)) {
+            unsigned stale = metrics_workers_stale(now, since, WORKER_STALL_MS);
+            if (!stale)
+                notify_watchdog(nt, now);
+            else if (log_rl_allow(&rl, now, 1, 10000))
+                log_error("worker loop stalled: withholding the systemd watchdog ping",
+                          LOG_U("stalled_workers", stale), LOG_U("stall_ms", WORKER_STALL_MS));
+        }
+        if (notify_enabled(nt)) {
+            struct cnt_snapshot snap;
+            cnt_snapshot(&snap);
+            char st[160];
+            snprintf(st, sizeof(st), "serving: %llu connections, %llu req/s",
+                     (unsigned long long)snap.conns_open, (unsigned long long)snap.rps);
+            if (strcmp(st, last_status) != 0) {
+                notify_status(nt, st);
+                memcpy(last_status, st, sizeof(st));
+            }
+        }
+    }
+}
+
 int main(int argc, char **argv)
 {
     static struct config cfg;
@@ -60,6 +107,12 @@ int main(int argc, char **argv)
     if (rc < 0)
         return 2;
     log_init((enum log_level)cfg.log_level, 2);
+
+    /* Before any thread: notify_open reads the environment. */
+    static struct notify nt;
+    if ((rc = notify_open(&nt)) < 0)
+        log_warn("NOTIFY_SOCKET unusable: systemd will not hear from us",
+                 LOG_S("error", strerror(-rc)));
 
     char why[256];
     if (ring_probe(why, sizeof(why)) < 0) {
@@ -86,33 +139,82 @@ int main(int argc, char **argv)
                  LOG_S("persistence", "none"));
 
     struct srv *srv = NULL;
-    if ((rc = cnt_init(n)) < 0 || (rc = users_init(n, cfg.max_users, n > 1 ? (1u << 20) : 4096)) < 0 ||
+    if ((rc = cnt_init(n)) < 0 || (rc = metrics_init(n)) < 0 || (rc = users_init(n, cfg.max_users, n > 1 ? (1u << 20) : 4096)) < 0 ||
         (rc = app_init(&cfg, n)) < 0) {
         log_error("start-up failed", LOG_S("error", strerror(-rc)));
         return 1;
     }
+    metrics_set_persistence(cfg.db[0] != '\0');
+    /* SPEC §4: counters, totals and the user set come back from PostgreSQL before we listen. */
+    struct pgl *pgl = NULL;
+    if ((rc = persist_init(&cfg, n)) < 0) {
+        log_error("start-up failed", LOG_S("error", strerror(-rc)));
+        return 1;
+    }
+    if (persist_enabled()) {
+        if (persist_load() < 0 || pgl_start(&cfg, &pgl) < 0)
+            return 1;
+        users_set_journal(persist_journal, NULL);
+    }
     if ((rc = srv_start(&cfg, n, cfg.workers && cfg.workers > (unsigned)sysconf(_SC_NPROCESSORS_ONLN) ? NULL : cpus, &srv)) < 0)
         return rc == -EADDRINUSE || rc == -EACCES || rc == -EADDRNOTAVAIL || rc == -EINVAL ? 2 : 1;
+
+    if (pgl) {
+        int fds[CNT_MAX_WORKERS];
+        for (unsigned i = 0; i < n; i++)
+            fds[i] = srv_worker_ring_fd(srv, i);
+        pgl_set_workers(pgl, fds, n, srv_wake_data());
+        srv_set_aux_wake_fd(srv, pgl_ring_fd(pgl));
+    }
 
     char addr[80];
     cfg_listen_str(&cfg, addr, sizeof(addr));
     app_set_ready(true);
     log_info("listening", LOG_S("listen", addr), LOG_U("port", srv_port(srv)), LOG_U("workers", n));
+    char status[160];
+    bool v6 = strchr(cfg.listen_host, ':') != NULL;
+    snprintf(status, sizeof(status), "listening on %s%s%s:%u, %u workers", v6 ? "[" : "",
+             cfg.listen_host, v6 ? "]" : "", (unsigned)srv_port(srv), n);
+    notify_ready(&nt, status);
 
-    int sig = 0;
-    while (sigwait(&sigs, &sig) != 0)
-        ;
+    int sig = wait_signal(&sigs, &nt);
     uint64_t t0 = mono_ms();
     log_info("draining", LOG_S("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
+    notify_stopping(&nt, "draining");
     app_set_ready(false);
     srv_drain(srv);
     srv_join(srv);
+    if (pgl) {
+        /* The workers are gone: stop waking their (closed) rings, move the user ids still in
+           their mailboxes into the shards (journaling them), then the final flush. */
+        pgl_set_workers(pgl, NULL, 0, 0);
+        unsigned wk[CNT_MAX_WORKERS];
+        for (int pass = 0; pass < 64; pass++) {
+            size_t moved = 0;
+            for (unsigned i = 0; i < n; i++)
+                users_pending_wakes(i, wk, CNT_MAX_WORKERS);
+            for (unsigned i = 0; i < n; i++)
+                moved += users_drain(i);
+            if (!moved)
+                break;
+        }
+        persist_workers_stopped();
+        uint64_t spent = mono_ms() - t0;
+        uint64_t left = spent < cfg.shutdown_timeout_ms ? cfg.shutdown_timeout_ms - spent : 0;
+        uint64_t tf = mono_ms();
+        pgl_stop(pgl, left < 1000 ? 1000 : (uint32_t)left);
+        log_info("final flush done", LOG_U("flush_ms", mono_ms() - tf));
+        pgl_free(pgl);
+    }
     srv_free(srv);
     struct cnt_snapshot snap;
     cnt_snapshot(&snap);
     log_info("stopped", LOG_U("drain_ms", mono_ms() - t0), LOG_U("events", snap.events));
     app_fini();
+    persist_fini();
     users_fini();
+    metrics_fini();
     cnt_fini();
+    notify_close(&nt);
     return 0;
 }

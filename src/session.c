@@ -185,6 +185,7 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
         p += body_len;
     }
     s->out_len = (uint32_t)(p - s->out);
+    app_note_response(s, status);
     return 0;
 }
 
@@ -271,6 +272,7 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
         s->req_keepalive = req.keep_alive;
         s->req_minor = req.minor;
         s->req_head = req.method == HTTP_M_HEAD;
+        s->req_first_ms = s->req_start_ms; /* latency counts from the first byte */
         s->req_start_ms = 0;
         s->head_done_ms = 0;
         s->flags &= ~(uint32_t)SESS_SENT100;
@@ -284,7 +286,7 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
         }
         if (hr != APP_PARKED && s->out_len == before)
             sess_error(s, 503, "OVERLOADED", "response too large for the output buffer now",
-                       "Retry-After: 1\r\n", 15);
+                       "Retry-After: 1\r\n", 16);
         answered = true;
         off += (size_t)r;
     }

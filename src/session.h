@@ -72,6 +72,10 @@ struct sess {
     uint8_t peer_family;        /* AF_INET / AF_INET6, for rate limiting */
     uint8_t peer[16];
     void *pending_ctx;          /* owned by the handler that parked the session */
+    /* metrics (app_note_response): the route of the request being answered and when it arrived */
+    uint8_t req_route;          /* enum route_id, ROUTE_NONE until a handler routed it */
+    uint64_t req_first_ms;      /* req_start_ms of the request being answered (0: one recv) */
+    uint64_t req_t0_ns;         /* set by app_handle; 0 = not routed */
 };
 
 /* Reset s for a new connection (buffers are kept). */

@@ -2,7 +2,8 @@
 # Install the Debian packages ringcount needs to build, test and run (as root), or print the
 # exact apt-get line to run (otherwise). Idempotent: installed packages are skipped.
 set -euo pipefail
-pkgs=(build-essential liburing-dev libpq-dev libck-dev libcriterion-dev postgresql-15 curl)
+pkgs=(build-essential liburing-dev libpq-dev libck-dev libcriterion-dev postgresql-15 curl
+      clang-14 libclang-rt-14-dev) # clang: the libFuzzer targets of fuzz/ (make fuzz, make test)
 [ "${RINGCOUNT_DEPS_EXTRA:-}" ] && pkgs+=(${RINGCOUNT_DEPS_EXTRA})
 missing=()
 for p in "${pkgs[@]}"; do

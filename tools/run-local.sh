@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # `make run`: a local PostgreSQL under var/pg (as the postgres user), then ringcount on :8080.
-# Extra flags: make run ARGS='--workers 2'.
+# Extra flags: make run ARGS='--workers 2'. Memory-only (no --db): make run RINGCOUNT_RUN_DB=0.
+# An existing database instead: make run ARGS='--db postgresql://user@host/db' RINGCOUNT_RUN_DB=0.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-db=$(tools/pg-local.sh var/pg start)
-echo "PostgreSQL: $db   (stop it with: tools/pg-local.sh var/pg stop)" >&2
+dbargs=()
+if [ "${RINGCOUNT_RUN_DB:-1}" != 0 ]; then
+  db=$(tools/pg-local.sh var/pg start)
+  echo "PostgreSQL: $db   (stop it with: tools/pg-local.sh var/pg stop)" >&2
+  dbargs=(--db "$db")
+fi
 export RINGCOUNT_ADMIN_KEY=${RINGCOUNT_ADMIN_KEY:-dev-admin-key}
 echo "ringcount on http://127.0.0.1:8080  (admin key: \$RINGCOUNT_ADMIN_KEY, Ctrl-C stops)" >&2
-exec build/ringcount --listen "${LISTEN:-0.0.0.0:8080}" ${RINGCOUNT_RUN_DB:+--db "$db"} ${ARGS:-}
+exec build/ringcount --listen "${LISTEN:-0.0.0.0:8080}" "${dbargs[@]}" ${ARGS:-}

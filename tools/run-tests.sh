@@ -29,6 +29,24 @@ for dir in "$@"; do
     rm -f "$log"
   done
 done
+# libFuzzer targets (make fuzz-bin; FUZZ_BUILD set by `make test`): each for FUZZ_SMOKE_SECONDS
+# from its seed corpus; fuzz/run.sh prints a Criterion-style Synthesis line counted like a binary.
+if [ -n "${FUZZ_BUILD:-}" ]; then
+  log=$(mktemp)
+  fuzz/run.sh "$FUZZ_BUILD" "${FUZZ_SMOKE_SECONDS:-2}" >"$log" 2>&1
+  rc=$?
+  cat "$log"
+  summary=$(grep -a "Synthesis:" "$log" | tail -1)
+  p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$summary")
+  f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$summary")
+  p=${p:-0}; f=${f:-0}
+  if [ $rc -ne 0 ] || [ -z "$summary" ]; then
+    [ "$f" -eq 0 ] && f=1
+    bad+=("fuzz")
+  fi
+  passed=$((passed + p)); failed=$((failed + f))
+  rm -f "$log"
+fi
 [ ${#bad[@]} -gt 0 ] && echo "failing: ${bad[*]}"
 echo "$passed passed, $failed failed"
 [ $failed -eq 0 ]

@@ -96,6 +96,7 @@ struct srv {
     pthread_cond_t cv;
     unsigned started;
     bool go;
+    int aux_fd; /* the persister's ring fd (-1 until srv_set_aux_wake_fd): app_io.wake target n */
 };
 
 static uint64_t mono_ms(void)
@@ -136,9 +137,12 @@ static void kick(struct sess *s)
 static void wake(void *ctx, unsigned target)
 {
     struct worker *w = ctx;
-    struct worker *t = &w->srv->w[target];
+    /* target n (one past the workers) is the persister's ring (srv_set_aux_wake_fd) */
+    int fd = target < w->srv->n ? w->srv->w[target].ring.ring_fd : ck_pr_load_int(&w->srv->aux_fd);
+    if (fd < 0)
+        return;
     struct io_uring_sqe *sqe = ring_sqe(&w->ring);
-    io_uring_prep_msg_ring(sqe, t->ring.ring_fd, 0, UD(OP_WAKE, 0, 0), 0);
+    io_uring_prep_msg_ring(sqe, fd, 0, UD(OP_WAKE, 0, 0), 0);
     io_uring_sqe_set_data64(sqe, UD(OP_IGNORE, 0, 0));
     sqe->flags |= IOSQE_CQE_SKIP_SUCCESS;
 }
@@ -271,6 +275,26 @@ static uint64_t total_open(void)
     return t;
 }
 
+/* The client address for per-IP rate limiting (SPEC §2.3): one getpeername per connection,
+   never per request (a multishot accept cannot return addresses). IPv4-mapped IPv6 counts as
+   IPv4. On failure the family stays 0: such clients share one bucket. */
+static void peer_addr(int fd, struct sess *s)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) < 0)
+        return;
+    if (ss.ss_family == AF_INET) {
+        s->peer_family = AF_INET;
+        memcpy(s->peer, &((struct sockaddr_in *)&ss)->sin_addr, 4);
+    } else if (ss.ss_family == AF_INET6) {
+        const struct in6_addr *a = &((struct sockaddr_in6 *)&ss)->sin6_addr;
+        bool mapped = IN6_IS_ADDR_V4MAPPED(a);
+        s->peer_family = mapped ? AF_INET : AF_INET6;
+        memcpy(s->peer, mapped ? a->s6_addr + 12 : a->s6_addr, mapped ? 4 : 16);
+    }
+}
+
 static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
 {
     if (!(cqe->flags & IORING_CQE_F_MORE))
@@ -302,6 +326,7 @@ static void on_accept(struct worker *w, struct io_uring_cqe *cqe)
         return;
     }
     c->fd = fd;
+    peer_addr(fd, &c->s);
     w->nopen++;
     cnt_add(&w->slot->conns_open, 1);
     cnt_add(&w->slot->conns_accepted, 1);
@@ -652,6 +677,7 @@ int srv_start(const struct config *cfg, unsigned n, const int *cpus, struct srv 
     _Static_assert(sizeof(REJECT_BODY) - 1 == REJECT_BODY_LEN, "REJECT_BODY_LEN");
     s->cfg = cfg;
     s->n = n;
+    s->aux_fd = -1;
     s->w = calloc(n, sizeof(struct worker));
     s->evfd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     pthread_mutex_init(&s->mu, NULL);
@@ -731,6 +757,21 @@ fail:
 uint16_t srv_port(const struct srv *s)
 {
     return s->port;
+}
+
+int srv_worker_ring_fd(const struct srv *s, unsigned w)
+{
+    return w < s->n ? s->w[w].ring.ring_fd : -1;
+}
+
+uint64_t srv_wake_data(void)
+{
+    return UD(OP_WAKE, 0, 0);
+}
+
+void srv_set_aux_wake_fd(struct srv *s, int fd)
+{
+    ck_pr_store_int(&s->aux_fd, fd);
 }
 
 void srv_drain(struct srv *s)

@@ -19,6 +19,14 @@ struct srv;
 int srv_start(const struct config *cfg, unsigned n, const int *cpus, struct srv **out);
 /* The bound port (useful with --listen ...:0). */
 uint16_t srv_port(const struct srv *s);
+/* Worker w's ring fd, target of IORING_OP_MSG_RING wake-ups carrying srv_wake_data(); -1 if
+   w is out of range. Any thread, after srv_start. */
+int srv_worker_ring_fd(const struct srv *s, unsigned w);
+/* The user_data a wake-up posted to a worker ring must carry (the worker runs app_on_wake). */
+uint64_t srv_wake_data(void);
+/* Where app_io.wake(ctx, n) — target one past the last worker — posts: the persister's ring.
+   Until set (or fd < 0) such wake-ups are dropped. Any thread. */
+void srv_set_aux_wake_fd(struct srv *s, int fd);
 /* Begin a graceful stop: stop accepting, answer what is in flight, close. Any thread. */
 void srv_drain(struct srv *s);
 /* Wait for every worker to finish. 0. */

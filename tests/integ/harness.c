@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -91,6 +92,7 @@ fallback:
 struct spawn_spec {
     const char *argv[MAX_ARGS + 4];
     char **envp;
+    unsigned long nofile; /* RLIMIT_NOFILE for the child; 0 = inherit (it_opts) */
 };
 
 /* Build argv and envp before fork: the test may have threads, so the child must not malloc. */
@@ -156,6 +158,11 @@ static int spawn(struct spawn_spec *sp, pid_t *pid, int *rfd)
             dup2(devnull, 0);
         dup2(p[1], 1);
         dup2(p[1], 2);
+        if (sp->nofile) {
+            struct rlimit rl = {.rlim_cur = sp->nofile, .rlim_max = sp->nofile};
+            if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+                _exit(126);
+        }
         execve(sp->argv[0], (char *const *)sp->argv, sp->envp);
         static const char msg[] = "harness: execve of the server failed (set RINGCOUNT_BIN or "
                                   "run `make build/ringcount` from the repository root)\n";
@@ -243,6 +250,12 @@ static uint16_t find_port(const struct it_server *s)
 
 struct it_server *it_start(const char *const *args, const char *const *env)
 {
+    return it_start_ex(args, env, NULL);
+}
+
+struct it_server *it_start_ex(const char *const *args, const char *const *env,
+                              const struct it_opts *opts)
+{
     struct it_server *s = calloc(1, sizeof(*s));
     cr_assert_not_null(s);
     s->rfd = -1;
@@ -257,6 +270,7 @@ struct it_server *it_start(const char *const *args, const char *const *env)
     char bin[PATH_MAX];
     int rc = spawn_prepare(&sp, bin, sizeof(bin), args, env, true);
     cr_assert_eq(rc, 0, "spawn_prepare: %s", strerror(-rc));
+    sp.nofile = opts ? opts->nofile : 0;
     rc = spawn(&sp, &s->pid, &s->rfd);
     free(sp.envp);
     cr_assert_eq(rc, 0, "cannot start %s: %s", sp.argv[0], strerror(-rc));
@@ -405,6 +419,7 @@ int it_run(const char *const *args, const char *const *env, int timeout_ms, char
     struct spawn_spec sp;
     char bin[PATH_MAX];
     int rc = spawn_prepare(&sp, bin, sizeof(bin), args, env, false);
+    sp.nofile = 0;
     cr_assert_eq(rc, 0, "spawn_prepare: %s", strerror(-rc));
     pid_t pid;
     int rfd;

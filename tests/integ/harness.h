@@ -32,6 +32,14 @@ struct it_server;
    Waits up to 5 s for the "listening" log line. Asserts on failure (the server's output is in
    the message). Returns the running server. Main thread only. */
 struct it_server *it_start(const char *const *args, const char *const *env);
+/* Options of it_start_ex; a zeroed struct (or NULL) starts the server exactly as it_start. */
+struct it_opts {
+    unsigned long nofile; /* RLIMIT_NOFILE (soft and hard) set in the child before exec; 0 =
+                             inherit the test's (fd exhaustion, 10,000-connection tests) */
+};
+/* it_start with options. Main thread only. */
+struct it_server *it_start_ex(const char *const *args, const char *const *env,
+                              const struct it_opts *opts);
 /* The TCP port the server bound. */
 uint16_t it_port(const struct it_server *srv);
 /* The server's process id (for signals other than SIGTERM). */

@@ -28,6 +28,10 @@ static const struct route_def defs[] = {
     {"/readyz", ROUTE_READYZ, "readyz", GETLIKE, "GET, HEAD, OPTIONS"},
     {"/metrics", ROUTE_METRICS, "metrics", GETLIKE, "GET, HEAD, OPTIONS"},
     {"/", ROUTE_INDEX, "index", GETLIKE, "GET, HEAD, OPTIONS"},
+    /* SPEC §2.2: the single counter */
+    {"/api/v1/increment", ROUTE_INCR_V1, "increment_v1", GETLIKE | POSTLIKE, "GET, HEAD, POST, OPTIONS"},
+    {"/api/v2/increment", ROUTE_INCR_V2, "increment_v2", GETLIKE | POSTLIKE, "GET, HEAD, POST, OPTIONS"},
+    {"/api/v1/counter", ROUTE_COUNTER_V1, "counter_v1", GETLIKE | POSTLIKE, "GET, HEAD, POST, OPTIONS"},
 };
 #define NDEFS (sizeof(defs) / sizeof(defs[0]))
 
@@ -122,5 +126,6 @@ Test(router, names)
     /* every id has a route (so every id is reachable and named) */
     for (int id = ROUTE_NONE + 1; id < ROUTE__COUNT; id++)
         cr_assert_str_neq(route_name((enum route_id)id), "unknown", "route id %d", id);
-    cr_assert_eq(NDEFS, (size_t)ROUTE__COUNT - 1, "a route was added without a test row");
+    /* + the 6 tenant pattern routes, tested in test_router_tenants.c */
+    cr_assert_eq(NDEFS + 6, (size_t)ROUTE__COUNT - 1, "a route was added without a test row");
 }

@@ -1,0 +1,119 @@
+/*
+ * persist — PostgreSQL persistence (SPEC §4): the schema and its migrations, the start-up load,
+ * the flush state machine (one non-blocking libpq connection in pipeline mode), the single
+ * counter's durable/fast paths, and the lock-free queues between the workers and the persister.
+ *
+ * Owns (process-wide, one instance, stated global state): the connection, the per-slot
+ * watermarks of what is committed, the pending new users, and per worker: a journal byte ring
+ * (new users, owner → persister), a request ring (ck_ring, worker → persister) and a reply ring
+ * (persister → worker). It never includes liburing.h: uring/pgloop drives it — polls
+ * persist_p_pollfd() through its ring, calls persist_p_run() on readiness, wake-ups and timers,
+ * and posts the worker wake-ups persist asks for (persist_p_attach).
+ *
+ * What a flush carries (one transaction, flush_seq recorded in rc_flush_ledger so a flush whose
+ * COMMIT outcome is unknown is looked up, not applied twice): the counter delta Σ(slot.incr −
+ * watermark), the event delta read from the seqlocked slots (or, after POST /reset, DELETE and
+ * absolute values), and the new users (bytea, sorted, ON CONFLICT DO NOTHING).
+ *
+ * Threads: persist_init/persist_load/persist_workers_stopped/persist_fini: main, with no worker
+ * or persister running (except persist_workers_stopped: after srv_join, persister running).
+ * persist_w_* and persist_journal: worker w only. persist_p_*: the persister thread only.
+ * persist_live/persist_committed/persist_stats_json/persist_enabled: any thread.
+ *
+ * Debug hook (tests only): RINGCOUNT_DEBUG_LOSE_COMMIT_MS=N — the first flush that carries a
+ * counter delta is sent, then its results are not read for N ms (the log line "debug: holding
+ * flush result" names the backend pid, so a test can pg_terminate_backend it), then the
+ * connection is dropped as if it died before the COMMIT result arrived: the outcome is unknown
+ * and must be resolved through the ledger.
+ */
+#ifndef RC_PERSIST_H
+#define RC_PERSIST_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "decimal.h"
+
+struct config;
+
+/* Requests a worker sends to the persister (persist_w_request). */
+enum persist_req {
+    PERSIST_REQ_CLUSTER = 1, /* GET /stats?scope=cluster: flush, then read cluster totals */
+    PERSIST_REQ_RESET = 2,   /* POST /reset: answer once the reset is committed */
+};
+
+enum persist_reply_kind {
+    PERSIST_R_DURABLE = 1, /* counter tickets (prev, upto] of this worker are committed */
+    PERSIST_R_CLUSTER = 2,
+    PERSIST_R_RESET = 3,
+};
+
+struct persist_reply {
+    uint8_t kind;       /* enum persist_reply_kind */
+    uint64_t upto;      /* DURABLE: every ticket <= upto is committed ... */
+    uint64_t offset;    /* ... and ticket t's post-increment value is (int64_t)(t + offset) */
+    uint64_t token;     /* CLUSTER/RESET: the token given to persist_w_request */
+    uint64_t events, users, nodes; /* CLUSTER */
+    dec_t sum;          /* CLUSTER, micro-units */
+};
+
+/* ---- main thread ---- */
+/* Set up for n workers; persistence is on when cfg->db is non-empty. 0 / -ENOMEM. */
+int persist_init(const struct config *cfg, unsigned nworkers);
+/* With a database: connect (retrying for up to 10 s), create/migrate the schema under an
+   advisory lock, load the counter, this node's event totals (into slot 0), the flush sequence
+   and the user set (users_preload); logs what was loaded and how long it took. Requires
+   cnt_init and users_init. 0 (also without a database) / -EIO (logged). */
+int persist_load(void);
+/* The workers are joined: the persister may now read their journal spills itself. */
+void persist_workers_stopped(void);
+/* Free everything (after the persister thread is gone). */
+void persist_fini(void);
+/* Is a database configured? Any thread. */
+bool persist_enabled(void);
+
+/* ---- worker w ---- */
+/* Take one increment of the single counter on worker w: 0 and *ticket (this slot's increment
+   number, for a durable wait), or -EOVERFLOW (the value would pass INT64_MAX; nothing taken). */
+int persist_w_incr(unsigned w, uint64_t *ticket);
+/* Reserve a durable wait slot: 0, -ENODEV (no database), -EBUSY (--max-inflight waiting). */
+int persist_w_durable_enter(unsigned w);
+/* Release one (answered, timed out or its connection died). */
+void persist_w_durable_leave(unsigned w);
+/* Queue a request (enum persist_req) with the caller's token: 0, -ENODEV (no database),
+   -EAGAIN (queue full: 256 requests not yet seen by the persister). */
+int persist_w_request(unsigned w, enum persist_req kind, uint64_t token);
+/* Pop one reply for worker w: true if *r was filled. */
+bool persist_w_reply_pop(unsigned w, struct persist_reply *r);
+/* End of an event-loop batch: move spilled journal records into the ring. True if the persister
+   must be woken (the caller posts the wake-up; at most one is outstanding). */
+bool persist_w_batch_end(unsigned w);
+/* users journal hook (users_journal_fn): owner w inserted user (s, n); s == NULL: shard reset. */
+void persist_journal(unsigned w, const char *s, size_t n, void *ctx);
+/* --durable-timeout-ms. */
+uint32_t persist_durable_timeout_ms(void);
+
+/* ---- any thread ---- */
+/* The single counter's live value (committed + this node's increments not yet committed). */
+int64_t persist_live(void);
+/* The committed value: 0 and *v, or -ENODEV without a database. */
+int persist_committed(int64_t *v);
+/* Write the /stats server.persistence object ({"mode":...}) into out (>= 256 bytes). Length. */
+size_t persist_stats_json(char *out, size_t cap);
+
+/* ---- persister thread (uring/pgloop) ---- */
+/* Register how to wake worker w (posting a MSG_RING); called before the first persist_p_run. */
+void persist_p_attach(void (*wake)(void *ctx, unsigned w), void *ctx);
+/* The socket to poll and the poll events wanted (POLLIN/POLLOUT), or -1. *gen changes whenever
+   the connection (hence the file behind the descriptor number) changes. */
+int persist_p_pollfd(unsigned *events, uint64_t *gen);
+/* Do everything due at now_ms: revents is what the socket reported (0 if nothing). Returns the
+   milliseconds until it wants to be called again (1..100). */
+uint32_t persist_p_run(uint64_t now_ms, unsigned revents);
+/* Shutdown: make a final flush of everything pending, giving up at deadline_ms. */
+void persist_p_stop(uint64_t deadline_ms);
+/* True once the final flush is done (or abandoned at the deadline; what was lost is logged). */
+bool persist_p_finished(void);
+
+#endif

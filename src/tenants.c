@@ -1,0 +1,588 @@
+/* tenants — see tenants.h. */
+#include "tenants.h"
+
+#include <ck_pr.h>
+#include <ck_spinlock.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fmt.h"
+
+#define TCHUNK 1024u /* tenants per chunk */
+#define CCHUNK 4096u /* counters per chunk: 4096 × 8-byte delta = 32 KiB per worker */
+
+/* 104 bytes. */
+struct idem_rec {
+    char key[TN_IDEM_KEY_MAX];
+    int64_t delta, value, created_ms;
+    uint32_t counter;  /* counter idx */
+    uint32_t tenant;   /* tenant idx */
+    uint32_t hnext;    /* chain: record index + 1, 0 = end */
+    uint8_t klen;      /* 0 = free slot */
+};
+
+struct idem_stripe {
+    ck_spinlock_t lock;
+    uint32_t cap, pos, live; /* ring of cap records; pos = the next (oldest) to overwrite */
+    uint32_t *heads;         /* cap chains, record index + 1 */
+    struct idem_rec *r;
+} __attribute__((aligned(64)));
+
+struct tn_store {
+    pthread_mutex_t mu;
+    unsigned nworkers;
+    uint32_t max_t, max_c;
+    uint32_t nt, nc;          /* published counts (ck_pr) */
+    uint64_t seed;
+    struct tn_tenant **tch;   /* max_t / TCHUNK chunk pointers */
+    struct tn_counter **cch;
+    uint64_t **dch;           /* [chunk * nworkers + w] → CCHUNK deltas */
+    uint32_t tmask, cmask;    /* index tables: slot = idx + 1, 0 empty */
+    uint32_t *tidx, *cidx, *tlabel;
+    uint32_t idem_per;        /* records per stripe (power of two) */
+    struct idem_stripe *idem;
+};
+
+static uint64_t mix(uint64_t x)
+{
+    x ^= x >> 30;
+    x *= 0xbf58476d1ce4e5b9ull;
+    x ^= x >> 27;
+    x *= 0x94d049bb133111ebull;
+    return x ^ (x >> 31);
+}
+
+static uint64_t hash_bytes(uint64_t seed, const void *p, size_t n)
+{
+    const unsigned char *s = p;
+    uint64_t h = seed ^ (n * 0x9e3779b97f4a7c15ull);
+    while (n >= 8) {
+        uint64_t w;
+        memcpy(&w, s, 8);
+        h = mix(h ^ w);
+        s += 8;
+        n -= 8;
+    }
+    uint64_t w = 0;
+    memcpy(&w, s, n);
+    return mix(h ^ w ^ 0xff);
+}
+
+static uint32_t pow2_at_least(uint64_t n)
+{
+    uint32_t c = 16;
+    while (c < n)
+        c <<= 1;
+    return c;
+}
+
+struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_counters,
+                        uint32_t idem_capacity, uint64_t seed)
+{
+    if (!nworkers || !max_tenants || !max_counters || !idem_capacity ||
+        max_tenants > (1u << 24) || max_counters > (1u << 26) || idem_capacity > (1u << 26))
+        return NULL;
+    struct tn_store *st = calloc(1, sizeof(*st));
+    if (!st)
+        return NULL;
+    pthread_mutex_init(&st->mu, NULL);
+    st->nworkers = nworkers;
+    st->max_t = max_tenants;
+    st->max_c = max_counters;
+    st->seed = mix(seed ^ 0x5bd1e995u);
+    uint32_t ntch = (max_tenants + TCHUNK - 1) / TCHUNK, ncch = (max_counters + CCHUNK - 1) / CCHUNK;
+    st->tch = calloc(ntch, sizeof(*st->tch));
+    st->cch = calloc(ncch, sizeof(*st->cch));
+    st->dch = calloc((size_t)ncch * nworkers, sizeof(*st->dch));
+    /* load factor <= 1/2: probes stay short */
+    uint32_t ts = pow2_at_least(2ull * max_tenants), cs = pow2_at_least(2ull * max_counters);
+    st->tmask = ts - 1;
+    st->cmask = cs - 1;
+    st->tidx = calloc(ts, sizeof(uint32_t));
+    st->tlabel = calloc(ts, sizeof(uint32_t));
+    st->cidx = calloc(cs, sizeof(uint32_t));
+    st->idem_per = pow2_at_least((idem_capacity + TN_IDEM_STRIPES - 1) / TN_IDEM_STRIPES);
+    st->idem = aligned_alloc(64, sizeof(*st->idem) * TN_IDEM_STRIPES);
+    if (!st->tch || !st->cch || !st->dch || !st->tidx || !st->tlabel || !st->cidx || !st->idem)
+        goto fail;
+    memset(st->idem, 0, sizeof(*st->idem) * TN_IDEM_STRIPES);
+    for (unsigned i = 0; i < TN_IDEM_STRIPES; i++) {
+        struct idem_stripe *s = &st->idem[i];
+        ck_spinlock_init(&s->lock);
+        s->cap = st->idem_per;
+        s->heads = calloc(s->cap, sizeof(uint32_t));
+        s->r = calloc(s->cap, sizeof(struct idem_rec));
+        if (!s->heads || !s->r)
+            goto fail;
+    }
+    return st;
+fail:
+    tn_free(st);
+    return NULL;
+}
+
+void tn_free(struct tn_store *st)
+{
+    if (!st)
+        return;
+    uint32_t ntch = (st->max_t + TCHUNK - 1) / TCHUNK, ncch = (st->max_c + CCHUNK - 1) / CCHUNK;
+    if (st->tch)
+        for (uint32_t i = 0; i < ntch; i++)
+            free(st->tch[i]);
+    if (st->cch)
+        for (uint32_t i = 0; i < ncch; i++)
+            free(st->cch[i]);
+    if (st->dch)
+        for (size_t i = 0; i < (size_t)ncch * st->nworkers; i++)
+            free(st->dch[i]);
+    if (st->idem)
+        for (unsigned i = 0; i < TN_IDEM_STRIPES; i++) {
+            free(st->idem[i].heads);
+            free(st->idem[i].r);
+        }
+    free(st->idem);
+    free(st->tch);
+    free(st->cch);
+    free(st->dch);
+    free(st->tidx);
+    free(st->tlabel);
+    free(st->cidx);
+    pthread_mutex_destroy(&st->mu);
+    free(st);
+}
+
+bool tn_label_valid(const char *s, size_t n)
+{
+    if (n < 1 || n > TN_LABEL_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == ' ' || c == '_' || c == '.' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+bool tn_idem_key_valid(const char *s, size_t n)
+{
+    if (n < 1 || n > TN_IDEM_KEY_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return false;
+    return true;
+}
+
+static struct tn_tenant *tenant_at(const struct tn_store *st, uint32_t idx)
+{
+    return &st->tch[idx / TCHUNK][idx % TCHUNK];
+}
+
+static struct tn_counter *counter_at(const struct tn_store *st, uint32_t idx)
+{
+    return &st->cch[idx / CCHUNK][idx % CCHUNK];
+}
+
+static uint64_t *delta_at(const struct tn_store *st, unsigned w, uint32_t idx)
+{
+    return &st->dch[(size_t)(idx / CCHUNK) * st->nworkers + w][idx % CCHUNK];
+}
+
+/* Probe an id index table: the slot holding the record with this id, or the empty slot where it
+   would go. Readers run concurrently with one writer (under mu): a slot goes 0 → idx+1 once. */
+static uint32_t *id_probe(uint32_t *tab, uint32_t mask, uint64_t seed, const uint8_t id[16],
+                          const struct tn_store *st, bool counters)
+{
+    uint32_t i = (uint32_t)hash_bytes(seed, id, 16) & mask;
+    for (;;) {
+        uint32_t v = ck_pr_load_32(&tab[i]);
+        if (v == 0)
+            return &tab[i];
+        ck_pr_fence_load(); /* the slot before the record it publishes */
+        const uint8_t *rid = counters ? counter_at(st, v - 1)->id : tenant_at(st, v - 1)->id;
+        if (memcmp(rid, id, 16) == 0)
+            return &tab[i];
+        i = (i + 1) & mask;
+    }
+}
+
+const struct tn_tenant *tn_tenant_find(const struct tn_store *st, const uint8_t id[16])
+{
+    uint32_t v = ck_pr_load_32(id_probe(st->tidx, st->tmask, st->seed, id, st, false));
+    if (!v)
+        return NULL;
+    ck_pr_fence_load();
+    return tenant_at(st, v - 1);
+}
+
+const struct tn_counter *tn_counter_find(const struct tn_store *st, const struct tn_tenant *t,
+                                         const uint8_t cid[16])
+{
+    uint32_t v = ck_pr_load_32(id_probe(st->cidx, st->cmask, st->seed + 1, cid, st, true));
+    if (!v)
+        return NULL;
+    ck_pr_fence_load();
+    const struct tn_counter *c = counter_at(st, v - 1);
+    return c->tenant == t->idx ? c : NULL;
+}
+
+/* A fresh id not yet in tab (a collision of 122 random bits is astronomically unlikely, but
+   checking costs one probe). Under mu. */
+static int fresh_id(struct tn_store *st, struct uuid_gen *g, uint32_t *tab, uint32_t mask,
+                    uint64_t seed, bool counters, uint8_t id[16], uint32_t **slot)
+{
+    for (;;) {
+        int rc = uuid_v4(g, id);
+        if (rc < 0)
+            return rc;
+        *slot = id_probe(tab, mask, seed, id, st, counters);
+        if (**slot == 0)
+            return 0;
+    }
+}
+
+int tn_tenant_create(struct tn_store *st, struct uuid_gen *g, const char *label, size_t n,
+                     int64_t now_ms, const struct tn_tenant **out)
+{
+    if (!tn_label_valid(label, n))
+        return -EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&st->mu);
+    /* the label index is only touched under mu */
+    uint32_t li = (uint32_t)hash_bytes(st->seed + 2, label, n) & st->tmask;
+    for (uint32_t v; (v = st->tlabel[li]) != 0; li = (li + 1) & st->tmask) {
+        const struct tn_tenant *o = tenant_at(st, v - 1);
+        if (o->label_len == n && memcmp(o->label, label, n) == 0) {
+            rc = -EEXIST;
+            goto out;
+        }
+    }
+    uint32_t idx = st->nt;
+    if (idx >= st->max_t) {
+        rc = -ENOSPC;
+        goto out;
+    }
+    if (!st->tch[idx / TCHUNK] && !(st->tch[idx / TCHUNK] = calloc(TCHUNK, sizeof(struct tn_tenant)))) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    struct tn_tenant *t = tenant_at(st, idx);
+    uint32_t *slot;
+    if ((rc = fresh_id(st, g, st->tidx, st->tmask, st->seed, false, t->id, &slot)) < 0)
+        goto out;
+    t->idx = idx;
+    t->first = t->last = 0;
+    t->ncounters = 0;
+    t->created_ms = now_ms;
+    t->label_len = (uint8_t)n;
+    memcpy(t->label, label, n);
+    st->tlabel[li] = idx + 1;
+    ck_pr_fence_store(); /* the record before its index slot */
+    ck_pr_store_32(slot, idx + 1);
+    ck_pr_store_32(&st->nt, idx + 1);
+    *out = t;
+out:
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int tn_counter_create(struct tn_store *st, struct uuid_gen *g, const struct tn_tenant *tc,
+                      const char *label, size_t n, int64_t initial, int64_t max_delta,
+                      int64_t now_ms, const struct tn_counter **out)
+{
+    if ((label && !tn_label_valid(label, n)) || max_delta < 1)
+        return -EINVAL;
+    int rc = 0;
+    pthread_mutex_lock(&st->mu);
+    uint32_t idx = st->nc, ch = idx / CCHUNK;
+    if (idx >= st->max_c) {
+        rc = -ENOSPC;
+        goto out;
+    }
+    if (!st->cch[ch]) {
+        /* the delta slots of every worker first: a reader finding the counter finds them */
+        for (unsigned w = 0; w < st->nworkers; w++) {
+            uint64_t **d = &st->dch[(size_t)ch * st->nworkers + w];
+            if (!*d && !(*d = aligned_alloc(64, CCHUNK * sizeof(uint64_t)))) {
+                rc = -ENOMEM;
+                goto out;
+            }
+            memset(*d, 0, CCHUNK * sizeof(uint64_t));
+        }
+        if (!(st->cch[ch] = calloc(CCHUNK, sizeof(struct tn_counter)))) {
+            rc = -ENOMEM;
+            goto out;
+        }
+    }
+    struct tn_counter *c = counter_at(st, idx);
+    uint32_t *slot;
+    if ((rc = fresh_id(st, g, st->cidx, st->cmask, st->seed + 1, true, c->id, &slot)) < 0)
+        goto out;
+    c->idx = idx;
+    c->tenant = tc->idx;
+    c->tnext = 0;
+    c->max_delta = max_delta;
+    c->created_ms = now_ms;
+    c->base = (uint64_t)initial;
+    c->label_len = label ? (uint8_t)n : 0;
+    if (label)
+        memcpy(c->label, label, n);
+    ck_pr_fence_store();
+    ck_pr_store_32(slot, idx + 1);
+    ck_pr_store_32(&st->nc, idx + 1);
+    /* append to the tenant's list (readers follow tnext / first with acquire loads) */
+    struct tn_tenant *t = tenant_at(st, tc->idx);
+    if (t->last)
+        ck_pr_store_32(&counter_at(st, t->last - 1)->tnext, idx + 1);
+    else
+        ck_pr_store_32(&t->first, idx + 1);
+    t->last = idx + 1;
+    ck_pr_store_32(&t->ncounters, t->ncounters + 1);
+    *out = c;
+out:
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int64_t tn_counter_value(const struct tn_store *st, const struct tn_counter *c)
+{
+    uint64_t v = ck_pr_load_64((uint64_t *)&c->base);
+    for (unsigned w = 0; w < st->nworkers; w++)
+        v += ck_pr_load_64(delta_at(st, w, c->idx));
+    return (int64_t)v;
+}
+
+int tn_counter_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, int64_t delta,
+                   int64_t *value)
+{
+    int64_t v = tn_counter_value(st, c);
+    if (v > INT64_MAX - delta)
+        return -EOVERFLOW;
+    uint64_t *d = delta_at(st, w, c->idx);
+    ck_pr_store_64(d, *d + (uint64_t)delta); /* single writer: this worker */
+    *value = v + delta;
+    return 0;
+}
+
+int tn_counter_set(struct tn_store *st, const struct tn_counter *c, int64_t v)
+{
+    pthread_mutex_lock(&st->mu);
+    uint64_t sum = 0;
+    for (unsigned w = 0; w < st->nworkers; w++)
+        sum += ck_pr_load_64(delta_at(st, w, c->idx));
+    ck_pr_store_64((uint64_t *)&c->base, (uint64_t)v - sum);
+    pthread_mutex_unlock(&st->mu);
+    return 0;
+}
+
+/* ---------------------------------------------------------------- idempotency */
+
+static void idem_chain_remove(struct idem_stripe *s, uint32_t bucket, uint32_t ri)
+{
+    uint32_t *p = &s->heads[bucket];
+    while (*p && *p != ri + 1)
+        p = &s->r[*p - 1].hnext;
+    if (*p)
+        *p = s->r[ri].hnext;
+}
+
+int tn_idem_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, const char *key,
+                size_t klen, int64_t delta, int64_t now_ms, int64_t *value)
+{
+    uint64_t h = hash_bytes(st->seed + 3 + c->tenant, key, klen);
+    struct idem_stripe *s = &st->idem[h % TN_IDEM_STRIPES];
+    uint32_t bucket = (uint32_t)(h / TN_IDEM_STRIPES) & (s->cap - 1);
+    int rc;
+    ck_spinlock_lock(&s->lock);
+    for (uint32_t i = s->heads[bucket]; i;) {
+        struct idem_rec *r = &s->r[i - 1];
+        uint32_t next = r->hnext;
+        if (r->tenant == c->tenant && r->klen == klen && memcmp(r->key, key, klen) == 0) {
+            if (now_ms - r->created_ms >= (int64_t)TN_IDEM_TTL_MS) { /* expired: forget it */
+                idem_chain_remove(s, bucket, i - 1);
+                r->klen = 0;
+                s->live--;
+                break;
+            }
+            if (r->counter == c->idx && r->delta == delta) {
+                *value = r->value;
+                rc = 1;
+            } else {
+                rc = -EEXIST;
+            }
+            goto out;
+        }
+        i = next;
+    }
+    if ((rc = tn_counter_inc(st, w, c, delta, value)) < 0)
+        goto out;
+    /* the ring slot at pos is the oldest record of this stripe (or free): reuse it */
+    uint32_t ri = s->pos;
+    s->pos = (s->pos + 1) & (s->cap - 1);
+    struct idem_rec *r = &s->r[ri];
+    if (r->klen) {
+        uint64_t oh = hash_bytes(st->seed + 3 + r->tenant, r->key, r->klen);
+        idem_chain_remove(s, (uint32_t)(oh / TN_IDEM_STRIPES) & (s->cap - 1), ri);
+        s->live--;
+    }
+    memcpy(r->key, key, klen);
+    r->klen = (uint8_t)klen;
+    r->tenant = c->tenant;
+    r->counter = c->idx;
+    r->delta = delta;
+    r->value = *value;
+    r->created_ms = now_ms;
+    r->hnext = s->heads[bucket];
+    s->heads[bucket] = ri + 1;
+    s->live++;
+    rc = 0;
+out:
+    ck_spinlock_unlock(&s->lock);
+    return rc;
+}
+
+/* ---------------------------------------------------------------- listing, sizes, JSON */
+
+int tn_counter_list(const struct tn_store *st, const struct tn_tenant *t,
+                    const struct tn_counter *after, unsigned limit, const struct tn_counter **out,
+                    bool *more)
+{
+    uint32_t next;
+    if (after) {
+        if (after->tenant != t->idx)
+            return -EINVAL;
+        next = ck_pr_load_32((uint32_t *)&after->tnext);
+    } else {
+        next = ck_pr_load_32((uint32_t *)&t->first);
+    }
+    unsigned n = 0;
+    while (next && n < limit) {
+        ck_pr_fence_load();
+        const struct tn_counter *c = counter_at(st, next - 1);
+        out[n++] = c;
+        next = ck_pr_load_32((uint32_t *)&c->tnext);
+    }
+    *more = next != 0;
+    return (int)n;
+}
+
+void tn_sizes(const struct tn_store *st, uint32_t *tenants, uint32_t *counters, uint32_t *idem)
+{
+    *tenants = ck_pr_load_32((uint32_t *)&st->nt);
+    *counters = ck_pr_load_32((uint32_t *)&st->nc);
+    uint32_t live = 0;
+    for (unsigned i = 0; i < TN_IDEM_STRIPES; i++)
+        live += ck_pr_load_32((uint32_t *)&st->idem[i].live);
+    *idem = live;
+}
+
+static char *put(char *p, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static char *put2(char *p, unsigned v)
+{
+    *p++ = (char)('0' + v / 10 % 10);
+    *p++ = (char)('0' + v % 10);
+    return p;
+}
+
+size_t tn_fmt_time(int64_t unix_ms, char *out)
+{
+    int64_t ms = unix_ms % 1000, secs = unix_ms / 1000;
+    if (ms < 0) {
+        ms += 1000;
+        secs--;
+    }
+    int64_t days = secs / 86400, sod = secs % 86400;
+    if (sod < 0) {
+        sod += 86400;
+        days--;
+    }
+    /* civil_from_days (H. Hinnant): proleptic Gregorian, valid far beyond any clock value */
+    int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
+    int64_t doe = z - era * 146097;
+    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    int64_t y = yoe + era * 400, doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    int64_t mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1;
+    int64_t m = mp < 10 ? mp + 3 : mp - 9;
+    y += m <= 2;
+    char *p = out;
+    p = put2(p, (unsigned)(y / 100 % 100));
+    p = put2(p, (unsigned)(y % 100));
+    *p++ = '-';
+    p = put2(p, (unsigned)m);
+    *p++ = '-';
+    p = put2(p, (unsigned)d);
+    *p++ = 'T';
+    p = put2(p, (unsigned)(sod / 3600));
+    *p++ = ':';
+    p = put2(p, (unsigned)(sod / 60 % 60));
+    *p++ = ':';
+    p = put2(p, (unsigned)(sod % 60));
+    *p++ = '.';
+    *p++ = (char)('0' + ms / 100);
+    p = put2(p, (unsigned)(ms % 100));
+    *p++ = 'Z';
+    return (size_t)(p - out);
+}
+
+static char *put_label(char *p, const char *label, size_t n)
+{
+    if (!n)
+        return put(p, "null");
+    *p++ = '"';
+    memcpy(p, label, n); /* validated: [A-Za-z0-9 _.-] needs no escaping */
+    p += n;
+    *p++ = '"';
+    return p;
+}
+
+static char *put_id(char *p, const uint8_t id[16])
+{
+    *p++ = '"';
+    uuid_format(id, p);
+    p += UUID_TEXT_LEN;
+    *p++ = '"';
+    return p;
+}
+
+size_t tn_tenant_json(const struct tn_tenant *t, char *out)
+{
+    char *p = out;
+    p = put(p, "{\"tenant_id\":");
+    p = put_id(p, t->id);
+    p = put(p, ",\"label\":");
+    p = put_label(p, t->label, t->label_len);
+    p = put(p, ",\"created_at\":\"");
+    p += tn_fmt_time(t->created_ms, p);
+    p = put(p, "\"}");
+    *p = 0;
+    return (size_t)(p - out);
+}
+
+size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out)
+{
+    char *p = out;
+    p = put(p, "{\"counter_id\":");
+    p = put_id(p, c->id);
+    p = put(p, ",\"tenant_id\":");
+    p = put_id(p, tenant_at(st, c->tenant)->id);
+    p = put(p, ",\"label\":");
+    p = put_label(p, c->label, c->label_len);
+    p = put(p, ",\"value\":");
+    p += fmt_i64(p, tn_counter_value(st, c));
+    p = put(p, ",\"max_delta\":");
+    p += fmt_i64(p, c->max_delta);
+    p = put(p, ",\"created_at\":\"");
+    p += tn_fmt_time(c->created_ms, p);
+    p = put(p, "\"}");
+    *p = 0;
+    return (size_t)(p - out);
+}

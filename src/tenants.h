@@ -1,0 +1,131 @@
+/*
+ * tenants — the in-memory store of the multi-tenant counters (SPEC §2.3): tenants, their
+ * counters, and the Idempotency-Key records of increments.
+ *
+ * Owns: one struct tn_store (created by main, shared by every worker). Records live in chunks
+ * that never move once published, so readers hold plain pointers without a lock:
+ *  - lookups by id (tenant, counter) probe open-addressed index tables whose slots are written
+ *    once (release store after the record is complete);
+ *  - a counter's value is base + Σ per-worker deltas. The public increment adds to the calling
+ *    worker's own slot (one plain ck_pr store, single writer per slot, no lock); GET sums the
+ *    slots. Creation and `set` are admin paths and take the store's mutex (rare, microseconds).
+ *  - Idempotency records are sharded over TN_IDEM_STRIPES stripes, each with its own spinlock,
+ *    FIFO ring and hash chains: only an increment carrying an Idempotency-Key takes one stripe
+ *    lock (for a probe and an insert); plain increments take none.
+ *
+ * Bounds (all fixed at tn_new; memory is reserved lazily in chunks except where stated):
+ *  - tenants: max_tenants (chunks of 1,024 records of 296 bytes);
+ *  - counters: max_counters (chunks of 4,096 records of 312 bytes = 1.22 MiB, plus 32 KiB of
+ *    delta slots per worker per chunk); index tables: 4 bytes × 2 × max (allocated at tn_new);
+ *  - idempotency: idem_capacity records of 104 bytes + a 4-byte chain head, allocated at
+ *    tn_new (131,072 records = 13.5 MiB). Records expire after 24 h; when a stripe's ring is
+ *    full its oldest record is overwritten (a replay of that key then counts again).
+ *
+ * Known race (documented, not prevented): two workers incrementing the same counter within the
+ * last max_delta of INT64_MAX may together pass it (each checks its own view); far from that
+ * bound the value is exact. A `set` concurrent with increments linearises each increment either
+ * before the set (overwritten) or after it (kept).
+ *
+ * Threads: tn_new/tn_free main; tn_*_create, tn_counter_set under the internal mutex from any
+ * thread; tn_counter_inc/tn_idem_inc from worker w only for slot w; everything else any thread.
+ */
+#ifndef RC_TENANTS_H
+#define RC_TENANTS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "uuid.h"
+
+#define TN_LABEL_MAX 255
+#define TN_IDEM_KEY_MAX 64
+#define TN_IDEM_TTL_MS (24ull * 3600 * 1000)
+#define TN_IDEM_STRIPES 64
+#define TN_MAX_DELTA_DEFAULT 50
+#define TN_LIST_MAX 100
+/* Largest tn_tenant_json / tn_counter_json output (label 255 + ids + numbers + keys): 512. */
+#define TN_JSON_MAX 640
+
+struct tn_store;
+
+struct tn_tenant {
+    uint8_t id[16];
+    uint32_t idx;
+    uint32_t first, last;  /* counters of this tenant in creation order (index+1; 0 = none) */
+    uint32_t ncounters;
+    int64_t created_ms;    /* unix ms */
+    uint8_t label_len;
+    char label[TN_LABEL_MAX];
+};
+
+struct tn_counter {
+    uint8_t id[16];
+    uint32_t idx;
+    uint32_t tenant;       /* tenant idx */
+    uint32_t tnext;        /* next counter of the tenant (index+1; 0 = end), published last */
+    int64_t max_delta;
+    int64_t created_ms;
+    uint64_t base;         /* value = base + Σ deltas, modulo 2^64, read as int64 */
+    uint8_t label_len;     /* 0 = no label (JSON null) */
+    char label[TN_LABEL_MAX];
+};
+
+/* A store for nworkers delta slots. 0-capacity arguments are refused. NULL on ENOMEM/EINVAL. */
+struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_counters,
+                        uint32_t idem_capacity, uint64_t seed);
+/* Free it (no other thread may use it any more). NULL is a no-op. */
+void tn_free(struct tn_store *st);
+
+/* Labels: 1..255 bytes of [A-Za-z0-9 _.-]. */
+bool tn_label_valid(const char *s, size_t n);
+/* Idempotency keys: 1..64 printable ASCII bytes (0x20..0x7e; HTTP trims spaces at the ends). */
+bool tn_idem_key_valid(const char *s, size_t n);
+
+/* New tenant with label (validated here) at wall time now_ms, id from g (the caller's pool).
+   0 and *out; -EINVAL bad label; -EEXIST label taken; -ENOSPC max_tenants reached; -ENOMEM;
+   -errno of getrandom. */
+int tn_tenant_create(struct tn_store *st, struct uuid_gen *g, const char *label, size_t n,
+                     int64_t now_ms, const struct tn_tenant **out);
+/* The tenant with this id, or NULL. Lock-free. */
+const struct tn_tenant *tn_tenant_find(const struct tn_store *st, const uint8_t id[16]);
+/* New counter of t: label may be NULL (no label; else validated), max_delta >= 1. 0 and *out;
+   -EINVAL (label or max_delta); -ENOSPC; -ENOMEM; -errno of getrandom. */
+int tn_counter_create(struct tn_store *st, struct uuid_gen *g, const struct tn_tenant *t,
+                      const char *label, size_t n, int64_t initial, int64_t max_delta,
+                      int64_t now_ms, const struct tn_counter **out);
+/* Counter cid of tenant t, or NULL (unknown, or it belongs to another tenant). Lock-free. */
+const struct tn_counter *tn_counter_find(const struct tn_store *st, const struct tn_tenant *t,
+                                         const uint8_t cid[16]);
+/* Live value: base + Σ deltas. Lock-free. */
+int64_t tn_counter_value(const struct tn_store *st, const struct tn_counter *c);
+/* Worker w adds delta (>= 1) to c: 0 and *value (the value right after), or -EOVERFLOW (it
+   would pass INT64_MAX; nothing added). No lock. */
+int tn_counter_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, int64_t delta,
+                   int64_t *value);
+/* Admin: set c's value to v (under the mutex). 0. */
+int tn_counter_set(struct tn_store *st, const struct tn_counter *c, int64_t v);
+/* Increment with an Idempotency-Key (checked by the caller with tn_idem_key_valid), scoped to the
+   tenant of c, at wall time now_ms: 0 counted now (*value as tn_counter_inc); 1 a replay of the
+   same request within 24 h (*value = the first result, nothing counted); -EEXIST the key was used
+   for another request (another counter or delta); -EOVERFLOW. */
+int tn_idem_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, const char *key,
+                size_t klen, int64_t delta, int64_t now_ms, int64_t *value);
+/* Page of t's counters in creation order after counter `after` (NULL: from the first); at most
+   limit (1..TN_LIST_MAX) go to out. Returns the count and *more (a next page exists), or
+   -EINVAL when after is not a counter of t. Lock-free. */
+int tn_counter_list(const struct tn_store *st, const struct tn_tenant *t,
+                    const struct tn_counter *after, unsigned limit, const struct tn_counter **out,
+                    bool *more);
+/* Records: counts of tenants, counters, live idempotency records. */
+void tn_sizes(const struct tn_store *st, uint32_t *tenants, uint32_t *counters, uint32_t *idem);
+
+/* JSON objects (NUL-terminated, < TN_JSON_MAX bytes; out must hold TN_JSON_MAX). Length.
+   Tenant: {"tenant_id","label","created_at"}; counter: {"counter_id","tenant_id","label",
+   "value","max_delta","created_at"} with the live value. created_at: RFC 3339 UTC with ms. */
+size_t tn_tenant_json(const struct tn_tenant *t, char *out);
+size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out);
+/* RFC 3339 "YYYY-MM-DDTHH:MM:SS.mmmZ" of unix ms (24 bytes, no NUL). Returns 24. */
+size_t tn_fmt_time(int64_t unix_ms, char *out);
+
+#endif

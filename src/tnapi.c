@@ -1,0 +1,485 @@
+/* tnapi — see tnapi.h. */
+#include "tnapi.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+#include "app.h"
+#include "config.h"
+#include "cors.h"
+#include "decimal.h"
+#include "fmt.h"
+#include "json.h"
+#include "log.h"
+#include "persist.h"
+#include "ratelimit.h"
+#include "tenants.h"
+#include "uuid.h"
+
+/* Read-only after tnapi_init. */
+static struct {
+    struct tn_store *st;
+    struct cors_conf cors;
+    uint32_t rate, burst; /* rate 0: rate limiting off */
+    uint64_t seed;
+    uint32_t rl_cap;
+    unsigned nworkers;
+} T;
+
+struct tnapi_worker {
+    unsigned idx;
+    struct rl_table *rl;  /* NULL when rate limiting is off */
+    struct uuid_gen gen;
+};
+
+/* Context of one request: the extra header lines every answer of it carries. */
+struct rq {
+    struct sess *s;
+    char hdr[RL_HDR_MAX + CORS_HDR_MAX + 128]; /* + "Allow: ..." of a preflight */
+    size_t hlen;
+};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts); /* vDSO: no syscall */
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int tnapi_init(const struct config *cfg, unsigned nworkers)
+{
+    tn_free(T.st); /* unit tests call app_init more than once */
+    memset(&T, 0, sizeof(T));
+    if (cors_init(&T.cors, cfg->cors_origins) < 0)
+        return -EINVAL;
+    T.nworkers = nworkers;
+    T.rate = cfg->rate_limit.rate;
+    T.burst = cfg->rate_limit.burst;
+    if (getrandom(&T.seed, sizeof(T.seed), 0) != sizeof(T.seed))
+        T.seed = (uint64_t)wall_ms();
+    /* test hook (tests/integ/test_tenants.c): a tiny table, so LRU eviction shows with a few
+       dozen client addresses instead of 65,537 */
+    const char *dbg = getenv("RINGCOUNT_DEBUG_RL_CAPACITY");
+    T.rl_cap = dbg ? (uint32_t)strtoul(dbg, NULL, 10) : RL_DEFAULT_CAPACITY;
+    T.st = tn_new(nworkers, TNAPI_MAX_TENANTS, TNAPI_MAX_COUNTERS, TNAPI_IDEM_CAPACITY, T.seed);
+    if (!T.st)
+        return -ENOMEM;
+    log_info("tenant counters are memory-only: not persisted, lost on restart",
+             LOG_U("max_tenants", TNAPI_MAX_TENANTS), LOG_U("max_counters", TNAPI_MAX_COUNTERS),
+             LOG_U("idempotency_records", TNAPI_IDEM_CAPACITY));
+    return 0;
+}
+
+int tnapi_reset(void)
+{
+    if (!T.st)
+        return 0;
+    uint32_t nt, nc, ni;
+    tn_sizes(T.st, &nt, &nc, &ni);
+    if (!nt && !nc && !ni)
+        return 0;
+    unsigned nw = T.nworkers;
+    tn_free(T.st);
+    T.st = tn_new(nw, TNAPI_MAX_TENANTS, TNAPI_MAX_COUNTERS, TNAPI_IDEM_CAPACITY, T.seed);
+    return T.st ? 0 : -ENOMEM;
+}
+
+void tnapi_fini(void)
+{
+    tn_free(T.st);
+    memset(&T, 0, sizeof(T));
+}
+
+struct tnapi_worker *tnapi_worker_new(unsigned idx)
+{
+    struct tnapi_worker *w = calloc(1, sizeof(*w));
+    if (!w)
+        return NULL;
+    w->idx = idx;
+    uuid_gen_init(&w->gen);
+    if (T.rate && !(w->rl = rl_new(T.rl_cap, T.rate, T.burst, T.seed + idx))) {
+        free(w);
+        return NULL;
+    }
+    return w;
+}
+
+void tnapi_worker_free(struct tnapi_worker *w)
+{
+    if (!w)
+        return;
+    rl_free(w->rl);
+    free(w);
+}
+
+bool tnapi_route(enum route_id id)
+{
+    switch (id) {
+    case ROUTE_TENANTS:
+    case ROUTE_TENANT:
+    case ROUTE_TN_COUNTERS:
+    case ROUTE_TN_COUNTER:
+    case ROUTE_TN_INC:
+    case ROUTE_TN_SET:
+        return true;
+    default:
+        return false;
+    }
+}
+
+/* The public methods of a route (CORS preflight), or NULL when all of its methods are admin. */
+static const char *public_methods(enum route_id id)
+{
+    switch (id) {
+    case ROUTE_TENANT:
+    case ROUTE_TN_COUNTER:
+        return "GET, HEAD, OPTIONS";
+    case ROUTE_TN_INC:
+        return "POST, OPTIONS";
+    default:
+        return NULL;
+    }
+}
+
+static bool is_admin(enum route_id id, enum http_method meth)
+{
+    if (id == ROUTE_TENANT || id == ROUTE_TN_COUNTER)
+        return meth == HTTP_M_POST; /* POST /tenants/{tid}: the create-counter alias */
+    return id != ROUTE_TN_INC;
+}
+
+static char *put(char *p, const char *s)
+{
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    return p + n;
+}
+
+static int reply(struct rq *q, int status, const char *body, size_t n)
+{
+    return sess_respond(q->s, status, SESS_JSON, q->hdr, q->hlen, body, n);
+}
+
+static int fail(struct rq *q, int status, const char *code, const char *msg)
+{
+    return sess_error(q->s, status, code, msg, q->hdr, q->hlen);
+}
+
+/* Value of query parameter name (raw, not percent-decoded: every parameter here is a number or
+   a UUID). true and (v, n) if present. */
+static bool query_get(const struct http_req *req, const char *name, const char **v, size_t *n)
+{
+    size_t nl = strlen(name);
+    const char *q = req->query, *end = q ? q + req->query_len : NULL;
+    while (q && q < end) {
+        const char *amp = memchr(q, '&', (size_t)(end - q));
+        const char *e = amp ? amp : end;
+        if ((size_t)(e - q) > nl && memcmp(q, name, nl) == 0 && q[nl] == '=') {
+            *v = q + nl + 1;
+            *n = (size_t)(e - q) - nl - 1;
+            return true;
+        }
+        if ((size_t)(e - q) == nl && memcmp(q, name, nl) == 0) {
+            *v = e;
+            *n = 0;
+            return true;
+        }
+        q = amp ? amp + 1 : end;
+    }
+    return false;
+}
+
+/* The tenant of the path, or NULL after answering 400 INVALID_ID / 404. */
+static const struct tn_tenant *path_tenant(struct rq *q, const struct route_match *m)
+{
+    uint8_t id[16];
+    if (uuid_parse(m->tid, m->tid_len, id) < 0)
+        return fail(q, 400, "INVALID_ID", "tenant id must be a UUID"), NULL;
+    const struct tn_tenant *t = tn_tenant_find(T.st, id);
+    if (!t)
+        fail(q, 404, "NOT_FOUND", "no such tenant");
+    return t;
+}
+
+/* The counter of the path, or NULL after answering 400 INVALID_ID / 404. Both ids are checked
+   for syntax before either is looked up, so a malformed id is always a 400. */
+static const struct tn_counter *path_counter(struct rq *q, const struct route_match *m)
+{
+    uint8_t tid[16], cid[16];
+    if (uuid_parse(m->tid, m->tid_len, tid) < 0 || uuid_parse(m->cid, m->cid_len, cid) < 0)
+        return fail(q, 400, "INVALID_ID", "tenant and counter ids must be UUIDs"), NULL;
+    const struct tn_tenant *t = tn_tenant_find(T.st, tid);
+    const struct tn_counter *c = t ? tn_counter_find(T.st, t, cid) : NULL;
+    if (!c)
+        fail(q, 404, "NOT_FOUND", t ? "no such counter in this tenant" : "no such tenant");
+    return c;
+}
+
+static int json_error(struct rq *q)
+{
+    return fail(q, 400, "INVALID_JSON", "body must be one JSON object");
+}
+
+/* POST /tenants {"label"} */
+static int create_tenant(struct tnapi_worker *w, struct rq *q, const struct http_req *req)
+{
+    char label[TN_LABEL_MAX + 1];
+    size_t ll = 0;
+    struct json_field f[] = {{.key = "label", .type = JSON_T_STRING, .out = label,
+                              .cap = sizeof(label), .len = &ll}};
+    if (json_parse_object(req->body, req->body_len, f, 1) != JSON_OK)
+        return json_error(q);
+    if (!f[0].present || f[0].err != JSON_OK || !tn_label_valid(label, ll))
+        return fail(q, 400, "INVALID_LABEL", "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
+    const struct tn_tenant *t;
+    int rc = tn_tenant_create(T.st, &w->gen, label, ll, wall_ms(), &t);
+    if (rc == -EEXIST)
+        return fail(q, 409, "DUPLICATE_LABEL", "a tenant with this label exists");
+    if (rc == -ENOSPC)
+        return fail(q, 409, "TOO_MANY_TENANTS", "the tenant limit (65536) is reached");
+    if (rc < 0)
+        return sess_error(q->s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+    char body[TN_JSON_MAX];
+    return reply(q, 201, body, tn_tenant_json(t, body));
+}
+
+/* POST /tenants/{tid}/counters (and POST /tenants/{tid}) {"label"?, "initial_value"?,
+   "max_delta"?}; an empty body is {}. */
+static int create_counter(struct tnapi_worker *w, struct rq *q, const struct http_req *req,
+                          const struct route_match *m)
+{
+    const struct tn_tenant *t = path_tenant(q, m);
+    if (!t)
+        return 0;
+    char label[TN_LABEL_MAX + 1];
+    size_t ll = 0;
+    int64_t initial = 0, max_delta = TN_MAX_DELTA_DEFAULT;
+    struct json_field f[] = {
+        {.key = "label", .type = JSON_T_STRING, .out = label, .cap = sizeof(label), .len = &ll},
+        {.key = "initial_value", .type = JSON_T_INT, .out = &initial},
+        {.key = "max_delta", .type = JSON_T_INT, .out = &max_delta},
+    };
+    if (req->body_len && json_parse_object(req->body, req->body_len, f, 3) != JSON_OK)
+        return json_error(q);
+    bool has_label = f[0].present;
+    if (has_label && (f[0].err != JSON_OK || !tn_label_valid(label, ll)))
+        return fail(q, 400, "INVALID_LABEL", "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
+    if (f[1].present && f[1].err != JSON_OK)
+        return fail(q, 400, "INVALID_VALUE", "initial_value must be a 64-bit signed integer");
+    if (f[2].present && (f[2].err != JSON_OK || max_delta < 1))
+        return fail(q, 400, "INVALID_MAX_DELTA", "max_delta must be an integer >= 1");
+    const struct tn_counter *c;
+    int rc = tn_counter_create(T.st, &w->gen, t, has_label ? label : NULL, ll, initial, max_delta,
+                               wall_ms(), &c);
+    if (rc == -ENOSPC)
+        return fail(q, 409, "TOO_MANY_COUNTERS", "the counter limit (1048576) is reached");
+    if (rc < 0)
+        return sess_error(q->s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+    char body[TN_JSON_MAX];
+    return reply(q, 201, body, tn_counter_json(T.st, c, body));
+}
+
+/* GET /tenants/{tid}/counters?limit=&cursor= */
+static int list_counters(struct rq *q, const struct http_req *req, const struct route_match *m)
+{
+    const struct tn_tenant *t = path_tenant(q, m);
+    if (!t)
+        return 0;
+    const char *v;
+    size_t n;
+    int64_t limit = 20;
+    if (query_get(req, "limit", &v, &n) &&
+        (dec_parse_i64(v, n, &limit) < 0 || limit < 1 || limit > TN_LIST_MAX))
+        return fail(q, 400, "INVALID_LIMIT", "limit must be an integer 1..100");
+    const struct tn_counter *after = NULL;
+    if (query_get(req, "cursor", &v, &n) && n) {
+        uint8_t cid[16];
+        if (uuid_parse(v, n, cid) < 0 || !(after = tn_counter_find(T.st, t, cid)))
+            return fail(q, 400, "INVALID_CURSOR", "cursor must be a next_cursor of this listing");
+    }
+    const struct tn_counter *page[TN_LIST_MAX];
+    bool more;
+    int cnt = tn_counter_list(T.st, t, after, (unsigned)limit, page, &more);
+    if (cnt < 0)
+        return fail(q, 400, "INVALID_CURSOR", "cursor must be a next_cursor of this listing");
+    /* admin path, not per public request: one malloc of at most 100 × TN_JSON_MAX = 64 KiB */
+    size_t cap = (size_t)cnt * TN_JSON_MAX + 256;
+    char *body = malloc(cap);
+    if (!body)
+        return sess_error(q->s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+    char *p = put(body, "{\"counters\":[");
+    for (int i = 0; i < cnt; i++) {
+        if (i)
+            *p++ = ',';
+        p += tn_counter_json(T.st, page[i], p);
+    }
+    p = put(p, "],\"next_cursor\":");
+    if (more) {
+        *p++ = '"';
+        uuid_format(page[cnt - 1]->id, p);
+        p += UUID_TEXT_LEN;
+        *p++ = '"';
+    } else {
+        p = put(p, "null");
+    }
+    *p++ = '}';
+    int rc = reply(q, 200, body, (size_t)(p - body));
+    free(body);
+    return rc;
+}
+
+static int answer_value(struct rq *q, const struct tn_counter *c, int64_t v)
+{
+    char body[128], *p = body;
+    p = put(p, "{\"counter_id\":\"");
+    uuid_format(c->id, p);
+    p += UUID_TEXT_LEN;
+    p = put(p, "\",\"value\":");
+    p += fmt_i64(p, v);
+    *p++ = '}';
+    return reply(q, 200, body, (size_t)(p - body));
+}
+
+/* POST /tenants/{tid}/counters/{cid}/inc?delta=N[&sync=1], Idempotency-Key optional. */
+static int inc_counter(struct tnapi_worker *w, struct rq *q, const struct http_req *req,
+                       const struct route_match *m)
+{
+    const struct tn_counter *c = path_counter(q, m);
+    if (!c)
+        return 0;
+    const char *v;
+    size_t n;
+    int64_t delta = 1;
+    if (query_get(req, "delta", &v, &n) &&
+        (dec_parse_i64(v, n, &delta) < 0 || delta < 1 || delta > c->max_delta)) {
+        char msg[96], *p = msg;
+        p = put(p, "delta must be an integer 1..");
+        p += fmt_i64(p, c->max_delta);
+        *p = 0;
+        return fail(q, 400, "INVALID_DELTA", msg);
+    }
+    if (query_get(req, "sync", &v, &n) && !(n == 1 && v[0] == '0'))
+        return sess_error(q->s, 503, "PERSISTENCE_UNAVAILABLE",
+                          "tenant counters are memory-only in this build: ?sync=1 cannot be honoured",
+                          q->hdr, q->hlen);
+    const struct http_hdr *ik = http_header(req, "idempotency-key", 15);
+    int64_t value;
+    int rc;
+    if (ik) {
+        if (!tn_idem_key_valid(ik->value, ik->value_len))
+            return fail(q, 400, "INVALID_IDEMPOTENCY_KEY",
+                        "Idempotency-Key must be 1-64 printable ASCII characters");
+        rc = tn_idem_inc(T.st, w->idx, c, ik->value, ik->value_len, delta, wall_ms(), &value);
+        if (rc == -EEXIST)
+            return fail(q, 409, "IDEMPOTENCY_KEY_REUSED",
+                        "this Idempotency-Key was used for a different request");
+    } else {
+        rc = tn_counter_inc(T.st, w->idx, c, delta, &value);
+    }
+    if (rc == -EOVERFLOW)
+        return fail(q, 409, "COUNTER_OVERFLOW",
+                    "the counter would pass 9223372036854775807 and is never wrapped");
+    return answer_value(q, c, value);
+}
+
+/* POST /tenants/{tid}/counters/{cid}/set {"value"} */
+static int set_counter(struct rq *q, const struct http_req *req, const struct route_match *m)
+{
+    const struct tn_counter *c = path_counter(q, m);
+    if (!c)
+        return 0;
+    int64_t value = 0;
+    struct json_field f[] = {{.key = "value", .type = JSON_T_INT, .out = &value}};
+    if (json_parse_object(req->body, req->body_len, f, 1) != JSON_OK)
+        return json_error(q);
+    if (!f[0].present || f[0].err != JSON_OK)
+        return fail(q, 400, "INVALID_VALUE", "value must be a 64-bit signed integer");
+    tn_counter_set(T.st, c, value);
+    return answer_value(q, c, value);
+}
+
+int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
+                 const struct route_match *m, uint64_t now_ms,
+                 int (*admin)(struct sess *s, const struct http_req *req))
+{
+    struct rq q = {.s = s};
+    const struct http_hdr *origin = http_header(req, "origin", 6);
+    const char *pub = public_methods(m->id);
+    if (req->method == HTTP_M_OPTIONS) {
+        /* preflight: CORS only for a public route and a public method */
+        char *p = q.hdr;
+        p = put(p, "Allow: ");
+        p = put(p, m->allow);
+        p = put(p, "\r\n");
+        q.hlen = (size_t)(p - q.hdr);
+        const struct http_hdr *rm = http_header(req, "access-control-request-method", 29);
+        if (pub && origin && (!rm || http_has_token(pub, strlen(pub), rm->value, rm->value_len)))
+            q.hlen += cors_preflight(&T.cors, origin->value, origin->value_len, pub, p,
+                                     sizeof(q.hdr) - q.hlen);
+        if (pub && w->rl) { /* the fields, without spending a token (rl_peek) */
+            struct rl_result r;
+            rl_peek(w->rl, s->peer_family, s->peer, now_ms, &r);
+            r.allowed = true; /* a preflight is never refused: no Retry-After */
+            q.hlen += rl_headers(w->rl, &r, q.hdr + q.hlen, sizeof(q.hdr) - q.hlen);
+        }
+        return sess_respond(s, 204, NULL, q.hdr, q.hlen, NULL, 0), 0;
+    }
+    bool adm = is_admin(m->id, req->method);
+    if (!adm) {
+        if (w->rl) {
+            struct rl_result r;
+            rl_take(w->rl, s->peer_family, s->peer, now_ms, &r);
+            q.hlen = rl_headers(w->rl, &r, q.hdr, sizeof(q.hdr));
+            if (origin)
+                q.hlen += cors_actual(&T.cors, origin->value, origin->value_len, q.hdr + q.hlen,
+                                      sizeof(q.hdr) - q.hlen);
+            if (!r.allowed)
+                return fail(&q, 429, "RATE_LIMITED", "too many requests from this address"), 0;
+        } else if (origin) {
+            q.hlen = cors_actual(&T.cors, origin->value, origin->value_len, q.hdr, sizeof(q.hdr));
+        }
+    }
+    if (adm && admin(s, req) < 0)
+        return 0;
+    switch (m->id) {
+    case ROUTE_TENANTS:
+        create_tenant(w, &q, req);
+        break;
+    case ROUTE_TENANT:
+        if (req->method == HTTP_M_POST) {
+            create_counter(w, &q, req, m);
+        } else {
+            const struct tn_tenant *t = path_tenant(&q, m);
+            char body[TN_JSON_MAX];
+            if (t)
+                reply(&q, 200, body, tn_tenant_json(t, body));
+        }
+        break;
+    case ROUTE_TN_COUNTERS:
+        if (req->method == HTTP_M_POST)
+            create_counter(w, &q, req, m);
+        else
+            list_counters(&q, req, m);
+        break;
+    case ROUTE_TN_COUNTER: {
+        const struct tn_counter *c = path_counter(&q, m);
+        char body[TN_JSON_MAX];
+        if (c)
+            reply(&q, 200, body, tn_counter_json(T.st, c, body));
+        break;
+    }
+    case ROUTE_TN_INC:
+        inc_counter(w, &q, req, m);
+        break;
+    case ROUTE_TN_SET:
+        set_counter(&q, req, m);
+        break;
+    default:
+        fail(&q, 404, "NOT_FOUND", "no such route");
+        break;
+    }
+    return 0;
+}

@@ -1,0 +1,58 @@
+/*
+ * tnapi — the HTTP side of the multi-tenant counters (SPEC §2.3): request parsing, validation,
+ * status and error codes, admin/public split, rate limiting (public routes only, with the
+ * RateLimit fields on every public answer) and CORS (public routes only; admin routes never
+ * get a CORS field). The data lives in src/tenants; app.c routes the /tenants... paths here.
+ *
+ * Owns (stated global state, read-only after tnapi_init): the struct tn_store, the parsed
+ * --cors-origins and the --rate-limit policy. Per worker: its rate-limit table and its UUID
+ * pool (struct tnapi_worker).
+ *
+ * Persistence: tenant counters are memory-only in this build (the persister has no tables for
+ * them yet); tnapi_init logs it, and `?sync=1` answers 503 PERSISTENCE_UNAVAILABLE without
+ * counting.
+ *
+ * Threads: tnapi_init/tnapi_fini main (before/after the workers); tnapi_worker_* and
+ * tnapi_handle on the owning worker.
+ */
+#ifndef RC_TNAPI_H
+#define RC_TNAPI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "http.h"
+#include "router.h"
+#include "session.h"
+
+struct config;
+struct tnapi_worker;
+
+/* Bounds of the store (SPEC: "bounded memory; say the bound"): see tenants.h for bytes. */
+#define TNAPI_MAX_TENANTS 65536u
+#define TNAPI_MAX_COUNTERS 1048576u
+#define TNAPI_IDEM_CAPACITY 131072u
+
+/* Global state from cfg for n workers. 0, -EINVAL (bad --cors-origins), -ENOMEM. */
+int tnapi_init(const struct config *cfg, unsigned nworkers);
+/* Free it (after the workers are joined). */
+void tnapi_fini(void);
+/* Worker idx's state (rate-limit table, UUID pool). NULL on ENOMEM. */
+struct tnapi_worker *tnapi_worker_new(unsigned idx);
+void tnapi_worker_free(struct tnapi_worker *w);
+/* Tests and fuzzers only (no request running): forget every tenant, counter and idempotency
+   record, so replaying the same bytes gives the same answers (fuzz/fuzz_session plays each input
+   twice). Cheap when nothing was created. 0 / -ENOMEM. */
+int tnapi_reset(void);
+/* Is id one of the tenant routes this module answers? */
+bool tnapi_route(enum route_id id);
+/* Answer one request that matched a tenant route (m->status 0, m->id/tid/cid set; a 405 is
+   answered by app.c like any other route): OPTIONS (preflight, CORS for public methods only),
+   then for public routes the rate limit (its fields and CORS on every answer), for admin ones
+   the check through `admin` (0 when authorised, else it answered 401/403 itself), then the
+   handler. now_ms: the worker's monotonic ms. Returns APP_DONE (0). */
+int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
+                 const struct route_match *m, uint64_t now_ms,
+                 int (*admin)(struct sess *s, const struct http_req *req));
+
+#endif

@@ -1,0 +1,576 @@
+/* Integration tests of the multi-tenant counters (issue 4, SPEC §2.3) against the real server:
+   success and every error code of each route and alias, admin auth (401/403/ADMIN_DISABLED),
+   idempotent replay and key reuse, 16 connections × 400 increments exact, rate-limit refusal
+   with its draft-10 fields, LRU eviction under many client addresses (127.0.0.x sources), CORS
+   preflight allowed and denied, and admin routes without CORS fields. */
+#include <arpa/inet.h>
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "harness.h"
+
+TestSuite(tenants, .timeout = 60);
+
+#define KEY "s3cret-admin-key"
+#define ADM "X-API-Key: " KEY "\r\n"
+
+static const char *const env_key[] = {"RINGCOUNT_ADMIN_KEY=" KEY, NULL};
+
+/* Send one request (extra header lines hdrs, each ending CRLF; body may be NULL) and read the
+   answer into r; asserts the exchange worked. Returns r->status. */
+static int rq(struct it_conn *c, const char *meth, const char *path, const char *hdrs,
+              const char *body, struct it_resp *r)
+{
+    char raw[8192];
+    size_t bl = body ? strlen(body) : 0;
+    snprintf(raw, sizeof(raw), "%s %s HTTP/1.1\r\nHost: t\r\n%s%s%zu\r\n\r\n%s", meth, path,
+             hdrs ? hdrs : "", "Content-Length: ", bl, body ? body : "");
+    int rc = it_request(c, raw, r);
+    cr_assert_eq(rc, 0, "%s %s: %s", meth, path, strerror(-rc));
+    return r->status;
+}
+
+/* Error code of a JSON error body. */
+static const char *code_of(const struct it_resp *r)
+{
+    static char code[64];
+    if (it_json_num(r->body, "code", code, sizeof(code)) < 0)
+        return "(none)";
+    return code;
+}
+
+#define EXPECT(c_, m_, p_, h_, b_, st_, code_)                                                    \
+    do {                                                                                           \
+        struct it_resp r_;                                                                         \
+        int s_ = rq(c_, m_, p_, h_, b_, &r_);                                                      \
+        cr_assert_eq(s_, st_, "%s %s: %d %s", m_, p_, s_, r_.body);                                \
+        if (code_)                                                                                 \
+            cr_assert_str_eq(code_of(&r_), (const char *)(code_), "%s %s: %s", m_, p_, r_.body);   \
+    } while (0)
+
+static void field(const struct it_resp *r, const char *key, char *out, size_t cap)
+{
+    cr_assert_geq(it_json_num(r->body, key, out, cap), 0, "no %s in %s", key, r->body);
+}
+
+static void mk_tenant(struct it_conn *c, const char *label, char tid[64])
+{
+    char body[300];
+    snprintf(body, sizeof(body), "{\"label\":\"%s\"}", label);
+    struct it_resp r;
+    cr_assert_eq(rq(c, "POST", "/tenants", ADM, body, &r), 201, "%s", r.body);
+    field(&r, "tenant_id", tid, 64);
+}
+
+static void mk_counter(struct it_conn *c, const char *tid, const char *body, char cid[64])
+{
+    char path[256];
+    snprintf(path, sizeof(path), "/tenants/%s/counters", tid);
+    struct it_resp r;
+    cr_assert_eq(rq(c, "POST", path, ADM, body, &r), 201, "%s", r.body);
+    field(&r, "counter_id", cid, 64);
+}
+
+static int64_t value_of(const struct it_resp *r)
+{
+    char v[32];
+    field(r, "value", v, sizeof(v));
+    return strtoll(v, NULL, 10);
+}
+
+#define NOID "00000000-0000-4000-8000-000000000000"
+
+Test(tenants, routes_and_errors)
+{
+    const char *args[] = {"--rate-limit", "0", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    struct it_resp r;
+    char p[512], tid[64], tid2[64], cid[64], cid2[64];
+
+    /* POST /tenants */
+    EXPECT(&c, "POST", "/tenants", NULL, "{\"label\":\"acme\"}", 401, "UNAUTHORIZED");
+    EXPECT(&c, "POST", "/tenants", "X-API-Key: wrong\r\n", "{\"label\":\"acme\"}", 403, "FORBIDDEN");
+    cr_assert_eq(rq(&c, "POST", "/tenants", "Authorization: Bearer " KEY "\r\n",
+                    "{\"label\":\"acme\"}", &r), 201, "%s", r.body);
+    field(&r, "tenant_id", tid, sizeof(tid));
+    cr_assert_eq(strlen(tid), 36);
+    cr_assert_eq(tid[14], '4', "UUID version 4");
+    char v[300];
+    field(&r, "label", v, sizeof(v));
+    cr_assert_str_eq(v, "acme");
+    field(&r, "created_at", v, sizeof(v));
+    cr_assert_eq(strlen(v), 24);
+    cr_assert_eq(v[23], 'Z');
+    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"acme\"}", 409, "DUPLICATE_LABEL");
+    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"a/b\"}", 400, "INVALID_LABEL");
+    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"\"}", 400, "INVALID_LABEL");
+    EXPECT(&c, "POST", "/tenants", ADM, "{}", 400, "INVALID_LABEL");
+    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":", 400, "INVALID_JSON");
+    EXPECT(&c, "DELETE", "/tenants", ADM, NULL, 405, "METHOD_NOT_ALLOWED");
+    mk_tenant(&c, "beta", tid2);
+
+    /* GET /tenants/{tid} (public) */
+    snprintf(p, sizeof(p), "/tenants/%s", tid);
+    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    field(&r, "tenant_id", v, sizeof(v));
+    cr_assert_str_eq(v, tid);
+    EXPECT(&c, "GET", "/tenants/not-a-uuid", NULL, NULL, 400, "INVALID_ID");
+    EXPECT(&c, "GET", "/tenants/" NOID, NULL, NULL, 404, "NOT_FOUND");
+
+    /* POST /tenants/{tid}/counters and the alias POST /tenants/{tid} */
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    EXPECT(&c, "POST", p, NULL, "{}", 401, "UNAUTHORIZED");
+    cr_assert_eq(rq(&c, "POST", p, ADM, "{\"label\":\"hits\",\"initial_value\":7}", &r), 201);
+    field(&r, "counter_id", cid, sizeof(cid));
+    cr_assert_eq(value_of(&r), 7);
+    field(&r, "max_delta", v, sizeof(v));
+    cr_assert_str_eq(v, "50");
+    field(&r, "tenant_id", v, sizeof(v));
+    cr_assert_str_eq(v, tid);
+    EXPECT(&c, "POST", p, ADM, "{\"label\":\"no:colon\"}", 400, "INVALID_LABEL");
+    EXPECT(&c, "POST", p, ADM, "{\"initial_value\":1.5}", 400, "INVALID_VALUE");
+    EXPECT(&c, "POST", p, ADM, "{\"initial_value\":99999999999999999999}", 400, "INVALID_VALUE");
+    EXPECT(&c, "POST", p, ADM, "{\"max_delta\":0}", 400, "INVALID_MAX_DELTA");
+    EXPECT(&c, "POST", p, ADM, "{\"max_delta\":\"5\"}", 400, "INVALID_MAX_DELTA");
+    EXPECT(&c, "POST", p, ADM, "[1]", 400, "INVALID_JSON");
+    EXPECT(&c, "POST", "/tenants/" NOID "/counters", ADM, "{}", 404, "NOT_FOUND");
+    EXPECT(&c, "POST", "/tenants/xyz/counters", ADM, "{}", 400, "INVALID_ID");
+    snprintf(p, sizeof(p), "/tenants/%s", tid);
+    cr_assert_eq(rq(&c, "POST", p, ADM, "{\"max_delta\":3}", &r), 201, "alias: %s", r.body);
+    field(&r, "counter_id", cid2, sizeof(cid2));
+    field(&r, "label", v, sizeof(v));
+    cr_assert_str_eq(v, "null");
+    cr_assert_eq(value_of(&r), 0);
+    EXPECT(&c, "POST", p, NULL, "{}", 401, "UNAUTHORIZED");
+
+    /* GET counter (public) and its alias */
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
+    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 7);
+    snprintf(p, sizeof(p), "/tenants/%s/%s", tid, cid);
+    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200, "alias");
+    field(&r, "counter_id", v, sizeof(v));
+    cr_assert_str_eq(v, cid);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid2, cid);
+    EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND"); /* another tenant's counter */
+    snprintf(p, sizeof(p), "/tenants/%s/counters/" NOID, tid);
+    EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
+    snprintf(p, sizeof(p), "/tenants/%s/counters/1234", tid);
+    EXPECT(&c, "GET", p, NULL, NULL, 400, "INVALID_ID");
+
+    /* POST inc (public) and its alias */
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
+    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(value_of(&r), 8);
+    field(&r, "counter_id", v, sizeof(v));
+    cr_assert_str_eq(v, cid);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=50", tid, cid);
+    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 58);
+    snprintf(p, sizeof(p), "/tenants/%s/%s/inc?delta=2", tid, cid);
+    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200, "alias");
+    cr_assert_eq(value_of(&r), 60);
+    static const char *bad_delta[] = {"0", "51", "-1", "1.5", "x", ""};
+    for (size_t i = 0; i < sizeof(bad_delta) / sizeof(bad_delta[0]); i++) {
+        snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=%s", tid, cid, bad_delta[i]);
+        EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_DELTA");
+    }
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=4", tid, cid2); /* max_delta 3 */
+    EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_DELTA");
+    snprintf(p, sizeof(p), "/tenants/%s/counters/" NOID "/inc", tid);
+    EXPECT(&c, "POST", p, NULL, NULL, 404, "NOT_FOUND");
+    snprintf(p, sizeof(p), "/tenants/%s/counters/zz/inc", tid);
+    EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_ID");
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?sync=1", tid, cid);
+    EXPECT(&c, "POST", p, NULL, NULL, 503, "PERSISTENCE_UNAVAILABLE");
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
+    EXPECT(&c, "GET", p, NULL, NULL, 405, "METHOD_NOT_ALLOWED");
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
+    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 60, "refused increments did not count");
+
+    /* POST set (admin), overflow refused */
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/set", tid, cid);
+    EXPECT(&c, "POST", p, NULL, "{\"value\":1}", 401, "UNAUTHORIZED");
+    EXPECT(&c, "POST", p, "X-API-Key: nope\r\n", "{\"value\":1}", 403, "FORBIDDEN");
+    EXPECT(&c, "POST", p, ADM, "{\"value\":\"1\"}", 400, "INVALID_VALUE");
+    EXPECT(&c, "POST", p, ADM, "{}", 400, "INVALID_VALUE");
+    EXPECT(&c, "POST", p, ADM, "{\"value\"", 400, "INVALID_JSON");
+    cr_assert_eq(rq(&c, "POST", p, ADM, "{\"value\":9223372036854775806}", &r), 200, "%s", r.body);
+    cr_assert_eq(value_of(&r), INT64_MAX - 1);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=2", tid, cid);
+    EXPECT(&c, "POST", p, NULL, NULL, 409, "COUNTER_OVERFLOW");
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
+    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200);
+    cr_assert_eq(value_of(&r), INT64_MAX);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/" NOID "/set", tid);
+    EXPECT(&c, "POST", p, ADM, "{\"value\":1}", 404, "NOT_FOUND");
+
+    it_conn_close(&c);
+    it_free(srv);
+}
+
+Test(tenants, listing_pagination)
+{
+    const char *args[] = {"--rate-limit", "0", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char tid[64], other[64], ids[5][64], oc[64], p[512];
+    mk_tenant(&c, "lister", tid);
+    mk_tenant(&c, "other", other);
+    for (int i = 0; i < 5; i++) {
+        mk_counter(&c, tid, "{}", ids[i]);
+        mk_counter(&c, other, "{}", oc);
+    }
+    struct it_resp r;
+    char cursor[64] = "";
+    int seen = 0;
+    for (int page = 0; page < 3; page++) {
+        snprintf(p, sizeof(p), "/tenants/%s/counters?limit=2%s%s", tid, *cursor ? "&cursor=" : "",
+                 cursor);
+        cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
+        for (int i = 0; i < 2 && seen < 5; i++, seen++)
+            cr_assert_not_null(strstr(r.body, ids[seen]), "page %d lacks %s", page, ids[seen]);
+        cr_assert_null(strstr(r.body, oc), "another tenant's counter listed");
+        char nc[64];
+        field(&r, "next_cursor", nc, sizeof(nc));
+        if (page < 2) {
+            cr_assert_str_eq(nc, ids[seen - 1]);
+            strcpy(cursor, nc);
+        } else {
+            cr_assert_str_eq(nc, "null");
+        }
+    }
+    cr_assert_eq(seen, 5);
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    for (int i = 0; i < 5; i++)
+        cr_assert_not_null(strstr(r.body, ids[i]));
+    EXPECT(&c, "GET", p, NULL, NULL, 401, "UNAUTHORIZED");
+    static const char *bad_limit[] = {"0", "101", "-1", "abc"};
+    for (size_t i = 0; i < 4; i++) {
+        snprintf(p, sizeof(p), "/tenants/%s/counters?limit=%s", tid, bad_limit[i]);
+        EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_LIMIT");
+    }
+    snprintf(p, sizeof(p), "/tenants/%s/counters?cursor=%s", tid, oc);
+    EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_CURSOR");
+    snprintf(p, sizeof(p), "/tenants/%s/counters?cursor=garbage", tid);
+    EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_CURSOR");
+    EXPECT(&c, "GET", "/tenants/" NOID "/counters", ADM, NULL, 404, "NOT_FOUND");
+    it_conn_close(&c);
+    it_free(srv);
+}
+
+Test(tenants, admin_disabled_without_key)
+{
+    struct it_server *srv = it_start(NULL, NULL);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"x\"}", 403, "ADMIN_DISABLED");
+    EXPECT(&c, "GET", "/tenants/" NOID "/counters", NULL, NULL, 403, "ADMIN_DISABLED");
+    EXPECT(&c, "GET", "/tenants/" NOID, NULL, NULL, 404, "NOT_FOUND"); /* public */
+    it_conn_close(&c);
+    it_free(srv);
+}
+
+Test(tenants, idempotent_replay)
+{
+    const char *args[] = {"--rate-limit", "0", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char tid[64], cid[64], cid2[64], p[512];
+    mk_tenant(&c, "idem", tid);
+    mk_counter(&c, tid, "{}", cid);
+    mk_counter(&c, tid, "{}", cid2);
+    struct it_resp r;
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=3", tid, cid);
+    cr_assert_eq(rq(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 3);
+    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200); /* an unkeyed one: 6 */
+    /* replay from another connection: the first result, not counted again */
+    struct it_conn c2;
+    cr_assert_eq(it_conn_open(&c2, it_port(srv)), 0);
+    cr_assert_eq(rq(&c2, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 3);
+    snprintf(p, sizeof(p), "/tenants/%s/%s/inc?delta=3", tid, cid); /* the alias: same request */
+    cr_assert_eq(rq(&c2, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 3);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
+    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 6);
+    /* same key, different request */
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=4", tid, cid);
+    EXPECT(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, 409, "IDEMPOTENCY_KEY_REUSED");
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=3", tid, cid2);
+    EXPECT(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, 409, "IDEMPOTENCY_KEY_REUSED");
+    char longkey[100];
+    memset(longkey, 'k', 65);
+    snprintf(longkey + 65, sizeof(longkey) - 65, "\r\n");
+    char h[200];
+    snprintf(h, sizeof(h), "Idempotency-Key: %s", longkey);
+    EXPECT(&c, "POST", p, h, NULL, 400, "INVALID_IDEMPOTENCY_KEY");
+    EXPECT(&c, "POST", p, "Idempotency-Key: \x01\r\n", NULL, 400, NULL); /* CTL: parser 400 */
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
+    cr_assert_eq(rq(&c2, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 6, "refused requests did not count");
+    it_conn_close(&c);
+    it_conn_close(&c2);
+    it_free(srv);
+}
+
+/* 16 connections × 400 increments, each on its own thread: exactly 6,400. */
+struct incr_arg {
+    uint16_t port;
+    const char *path;
+    int ok;
+};
+
+static void *incr_thread(void *p)
+{
+    struct incr_arg *a = p;
+    struct it_conn *c = malloc(sizeof(*c));
+    struct it_resp *r = malloc(sizeof(*r));
+    char raw[512];
+    snprintf(raw, sizeof(raw), "POST %s HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n", a->path);
+    if (c && r && it_conn_open(c, a->port) == 0) {
+        for (int i = 0; i < 400; i++)
+            if (it_request(c, raw, r) == 0 && r->status == 200)
+                a->ok++;
+        it_conn_close(c);
+    }
+    free(c);
+    free(r);
+    return NULL;
+}
+
+Test(tenants, sixteen_connections_exact)
+{
+    const char *args[] = {"--rate-limit", "0", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char tid[64], cid[64], p[512];
+    mk_tenant(&c, "load", tid);
+    mk_counter(&c, tid, "{}", cid);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
+    pthread_t th[16];
+    struct incr_arg a[16];
+    for (int i = 0; i < 16; i++) {
+        a[i] = (struct incr_arg){.port = it_port(srv), .path = p};
+        cr_assert_eq(pthread_create(&th[i], NULL, incr_thread, &a[i]), 0);
+    }
+    int ok = 0;
+    for (int i = 0; i < 16; i++) {
+        pthread_join(th[i], NULL);
+        ok += a[i].ok;
+    }
+    cr_assert_eq(ok, 6400);
+    struct it_resp r;
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
+    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 6400);
+    it_conn_close(&c);
+    it_free(srv);
+}
+
+Test(tenants, rate_limit_refusal_and_fields)
+{
+    const char *args[] = {"--rate-limit", "1/5", "--workers", "1", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char tid[64], cid[64], p[512], h[128];
+    mk_tenant(&c, "limited", tid);
+    mk_counter(&c, tid, "{}", cid);
+    struct it_resp r;
+    /* admin answers carry no rate-limit field */
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    cr_assert_eq(it_header(&r, "RateLimit-Policy", h, sizeof(h)), -ENOENT);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
+    for (int i = 0; i < 5; i++) {
+        cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200, "request %d", i);
+        cr_assert_gt(it_header(&r, "RateLimit-Policy", h, sizeof(h)), 0);
+        cr_assert_str_eq(h, "\"default\";q=5;w=5");
+        cr_assert_gt(it_header(&r, "RateLimit", h, sizeof(h)), 0);
+        char want[64];
+        snprintf(want, sizeof(want), "\"default\";r=%d;t=", 4 - i);
+        cr_assert_eq(strncmp(h, want, strlen(want)), 0, "%s vs %s", h, want);
+    }
+    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 429);
+    cr_assert_str_eq(code_of(&r), "RATE_LIMITED");
+    cr_assert_gt(it_header(&r, "Retry-After", h, sizeof(h)), 0);
+    cr_assert_str_eq(h, "1");
+    cr_assert_gt(it_header(&r, "RateLimit", h, sizeof(h)), 0);
+    cr_assert_eq(strncmp(h, "\"default\";r=0;t=", 16), 0, "%s", h);
+    /* a preflight is never refused and spends nothing, but carries the fields */
+    cr_assert_eq(rq(&c, "OPTIONS", p, NULL, NULL, &r), 204);
+    cr_assert_gt(it_header(&r, "RateLimit", h, sizeof(h)), 0);
+    cr_assert_eq(strncmp(h, "\"default\";r=0;t=", 16), 0, "%s", h);
+    cr_assert_eq(it_header(&r, "Retry-After", h, sizeof(h)), -ENOENT);
+    /* GET of a counter is public too: refused as well */
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
+    EXPECT(&c, "GET", p, NULL, NULL, 429, "RATE_LIMITED");
+    /* exempt routes */
+    static const char *exempt[] = {"/health", "/livez", "/readyz", "/metrics", "/stats"};
+    for (size_t i = 0; i < 5; i++) {
+        cr_assert_eq(rq(&c, "GET", exempt[i], NULL, NULL, &r), 200, "%s", exempt[i]);
+        cr_assert_eq(it_header(&r, "RateLimit", h, sizeof(h)), -ENOENT, "%s", exempt[i]);
+    }
+    /* admin routes are not limited */
+    cr_assert_eq(rq(&c, "POST", "/tenants", ADM, "{\"label\":\"another\"}", &r), 201);
+    /* a second later one token is back */
+    usleep(1100 * 1000);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
+    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200);
+    cr_assert_eq(value_of(&r), 6);
+    it_conn_close(&c);
+    it_free(srv);
+}
+
+/* Connect from source address 127.0.0.<host>. */
+static int conn_from(struct it_conn *c, uint16_t port, int host)
+{
+    c->len = 0;
+    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (c->fd < 0)
+        return -errno;
+    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
+    src.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host);
+    dst.sin_addr.s_addr = htonl(0x7f000001u);
+    dst.sin_port = htons(port);
+    int one = 1;
+    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)) < 0 ||
+        connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
+        int e = -errno;
+        close(c->fd);
+        c->fd = -1;
+        return e;
+    }
+    return 0;
+}
+
+static int inc_from(uint16_t port, int host, const char *path)
+{
+    struct it_conn *c = malloc(sizeof(*c));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert(c && r);
+    cr_assert_eq(conn_from(c, port, host), 0, "connect from 127.0.0.%d", host);
+    int st = rq(c, "POST", path, NULL, NULL, r);
+    it_conn_close(c);
+    free(c);
+    free(r);
+    return st;
+}
+
+Test(tenants, lru_eviction_many_addresses)
+{
+    /* one worker, a 16-entry table (test hook), one token per client and second */
+    const char *args[] = {"--rate-limit", "1/1", "--workers", "1", NULL};
+    const char *env[] = {"RINGCOUNT_ADMIN_KEY=" KEY, "RINGCOUNT_DEBUG_RL_CAPACITY=16", NULL};
+    struct it_server *srv = it_start(args, env);
+    uint16_t port = it_port(srv);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, port), 0);
+    char tid[64], cid[64], p[512];
+    mk_tenant(&c, "lru", tid);
+    mk_counter(&c, tid, "{}", cid);
+    it_conn_close(&c);
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
+    cr_assert_eq(inc_from(port, 2, p), 200);
+    cr_assert_eq(inc_from(port, 2, p), 429, "127.0.0.2 has used its token");
+    cr_assert_eq(inc_from(port, 3, p), 200, "addresses are separate buckets");
+    /* 40 new clients: none is locked out although the table holds 16 */
+    for (int h = 10; h < 50; h++)
+        cr_assert_eq(inc_from(port, h, p), 200, "new client 127.0.0.%d refused", h);
+    /* the most recent client is remembered (still empty) ... */
+    cr_assert_eq(inc_from(port, 49, p), 429);
+    /* ... 127.0.0.2 was the least recently used: evicted, it starts again with a full bucket */
+    cr_assert_eq(inc_from(port, 2, p), 200, "127.0.0.2 was not evicted");
+    it_free(srv);
+}
+
+static void get_with_origin(struct it_conn *c, const char *meth, const char *path,
+                            const char *extra, struct it_resp *r)
+{
+    char h[512];
+    snprintf(h, sizeof(h), "%s%s", extra ? extra : "", "");
+    rq(c, meth, path, h, NULL, r);
+}
+
+Test(tenants, cors)
+{
+    const char *args[] = {"--rate-limit", "0", "--cors-origins",
+                          "https://app.example,https://b.example", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char tid[64], cid[64], p[512], h[256];
+    mk_tenant(&c, "cors", tid);
+    mk_counter(&c, tid, "{}", cid);
+    struct it_resp r;
+
+    /* preflight of the public increment from an allowed origin */
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
+    get_with_origin(&c, "OPTIONS", p,
+                    "Origin: https://app.example\r\nAccess-Control-Request-Method: POST\r\n"
+                    "Access-Control-Request-Headers: idempotency-key\r\n", &r);
+    cr_assert_eq(r.status, 204);
+    cr_assert_gt(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), 0);
+    cr_assert_str_eq(h, "https://app.example");
+    cr_assert_gt(it_header(&r, "Vary", h, sizeof(h)), 0);
+    cr_assert_str_eq(h, "Origin");
+    cr_assert_gt(it_header(&r, "Access-Control-Allow-Methods", h, sizeof(h)), 0);
+    cr_assert_not_null(strstr(h, "POST"));
+    cr_assert_gt(it_header(&r, "Access-Control-Allow-Headers", h, sizeof(h)), 0);
+    cr_assert_not_null(strstr(h, "Idempotency-Key"));
+    cr_assert_gt(it_header(&r, "Access-Control-Max-Age", h, sizeof(h)), 0);
+    /* denied origin: a plain 204, no CORS field */
+    get_with_origin(&c, "OPTIONS", p,
+                    "Origin: https://evil.example\r\nAccess-Control-Request-Method: POST\r\n", &r);
+    cr_assert_eq(r.status, 204);
+    cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
+    /* actual answers */
+    get_with_origin(&c, "POST", p, "Origin: https://b.example\r\n", &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_gt(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), 0);
+    cr_assert_str_eq(h, "https://b.example");
+    get_with_origin(&c, "POST", p, "Origin: https://evil.example\r\n", &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
+    snprintf(p, sizeof(p), "/tenants/%s", tid);
+    get_with_origin(&c, "GET", p, "Origin: https://app.example\r\n", &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_gt(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), 0);
+    /* admin routes never: preflight or actual, even from an allowed origin */
+    get_with_origin(&c, "OPTIONS", "/tenants",
+                    "Origin: https://app.example\r\nAccess-Control-Request-Method: POST\r\n", &r);
+    cr_assert_eq(r.status, 204);
+    cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
+    snprintf(p, sizeof(p), "/tenants/%s", tid); /* POST here is the admin alias */
+    get_with_origin(&c, "OPTIONS", p,
+                    "Origin: https://app.example\r\nAccess-Control-Request-Method: POST\r\n", &r);
+    cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
+    rq(&c, "POST", "/tenants", "Origin: https://app.example\r\n" ADM, "{\"label\":\"c2\"}", &r);
+    cr_assert_eq(r.status, 201);
+    cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    rq(&c, "GET", p, "Origin: https://app.example\r\n" ADM, NULL, &r);
+    cr_assert_eq(r.status, 200);
+    cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
+    it_conn_close(&c);
+    it_free(srv);
+}

@@ -1,0 +1,282 @@
+/* Unit tests for src/tenants: labels, creation and lookup, per-worker deltas summed, overflow
+   refused, set, idempotent replay / reuse / expiry / eviction, pagination, JSON, time format,
+   and concurrent increments from several threads being exact. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "tenants.h"
+
+#define S(x) x, strlen(x)
+#define NOW 1795000000000ll /* 2026-11-18T11:06:40Z */
+
+static struct uuid_gen g;
+
+static struct tn_store *mk(unsigned nw, uint32_t idem)
+{
+    uuid_gen_init(&g);
+    struct tn_store *st = tn_new(nw, 64, 10000, idem, 42);
+    cr_assert_not_null(st);
+    return st;
+}
+
+Test(tenants, labels)
+{
+    static const struct { const char *s; bool ok; } cases[] = {
+        {"a", true}, {"Acme Corp_1.2-3", true}, {"", false}, {"a/b", false},
+        {"é", false}, {"a\"b", false}, {"tab\t", false}, {"x:y", false},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        cr_assert_eq(tn_label_valid(S(cases[i].s)), cases[i].ok, "%s", cases[i].s);
+    char l[257];
+    memset(l, 'x', sizeof(l));
+    cr_assert(tn_label_valid(l, 255));
+    cr_assert_not(tn_label_valid(l, 256));
+    cr_assert(tn_idem_key_valid(S("k-1:~!")));
+    cr_assert(tn_idem_key_valid(S("has space")));
+    cr_assert_not(tn_idem_key_valid(S("tab\there")));
+    cr_assert_not(tn_idem_key_valid(S("del\x7f")));
+    cr_assert_not(tn_idem_key_valid(S("")));
+    cr_assert(tn_idem_key_valid(l, 64));
+    cr_assert_not(tn_idem_key_valid(l, 65));
+    cr_assert_not(tn_idem_key_valid(S("caf\xc3\xa9")));
+}
+
+Test(tenants, create_find_duplicate)
+{
+    struct tn_store *st = mk(2, 1024);
+    const struct tn_tenant *a, *b, *x;
+    cr_assert_eq(tn_tenant_create(st, &g, S("acme"), NOW, &a), 0);
+    cr_assert_eq(tn_tenant_create(st, &g, S("beta"), NOW, &b), 0);
+    cr_assert_eq(tn_tenant_create(st, &g, S("acme"), NOW, &x), -EEXIST);
+    cr_assert_eq(tn_tenant_create(st, &g, S("bad/label"), NOW, &x), -EINVAL);
+    cr_assert_eq(tn_tenant_find(st, a->id), a);
+    cr_assert_eq(tn_tenant_find(st, b->id), b);
+    uint8_t unk[16] = {1};
+    cr_assert_null(tn_tenant_find(st, unk));
+
+    const struct tn_counter *c, *d;
+    cr_assert_eq(tn_counter_create(st, &g, a, S("hits"), 10, 50, NOW, &c), 0);
+    cr_assert_eq(tn_counter_create(st, &g, b, NULL, 0, 0, 5, NOW, &d), 0);
+    cr_assert_eq(tn_counter_create(st, &g, b, S("x"), 0, 0, NOW, &d), -EINVAL); /* max_delta */
+    cr_assert_eq(tn_counter_create(st, &g, b, S(""), 0, 5, NOW, &d), -EINVAL);  /* label */
+    cr_assert_eq(tn_counter_find(st, a, c->id), c);
+    cr_assert_null(tn_counter_find(st, b, c->id), "a counter is only found under its tenant");
+    cr_assert_eq(tn_counter_value(st, c), 10);
+    uint32_t nt, nc, ni;
+    tn_sizes(st, &nt, &nc, &ni);
+    cr_assert_eq(nt, 2);
+    cr_assert_eq(nc, 2);
+    cr_assert_eq(ni, 0);
+    tn_free(st);
+}
+
+Test(tenants, capacity)
+{
+    uuid_gen_init(&g);
+    struct tn_store *st = tn_new(1, 2, 3, 16, 1);
+    const struct tn_tenant *t, *u;
+    cr_assert_eq(tn_tenant_create(st, &g, S("a"), NOW, &t), 0);
+    cr_assert_eq(tn_tenant_create(st, &g, S("b"), NOW, &u), 0);
+    cr_assert_eq(tn_tenant_create(st, &g, S("c"), NOW, &u), -ENOSPC);
+    const struct tn_counter *c;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(tn_counter_create(st, &g, t, NULL, 0, 0, 1, NOW, &c), 0);
+    cr_assert_eq(tn_counter_create(st, &g, t, NULL, 0, 0, 1, NOW, &c), -ENOSPC);
+    tn_free(st);
+    cr_assert_null(tn_new(0, 1, 1, 1, 0));
+}
+
+Test(tenants, inc_sums_workers_overflow_set)
+{
+    struct tn_store *st = mk(4, 1024);
+    const struct tn_tenant *t;
+    const struct tn_counter *c;
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    tn_counter_create(st, &g, t, NULL, 0, -5, 50, NOW, &c);
+    int64_t v;
+    cr_assert_eq(tn_counter_inc(st, 0, c, 3, &v), 0);
+    cr_assert_eq(v, -2);
+    cr_assert_eq(tn_counter_inc(st, 3, c, 7, &v), 0);
+    cr_assert_eq(v, 5);
+    cr_assert_eq(tn_counter_value(st, c), 5);
+    cr_assert_eq(tn_counter_set(st, c, INT64_MAX - 1), 0);
+    cr_assert_eq(tn_counter_value(st, c), INT64_MAX - 1);
+    cr_assert_eq(tn_counter_inc(st, 1, c, 2, &v), -EOVERFLOW);
+    cr_assert_eq(tn_counter_value(st, c), INT64_MAX - 1, "a refused increment adds nothing");
+    cr_assert_eq(tn_counter_inc(st, 1, c, 1, &v), 0);
+    cr_assert_eq(v, INT64_MAX);
+    cr_assert_eq(tn_counter_set(st, c, INT64_MIN), 0);
+    cr_assert_eq(tn_counter_value(st, c), INT64_MIN);
+    tn_free(st);
+}
+
+Test(tenants, idempotency)
+{
+    struct tn_store *st = mk(2, 1024);
+    const struct tn_tenant *t, *u;
+    const struct tn_counter *c, *d, *e;
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    tn_tenant_create(st, &g, S("u"), NOW, &u);
+    tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &c);
+    tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &d);
+    tn_counter_create(st, &g, u, NULL, 0, 0, 50, NOW, &e);
+    int64_t v;
+    cr_assert_eq(tn_idem_inc(st, 0, c, S("key1"), 5, NOW, &v), 0);
+    cr_assert_eq(v, 5);
+    cr_assert_eq(tn_counter_inc(st, 1, c, 1, &v), 0); /* someone else counts: 6 */
+    cr_assert_eq(tn_idem_inc(st, 1, c, S("key1"), 5, NOW + 1000, &v), 1, "replay");
+    cr_assert_eq(v, 5, "the first result");
+    cr_assert_eq(tn_counter_value(st, c), 6, "a replay does not count");
+    cr_assert_eq(tn_idem_inc(st, 0, c, S("key1"), 4, NOW, &v), -EEXIST, "other delta");
+    cr_assert_eq(tn_idem_inc(st, 0, d, S("key1"), 5, NOW, &v), -EEXIST, "other counter");
+    cr_assert_eq(tn_idem_inc(st, 0, e, S("key1"), 5, NOW, &v), 0, "keys are per tenant");
+    cr_assert_eq(tn_counter_value(st, c), 6);
+    /* 24 h later the key is forgotten: it counts again */
+    cr_assert_eq(tn_idem_inc(st, 0, c, S("key1"), 5, NOW + (int64_t)TN_IDEM_TTL_MS, &v), 0);
+    cr_assert_eq(v, 11);
+    uint32_t nt, nc, ni;
+    tn_sizes(st, &nt, &nc, &ni);
+    cr_assert_eq(ni, 2);
+    tn_free(st);
+}
+
+Test(tenants, idempotency_bounded_evicts_oldest)
+{
+    uuid_gen_init(&g);
+    /* 64 stripes of 16 records (the minimum) = 1024 records */
+    struct tn_store *st = tn_new(1, 4, 4, 1, 5);
+    const struct tn_tenant *t;
+    const struct tn_counter *c;
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &c);
+    char key[32];
+    int64_t v;
+    for (int i = 0; i < 5000; i++) {
+        int n = snprintf(key, sizeof(key), "k%d", i);
+        cr_assert_eq(tn_idem_inc(st, 0, c, key, (size_t)n, 1, NOW, &v), 0);
+    }
+    uint32_t nt, nc, ni;
+    tn_sizes(st, &nt, &nc, &ni);
+    cr_assert_leq(ni, 1024);
+    cr_assert_geq(ni, 900);
+    /* the most recent key of each stripe is certainly kept */
+    int n = snprintf(key, sizeof(key), "k%d", 4999);
+    cr_assert_eq(tn_idem_inc(st, 0, c, key, (size_t)n, 1, NOW, &v), 1);
+    cr_assert_eq(v, 5000);
+    /* k0 was evicted (its stripe got ~78 newer keys for 16 slots): it counts again */
+    cr_assert_eq(tn_idem_inc(st, 0, c, "k0", 2, 1, NOW, &v), 0);
+    cr_assert_eq(v, 5001);
+    tn_free(st);
+}
+
+Test(tenants, pagination)
+{
+    struct tn_store *st = mk(1, 16);
+    const struct tn_tenant *t, *u;
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    tn_tenant_create(st, &g, S("u"), NOW, &u);
+    const struct tn_counter *mine[25], *other;
+    for (int i = 0; i < 25; i++) {
+        cr_assert_eq(tn_counter_create(st, &g, t, NULL, 0, i, 50, NOW, &mine[i]), 0);
+        tn_counter_create(st, &g, u, NULL, 0, 0, 50, NOW, &other); /* interleaved */
+    }
+    const struct tn_counter *page[TN_LIST_MAX];
+    bool more;
+    const struct tn_counter *after = NULL;
+    int seen = 0;
+    for (int round = 0; round < 3; round++) {
+        int n = tn_counter_list(st, t, after, 10, page, &more);
+        cr_assert_eq(n, round < 2 ? 10 : 5);
+        for (int i = 0; i < n; i++)
+            cr_assert_eq(page[i], mine[seen++]);
+        cr_assert_eq(more, round < 2);
+        after = page[n - 1];
+    }
+    cr_assert_eq(tn_counter_list(st, t, other, 10, page, &more), -EINVAL);
+    cr_assert_eq(tn_counter_list(st, t, mine[24], 10, page, &more), 0);
+    cr_assert_not(more);
+    tn_free(st);
+}
+
+Test(tenants, json_and_time)
+{
+    char buf[TN_JSON_MAX];
+    cr_assert_eq(tn_fmt_time(0, buf), 24);
+    cr_assert_arr_eq(buf, "1970-01-01T00:00:00.000Z", 24);
+    tn_fmt_time(951782400123ll, buf); /* leap day 2000 */
+    cr_assert_arr_eq(buf, "2000-02-29T00:00:00.123Z", 24);
+    tn_fmt_time(1795000000999ll, buf);
+    cr_assert_arr_eq(buf, "2026-11-18T11:06:40.999Z", 24);
+
+    struct tn_store *st = mk(2, 16);
+    const struct tn_tenant *t;
+    const struct tn_counter *c;
+    tn_tenant_create(st, &g, S("Acme 1"), 0, &t);
+    size_t n = tn_tenant_json(t, buf);
+    char id[37] = {0};
+    uuid_format(t->id, id);
+    char want[TN_JSON_MAX];
+    snprintf(want, sizeof(want),
+             "{\"tenant_id\":\"%s\",\"label\":\"Acme 1\",\"created_at\":\"1970-01-01T00:00:00.000Z\"}", id);
+    cr_assert_str_eq(buf, want);
+    cr_assert_eq(n, strlen(want));
+    tn_counter_create(st, &g, t, NULL, 0, -7, 9, 0, &c);
+    n = tn_counter_json(st, c, buf);
+    char cid[37] = {0};
+    uuid_format(c->id, cid);
+    snprintf(want, sizeof(want),
+             "{\"counter_id\":\"%s\",\"tenant_id\":\"%s\",\"label\":null,\"value\":-7,\"max_delta\":9,"
+             "\"created_at\":\"1970-01-01T00:00:00.000Z\"}", cid, id);
+    cr_assert_str_eq(buf, want);
+    /* the longest object fits */
+    char l[TN_LABEL_MAX];
+    memset(l, 'x', sizeof(l));
+    tn_counter_create(st, &g, t, l, sizeof(l), INT64_MIN, INT64_MAX, 0, &c);
+    cr_assert_lt(tn_counter_json(st, c, buf), TN_JSON_MAX);
+    tn_free(st);
+}
+
+/* 4 threads × 20,000 increments on one counter (each its own slot) + readers: exact. */
+struct thr {
+    struct tn_store *st;
+    const struct tn_counter *c;
+    unsigned w;
+};
+
+static void *incr(void *p)
+{
+    struct thr *a = p;
+    int64_t v;
+    for (int i = 0; i < 20000; i++)
+        tn_counter_inc(a->st, a->w, a->c, 1, &v);
+    return NULL;
+}
+
+Test(tenants, concurrent_increments_exact)
+{
+    struct tn_store *st = mk(4, 16);
+    const struct tn_tenant *t;
+    const struct tn_counter *c;
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &c);
+    pthread_t th[4];
+    struct thr a[4];
+    for (unsigned i = 0; i < 4; i++) {
+        a[i] = (struct thr){st, c, i};
+        pthread_create(&th[i], NULL, incr, &a[i]);
+    }
+    int64_t prev = 0;
+    for (int i = 0; i < 1000; i++) { /* a reader never sees the value go backwards */
+        int64_t v = tn_counter_value(st, c);
+        cr_assert_geq(v, prev);
+        prev = v;
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    cr_assert_eq(tn_counter_value(st, c), 80000);
+    tn_free(st);
+}
