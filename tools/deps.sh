@@ -3,7 +3,8 @@
 # exact apt-get line to run (otherwise). Idempotent: installed packages are skipped.
 set -euo pipefail
 pkgs=(build-essential liburing-dev libpq-dev libck-dev libcriterion-dev postgresql-15 curl
-      clang-14 libclang-rt-14-dev) # clang: the libFuzzer targets of fuzz/ (make fuzz, make test)
+      clang-14 libclang-rt-14-dev # clang: the libFuzzer targets of fuzz/ (make fuzz, make test)
+      prometheus)                 # promtool: tests/integ/test_ops checks a live /metrics scrape
 [ "${RINGCOUNT_DEPS_EXTRA:-}" ] && pkgs+=(${RINGCOUNT_DEPS_EXTRA})
 missing=()
 for p in "${pkgs[@]}"; do
