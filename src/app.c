@@ -61,6 +61,7 @@ static struct {
     char admin_key[256];
     size_t admin_key_len;
     uint64_t start_ms;
+    uint64_t readyz_max_pending; /* --readyz-max-pending */
 } G;
 
 /* Generations of cross-worker operations; each worker records the last one it served in its
@@ -83,6 +84,7 @@ int app_init(const struct config *cfg, unsigned nworkers)
     G.admin_key_len = strnlen(cfg->admin_key, sizeof(cfg->admin_key) - 1);
     memcpy(G.admin_key, cfg->admin_key, G.admin_key_len);
     G.start_ms = mono_ms();
+    G.readyz_max_pending = cfg->readyz_max_pending;
     barrier_gen_global = reset_gen_global = 0;
     ready_flag = 0;
     return tnapi_init(cfg, nworkers);
@@ -225,7 +227,7 @@ static int start_wait(struct app_worker *a, struct sess *s, enum wait_kind k)
         size_t nc = a->capwait ? a->capwait * 2 : 16;
         struct waiter *nw = realloc(a->wait, nc * sizeof(*nw));
         if (!nw) {
-            sess_error(s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+            sess_error(s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
             return 0;
         }
         a->wait = nw;
@@ -389,7 +391,7 @@ static int handle_metrics(struct app_worker *a, struct sess *s)
         a->metrics_buf = nb;
         a->metrics_cap = need + 4096;
     }
-    return sess_error(s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+    return sess_error(s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
 }
 
 static int handle_index(struct sess *s)
@@ -413,7 +415,7 @@ static void pers_count(struct sess *s, int64_t v)
 
 static int pers_unavailable(struct sess *s, const char *why)
 {
-    return sess_error(s, 503, "PERSISTENCE_UNAVAILABLE", why, "Retry-After: 1\r\n", 16);
+    return sess_error(s, 503, "PERSISTENCE_UNAVAILABLE", why, SESS_HDRS(SESS_RETRY_AFTER_1));
 }
 
 static int pers_overflow(struct sess *s)
@@ -445,7 +447,7 @@ static int pers_wait_token(struct app_worker *a, struct sess *s, enum wait_kind 
         persist_w_request(a->idx, k == WAIT_CLUSTER ? PERSIST_REQ_CLUSTER : PERSIST_REQ_RESET,
                           tok) < 0) {
         sess_error(s, 503, "OVERLOADED", "too many requests waiting for the persister",
-                   "Retry-After: 1\r\n", 16);
+                   SESS_HDRS(SESS_RETRY_AFTER_1));
         sess_unpark(s);
         return 0;
     }
@@ -559,13 +561,13 @@ static int handle_incr_durable(struct app_worker *a, struct sess *s)
         return pers_unavailable(s, "no database is configured (--db): durable increments are off"), 0;
     if (rc == -EBUSY)
         return sess_error(s, 429, "OVERLOADED", "too many durable increments waiting for a commit",
-                          "Retry-After: 1\r\n", 16), 0;
+                          SESS_HDRS(SESS_RETRY_AFTER_1)), 0;
     if (a->dur_len == a->dur_cap) { /* grow the ring, unrolled to start at 0 */
         size_t nc = a->dur_cap ? a->dur_cap * 2 : 64;
         struct pwaiter *nv = malloc(nc * sizeof(*nv));
         if (!nv) {
             persist_w_durable_leave(a->idx);
-            return sess_error(s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16), 0;
+            return sess_error(s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1)), 0;
         }
         for (size_t i = 0; i < a->dur_len; i++)
             nv[i] = *pers_dur_at(a, i);
@@ -696,10 +698,17 @@ int app_handle(struct sess *s, struct http_req *req)
         sess_respond(s, 200, SESS_JSON, NULL, 0, "{\"status\":\"ok\"}", 15);
         return 0;
     case ROUTE_READYZ:
-        if (ck_pr_load_int(&ready_flag) && !s->env->draining)
-            sess_respond(s, 200, SESS_JSON, NULL, 0, "{\"status\":\"ready\"}", 18);
-        else
+        /* Backlog over --readyz-max-pending: memory grows with every new key, so a balancer
+           should send new traffic elsewhere. A database that is merely down is deliberately
+           not a reason: fast paths keep answering (SPEC §4), and nodes sharing one database
+           would all turn unready at once, leaving the balancer nowhere to go; durable requests
+           already answer 503 after --durable-timeout-ms, and /stats and /metrics show pg_up. */
+        if (!ck_pr_load_int(&ready_flag) || s->env->draining)
             sess_error(s, 503, "NOT_READY", s->env->draining ? "draining" : "starting", NULL, 0);
+        else if (persist_pending_keys() > G.readyz_max_pending)
+            sess_error(s, 503, "NOT_READY", "persistence backlog over cap", NULL, 0);
+        else
+            sess_respond(s, 200, SESS_JSON, NULL, 0, "{\"status\":\"ready\"}", 18);
         return 0;
     case ROUTE_METRICS:
     case ROUTE_INDEX: {

@@ -40,6 +40,7 @@ struct config {
     char admin_key[256];           /* "" = admin routes disabled; never print it */
     uint32_t max_connections;
     uint32_t max_inflight;
+    uint32_t readyz_max_pending;   /* /readyz 503 past this many keys waiting for a flush */
     uint64_t max_users;
     struct cfg_rate rate_limit;
     char cors_origins[2048];       /* "", "*" or comma list of origins */

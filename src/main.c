@@ -22,6 +22,7 @@
 #include "persist.h"
 #include "pgloop.h"
 #include "server.h"
+#include "tnapi.h"
 #include "users.h"
 
 extern char **environ;
@@ -152,6 +153,7 @@ int main(int argc, char **argv)
         return 1;
     }
     if (persist_enabled()) {
+        persist_set_tenants(tnapi_store()); /* loaded by persist_load, then flushed */
         if (persist_load() < 0 || pgl_start(&cfg, &pgl) < 0)
             return 1;
         users_set_journal(persist_journal, NULL);

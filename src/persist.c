@@ -18,7 +18,9 @@
 #include "fmt.h"
 #include "log.h"
 #include "metrics.h"
+#include "tenants.h"
 #include "users.h"
+#include "uuid.h"
 
 /* ------------------------------------------------------------------ sizes and limits */
 
@@ -48,6 +50,9 @@
 #define LOAD_RETRY_MS 10000u
 #define ADVISORY_KEY "7526089482530071310" /* "ringcoun" as a bigint: the migration lock */
 #define COUNTER_KEY "increment"
+/* Idempotency records per flush: 4,096 × ~150 bytes of JSON = 0.6 MB; the rest waits for the
+   next flush (10 ms later), so 400,000 keyed increments/s still drain. */
+#define IDEM_PER_FLUSH 4096u
 
 /* ------------------------------------------------------------------ per-worker queues */
 
@@ -98,7 +103,7 @@ struct pworker {
 /* ------------------------------------------------------------------ persister state */
 
 enum qk { Q_SET = 1, Q_PREP, Q_BEGIN, Q_LEDGER, Q_TRUNC, Q_META0, Q_EVENTS, Q_USERS, Q_PRUNE,
-          Q_COMMIT, Q_CLUSTER, Q_CHECK, Q_SYNC };
+          Q_COMMIT, Q_CLUSTER, Q_CHECK, Q_SYNC, Q_TN };
 enum cst { C_DOWN, C_CONNECTING, C_SETUP, C_READY };
 enum xch { X_NONE, X_SETUP, X_FLUSH, X_CHECK };
 enum fst { F_NONE, F_SENT, F_UNKNOWN };
@@ -114,8 +119,21 @@ struct preq { /* a drained request */
     bool attached;
 };
 
+struct tnd { /* a tenant counter whose live value differs from what is committed */
+    uint32_t idx;
+    uint64_t live;
+    const uint8_t *id;
+};
+
 struct flush {
     enum fst st;
+    /* tenant counters: snapshot counts, idempotency cursor, changed counters, JSON params */
+    bool tn;
+    uint32_t tn_nt, tn_nc;
+    uint64_t tn_icur[TN_IDEM_STRIPES];
+    struct tnd *tnd;
+    size_t ntnd, captnd;
+    struct bytes j_t, j_c, j_d, j_i; /* new tenants, new counters, deltas, idempotency */
     bool reset, events, counter, prune;
     uint64_t *incr, *ev, *rg, *ep; /* per-slot snapshot */
     dec_t *sum;
@@ -187,6 +205,15 @@ static struct {
     bool stopping, finished, workers_gone;
     uint64_t deadline;
     struct log_rl rl_err;
+
+    /* tenant counters (persister-private after persist_load): what the database holds */
+    struct tn_store *tn;
+    uint32_t tn_nt, tn_nc;      /* tenants / counters [0, n) are rows */
+    uint64_t *tn_wm;            /* per counter idx: its committed value */
+    size_t tn_capwm;
+    uint64_t tn_icur[TN_IDEM_STRIPES];
+    struct tn_idem_out *tn_ibuf;
+    uint64_t tn_ilost;
 } S;
 
 static uint64_t mono_ms(void)
@@ -354,7 +381,19 @@ void persist_fini(void)
     free(S.cl);
     free(S.rs);
     free(S.urefs);
+    free(S.f.tnd);
+    free(S.f.j_t.buf);
+    free(S.f.j_c.buf);
+    free(S.f.j_d.buf);
+    free(S.f.j_i.buf);
+    free(S.tn_wm);
+    free(S.tn_ibuf);
     memset(&S, 0, sizeof(S));
+}
+
+void persist_set_tenants(struct tn_store *st)
+{
+    S.tn = st;
 }
 
 bool persist_enabled(void)
@@ -389,6 +428,17 @@ static const char *const MIGRATIONS[] = {
     "CREATE TABLE rc_flush_ledger (node_id integer NOT NULL, flush_seq bigint NOT NULL,"
     "  counter_after bigint, committed_at timestamptz NOT NULL DEFAULT now(),"
     "  PRIMARY KEY (node_id, flush_seq));",
+    /* v2: the multi-tenant counters (SPEC §2.3) */
+    "CREATE TABLE rc_tenants (id uuid PRIMARY KEY, label text UNIQUE NOT NULL,"
+    "  created_at timestamptz NOT NULL);"
+    "CREATE TABLE rc_tenant_counters (id uuid PRIMARY KEY,"
+    "  tenant_id uuid NOT NULL REFERENCES rc_tenants, label text, value bigint NOT NULL,"
+    "  max_delta bigint NOT NULL, created_at timestamptz NOT NULL);"
+    "CREATE TABLE rc_idempotency (tenant_id uuid NOT NULL, key text NOT NULL,"
+    "  counter_id uuid NOT NULL, delta bigint NOT NULL, value bigint NOT NULL,"
+    "  created_at timestamptz NOT NULL, PRIMARY KEY (tenant_id, key));"
+    /* the 24 h expiry DELETE and the start-up load filter on it */
+    "CREATE INDEX rc_idempotency_created ON rc_idempotency (created_at);",
 };
 #define NMIGRATIONS (sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]))
 
@@ -545,6 +595,107 @@ bad:
     return -EIO;
 }
 
+/* Make S.tn_wm hold n counters (new ones 0: a new row is inserted with value 0). */
+static int wm_reserve(size_t n)
+{
+    if (n <= S.tn_capwm)
+        return 0;
+    size_t nc = S.tn_capwm ? S.tn_capwm : 1024;
+    while (nc < n)
+        nc *= 2;
+    uint64_t *nw = realloc(S.tn_wm, nc * sizeof(*nw));
+    if (!nw)
+        return -ENOMEM;
+    memset(nw + S.tn_capwm, 0, (nc - S.tn_capwm) * sizeof(*nw));
+    S.tn_wm = nw;
+    S.tn_capwm = nc;
+    return 0;
+}
+
+static bool parse_id(PGresult *r, int row, int col, uint8_t id[16])
+{
+    return !PQgetisnull(r, row, col) &&
+           uuid_parse(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), id) == 0;
+}
+
+/* Tenants, their counters and the idempotency records younger than 24 h (SPEC §2.3: a replay
+   after a restart still returns the first result). Creation order is kept (ORDER BY
+   created_at, id), so list pages read the same after a restart. */
+static int load_tenants(PGconn *c)
+{
+    PGresult *r = NULL;
+    uint32_t nt = 0, nc = 0, ni = 0, skipped = 0;
+    if (!ok_exec(c, "SELECT id::text, label, (extract(epoch FROM created_at) * 1000)::bigint"
+                    " FROM rc_tenants ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        uint8_t id[16];
+        const struct tn_tenant *t;
+        if (!parse_id(r, i, 0, id) ||
+            tn_tenant_restore(S.tn, id, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
+                              strtoll(PQgetvalue(r, i, 2), NULL, 10), &t) < 0)
+            skipped++;
+        else
+            nt++;
+    }
+    PQclear(r);
+    if (!ok_exec(c, "SELECT id::text, tenant_id::text, label, value, max_delta,"
+                    " (extract(epoch FROM created_at) * 1000)::bigint FROM rc_tenant_counters"
+                    " ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        uint8_t id[16], tid[16];
+        const struct tn_tenant *t;
+        const struct tn_counter *k;
+        bool nolabel = PQgetisnull(r, i, 2);
+        if (!parse_id(r, i, 0, id) || !parse_id(r, i, 1, tid) || !(t = tn_tenant_find(S.tn, tid)) ||
+            tn_counter_restore(S.tn, t, id, nolabel ? NULL : PQgetvalue(r, i, 2),
+                               nolabel ? 0 : (size_t)PQgetlength(r, i, 2),
+                               strtoll(PQgetvalue(r, i, 3), NULL, 10),
+                               strtoll(PQgetvalue(r, i, 4), NULL, 10),
+                               strtoll(PQgetvalue(r, i, 5), NULL, 10), &k) < 0) {
+            skipped++;
+            continue;
+        }
+        if (wm_reserve(k->idx + 1u) < 0) {
+            PQclear(r);
+            return -ENOMEM;
+        }
+        S.tn_wm[k->idx] = (uint64_t)tn_counter_value(S.tn, k);
+        nc++;
+    }
+    PQclear(r);
+    if (!ok_exec(c, "SELECT tenant_id::text, key, counter_id::text, delta, value,"
+                    " (extract(epoch FROM created_at) * 1000)::bigint FROM rc_idempotency"
+                    " WHERE created_at > now() - interval '24 hours' ORDER BY created_at",
+                 PGRES_TUPLES_OK, &r))
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        uint8_t tid[16], cid[16];
+        const struct tn_tenant *t;
+        const struct tn_counter *k;
+        if (!parse_id(r, i, 0, tid) || !parse_id(r, i, 2, cid) || !(t = tn_tenant_find(S.tn, tid)) ||
+            !(k = tn_counter_find(S.tn, t, cid)) ||
+            tn_idem_restore(S.tn, k, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
+                            strtoll(PQgetvalue(r, i, 3), NULL, 10),
+                            strtoll(PQgetvalue(r, i, 4), NULL, 10),
+                            strtoll(PQgetvalue(r, i, 5), NULL, 10)) < 0)
+            skipped++;
+        else
+            ni++;
+    }
+    PQclear(r);
+    uint32_t idem;
+    tn_sizes(S.tn, &S.tn_nt, &S.tn_nc, &idem);
+    tn_idem_cursor(S.tn, S.tn_icur); /* what was loaded is in the database already */
+    if (skipped)
+        log_warn("tenant rows not loaded (malformed, orphaned or over the store's bounds)",
+                 LOG_U("rows", skipped));
+    log_info("tenant counters loaded from PostgreSQL", LOG_U("tenants", nt), LOG_U("counters", nc),
+             LOG_U("idempotency_records", ni));
+    return 0;
+}
+
 int persist_load(void)
 {
     if (!S.enabled)
@@ -557,6 +708,8 @@ int persist_load(void)
     int rc = migrate(c);
     if (rc == 0)
         rc = load(c, &nusers, &nover);
+    if (rc == 0 && S.tn)
+        rc = load_tenants(c);
     PQfinish(c);
     if (rc == 0) {
         log_info("start-up load done", LOG_U("users", nusers), LOG_U("users_overflow", nover),
@@ -759,6 +912,11 @@ bool persist_w_batch_end(unsigned w)
 }
 
 /* ------------------------------------------------------------------ stats */
+
+uint64_t persist_pending_keys(void)
+{
+    return ck_pr_load_64(&S.pending_keys);
+}
 
 size_t persist_stats_json(char *out, size_t cap)
 {
@@ -973,6 +1131,27 @@ static const struct {
      "SELECT coalesce(sum(total), 0)::text, coalesce(sum(sum_u), 0)::text, count(*),"
      " coalesce((SELECT v FROM rc_meta WHERE k = 'users'), 0) FROM rc_events",
      0},
+    /* Tenant counters (SPEC §2.3): one JSON array per statement, rows sorted by id. */
+    {"rc_tn_t",
+     "INSERT INTO rc_tenants (id, label, created_at) SELECT id, label, to_timestamp(ms / 1000.0)"
+     " FROM json_to_recordset($1::json) AS x(id uuid, label text, ms bigint) ON CONFLICT DO NOTHING",
+     1},
+    {"rc_tn_c",
+     "INSERT INTO rc_tenant_counters (id, tenant_id, label, value, max_delta, created_at)"
+     " SELECT id, tid, label, 0, md, to_timestamp(ms / 1000.0) FROM json_to_recordset($1::json)"
+     " AS x(id uuid, tid uuid, label text, md bigint, ms bigint) ON CONFLICT DO NOTHING",
+     1},
+    /* numeric delta: a `set` may move a value by more than an int64 can hold */
+    {"rc_tn_d",
+     "UPDATE rc_tenant_counters t SET value = (t.value + x.d)::bigint"
+     " FROM json_to_recordset($1::json) AS x(id uuid, d numeric) WHERE t.id = x.id",
+     1},
+    {"rc_tn_i",
+     "INSERT INTO rc_idempotency (tenant_id, key, counter_id, delta, value, created_at)"
+     " SELECT tid, k, cid, d, v, to_timestamp(ms / 1000.0) FROM json_to_recordset($1::json)"
+     " AS x(tid uuid, k text, cid uuid, d bigint, v bigint, ms bigint) ON CONFLICT DO NOTHING",
+     1},
+    {"rc_tn_exp", "DELETE FROM rc_idempotency WHERE created_at < now() - interval '24 hours'", 0},
     {"rc_check",
      "SELECT counter_after FROM rc_flush_ledger WHERE node_id = $1::integer AND flush_seq = $2::bigint",
      2},
@@ -1131,8 +1310,22 @@ static void send_flush(uint64_t now)
         ok = ok && send_prepared(Q_EVENTS, "rc_events", 3, ev);
     if (f->nusers)
         ok = ok && send_prepared(Q_USERS, "rc_users", 1, uv);
+    if (f->tn) {
+        const char *jt[1] = {f->j_t.buf}, *jc[1] = {f->j_c.buf}, *jd[1] = {f->j_d.buf},
+                   *ji[1] = {f->j_i.buf};
+        if (f->j_t.len > 2)
+            ok = ok && send_prepared(Q_TN, "rc_tn_t", 1, jt);
+        if (f->j_c.len > 2)
+            ok = ok && send_prepared(Q_TN, "rc_tn_c", 1, jc);
+        if (f->j_d.len > 2)
+            ok = ok && send_prepared(Q_TN, "rc_tn_d", 1, jd);
+        if (f->j_i.len > 2)
+            ok = ok && send_prepared(Q_TN, "rc_tn_i", 1, ji);
+    }
     if (f->prune)
         ok = ok && send_prepared(Q_PRUNE, "rc_prune", 2, pv);
+    if (f->prune && S.tn)
+        ok = ok && send_prepared(Q_PRUNE, "rc_tn_exp", 0, NULL);
     ok = ok && PQsendQueryParams(S.conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
          q_push(Q_COMMIT);
     if (f->ncl)
@@ -1203,7 +1396,8 @@ static int take_users(struct flush *f)
         }
         u->take = off;
     }
-    qsort(S.urefs, k, sizeof(*S.urefs), uref_cmp);
+    if (k)
+        qsort(S.urefs, k, sizeof(*S.urefs), uref_cmp);
     static const char hex[] = "0123456789abcdef";
     if (bytes_reserve(&f->users, 3 + k * 6 + (size_t)USERS_ID_MAX * 2 * k) < 0)
         goto nomem;
@@ -1234,10 +1428,150 @@ nomem:
     return -ENOMEM;
 }
 
+static int jput(struct bytes *b, const char *s, size_t n)
+{
+    if (bytes_reserve(b, n + 1) < 0)
+        return -ENOMEM;
+    memcpy(b->buf + b->len, s, n);
+    b->len += n;
+    b->buf[b->len] = 0;
+    return 0;
+}
+
+static int jstr(struct bytes *b, const char *s)
+{
+    return jput(b, s, strlen(s));
+}
+
+static int jid(struct bytes *b, const uint8_t id[16])
+{
+    char t[UUID_TEXT_LEN + 2];
+    t[0] = '"';
+    uuid_format(id, t + 1);
+    t[UUID_TEXT_LEN + 1] = '"';
+    return jput(b, t, sizeof(t));
+}
+
+static int jint(struct bytes *b, __int128 v)
+{
+    char t[48];
+    return jput(b, t, fmt_i128(t, v));
+}
+
+/* A JSON string of printable ASCII (labels, Idempotency-Keys: 0x20..0x7e), or null if n == 0. */
+static int jtext(struct bytes *b, const char *s, size_t n)
+{
+    if (!n)
+        return jstr(b, "null");
+    if (bytes_reserve(b, 2 * n + 3) < 0)
+        return -ENOMEM;
+    char *o = b->buf + b->len;
+    *o++ = '"';
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] == '"' || s[i] == '\\')
+            *o++ = '\\';
+        *o++ = s[i];
+    }
+    *o++ = '"';
+    *o = 0;
+    b->len = (size_t)(o - b->buf);
+    return 0;
+}
+
+static int tnd_cmp(const void *a, const void *b)
+{
+    return memcmp(((const struct tnd *)a)->id, ((const struct tnd *)b)->id, 16);
+}
+
+/* The tenant part of a flush, from what the database holds (S.tn_*): new idempotency records
+   (collected first: their increments are then in the value snapshot taken after), new tenants,
+   new counters, and every counter whose live value moved (Σ per-worker deltas and base, minus
+   the committed value), sorted by id. Scans every counter: 1M counters × 4 workers ≈ 4M loads,
+   a few ms per flush at the store's bound; a few thousand counters cost microseconds. */
+static int build_tenants(struct flush *f)
+{
+    f->tn = false;
+    f->ntnd = 0;
+    f->j_t.len = f->j_c.len = f->j_d.len = f->j_i.len = 0;
+    if (!S.tn)
+        return 0;
+    if (!S.tn_ibuf && !(S.tn_ibuf = malloc(IDEM_PER_FLUSH * sizeof(*S.tn_ibuf))))
+        return -ENOMEM;
+    memcpy(f->tn_icur, S.tn_icur, sizeof(f->tn_icur));
+    uint64_t lost = 0;
+    size_t ni = tn_idem_collect(S.tn, f->tn_icur, S.tn_ibuf, IDEM_PER_FLUSH, &lost);
+    if (lost) {
+        S.tn_ilost += lost;
+        log_warn("idempotency records overwritten before being persisted (ring full)",
+                 LOG_U("records", lost), LOG_U("total", S.tn_ilost));
+    }
+    ck_pr_fence_load();
+    uint32_t nt, nc, nidem;
+    tn_sizes(S.tn, &nt, &nc, &nidem);
+    f->tn_nt = nt;
+    f->tn_nc = nc;
+    int rc = wm_reserve(nc);
+    if (rc < 0)
+        return rc;
+    if (f->captnd < nc) {
+        struct tnd *nd = realloc(f->tnd, nc * sizeof(*nd));
+        if (!nd)
+            return -ENOMEM;
+        f->tnd = nd;
+        f->captnd = nc;
+    }
+    rc = jstr(&f->j_t, "[") || jstr(&f->j_c, "[") || jstr(&f->j_d, "[") || jstr(&f->j_i, "[");
+    for (uint32_t i = S.tn_nt; i < nt && !rc; i++) {
+        const struct tn_tenant *t = tn_tenant_at(S.tn, i);
+        rc = jstr(&f->j_t, i > S.tn_nt ? ",{\"id\":" : "{\"id\":") || jid(&f->j_t, t->id) ||
+             jstr(&f->j_t, ",\"label\":") || jtext(&f->j_t, t->label, t->label_len) ||
+             jstr(&f->j_t, ",\"ms\":") || jint(&f->j_t, t->created_ms) || jstr(&f->j_t, "}");
+    }
+    for (uint32_t i = S.tn_nc; i < nc && !rc; i++) {
+        const struct tn_counter *c = tn_counter_at(S.tn, i);
+        rc = jstr(&f->j_c, i > S.tn_nc ? ",{\"id\":" : "{\"id\":") || jid(&f->j_c, c->id) ||
+             jstr(&f->j_c, ",\"tid\":") || jid(&f->j_c, tn_tenant_at(S.tn, c->tenant)->id) ||
+             jstr(&f->j_c, ",\"label\":") || jtext(&f->j_c, c->label, c->label_len) ||
+             jstr(&f->j_c, ",\"md\":") || jint(&f->j_c, c->max_delta) ||
+             jstr(&f->j_c, ",\"ms\":") || jint(&f->j_c, c->created_ms) || jstr(&f->j_c, "}");
+    }
+    for (uint32_t i = 0; i < nc; i++) {
+        const struct tn_counter *c = tn_counter_at(S.tn, i);
+        uint64_t live = (uint64_t)tn_counter_value_stable(S.tn, c);
+        if (live != S.tn_wm[i])
+            f->tnd[f->ntnd++] = (struct tnd){.idx = i, .live = live, .id = c->id};
+    }
+    if (f->ntnd) /* qsort(NULL, 0, ...) is undefined behaviour (UBSan aborts on it) */
+        qsort(f->tnd, f->ntnd, sizeof(*f->tnd), tnd_cmp);
+    for (size_t i = 0; i < f->ntnd && !rc; i++) {
+        __int128 d = (__int128)(int64_t)f->tnd[i].live - (__int128)(int64_t)S.tn_wm[f->tnd[i].idx];
+        rc = jstr(&f->j_d, i ? ",{\"id\":" : "{\"id\":") || jid(&f->j_d, f->tnd[i].id) ||
+             jstr(&f->j_d, ",\"d\":") || jint(&f->j_d, d) || jstr(&f->j_d, "}");
+    }
+    for (size_t i = 0; i < ni && !rc; i++) {
+        const struct tn_idem_out *o = &S.tn_ibuf[i];
+        rc = jstr(&f->j_i, i ? ",{\"tid\":" : "{\"tid\":") ||
+             jid(&f->j_i, tn_tenant_at(S.tn, o->tenant)->id) || jstr(&f->j_i, ",\"k\":") ||
+             jtext(&f->j_i, o->key, o->klen) || jstr(&f->j_i, ",\"cid\":") ||
+             jid(&f->j_i, tn_counter_at(S.tn, o->counter)->id) || jstr(&f->j_i, ",\"d\":") ||
+             jint(&f->j_i, o->delta) || jstr(&f->j_i, ",\"v\":") || jint(&f->j_i, o->value) ||
+             jstr(&f->j_i, ",\"ms\":") || jint(&f->j_i, o->created_ms) || jstr(&f->j_i, "}");
+    }
+    rc = rc || jstr(&f->j_t, "]") || jstr(&f->j_c, "]") || jstr(&f->j_d, "]") || jstr(&f->j_i, "]");
+    if (rc)
+        return -ENOMEM;
+    f->tn = nt != S.tn_nt || nc != S.tn_nc || f->ntnd || ni;
+    return 0;
+}
+
 /* Snapshot the slots into S.f. Returns true if there is anything to send. */
 static bool build_flush(uint64_t now)
 {
     struct flush *f = &S.f;
+    if (build_tenants(f) < 0) {
+        f->tn = false;
+        log_error("out of memory building a flush: tenant counters wait for the next one");
+    }
     f->cdelta = 0;
     for (unsigned w = 0; w < S.n; w++) {
         f->incr[w] = ck_pr_load_64(&cnt_slot(w)->incr);
@@ -1284,7 +1618,7 @@ static bool build_flush(uint64_t now)
     /* Idle: one empty flush a second anyway (HEARTBEAT_MS) keeps lastFlushAgeMs meaningful,
        notices a dead connection, and refreshes the committed value other nodes move. */
     bool heartbeat = now - S.last_success_ms >= HEARTBEAT_MS;
-    if (!f->counter && !f->events && !f->reset && !f->nusers && !f->ncl && !heartbeat)
+    if (!f->counter && !f->events && !f->reset && !f->nusers && !f->ncl && !f->tn && !heartbeat)
         return false;
     snprintf(f->p_node, sizeof(f->p_node), "%u", S.node_id);
     snprintf(f->p_seq, sizeof(f->p_seq), "%llu", (unsigned long long)S.next_seq);
@@ -1357,6 +1691,13 @@ static void flush_applied(uint64_t now, bool have_counter, bool counter_null, in
         }
         if (S.r.have_events)
             ck_pr_store_64(&S.persisted_total, (uint64_t)S.r.events_total);
+    }
+    if (f->tn) {
+        for (size_t i = 0; i < f->ntnd; i++)
+            S.tn_wm[f->tnd[i].idx] = f->tnd[i].live;
+        S.tn_nt = f->tn_nt;
+        S.tn_nc = f->tn_nc;
+        memcpy(S.tn_icur, f->tn_icur, sizeof(S.tn_icur));
     }
     for (unsigned w = 0; w < S.n; w++) {
         struct upend *u = &S.pw[w].u;

@@ -13,12 +13,17 @@
  * What a flush carries (one transaction, flush_seq recorded in rc_flush_ledger so a flush whose
  * COMMIT outcome is unknown is looked up, not applied twice): the counter delta Σ(slot.incr −
  * watermark), the event delta read from the seqlocked slots (or, after POST /reset, DELETE and
- * absolute values), and the new users (bytea, sorted, ON CONFLICT DO NOTHING).
+ * absolute values), the new users (bytea, sorted, ON CONFLICT DO NOTHING), and the tenant
+ * counters (schema v2): new tenants and counters (read from the store by index past what is
+ * committed), every counter's live value minus its committed value (`value = value + delta`,
+ * sorted by id), and the idempotency records inserted since the last committed cursor; every
+ * ~10 s (with the ledger prune) idempotency rows older than 24 h are deleted.
  *
  * Threads: persist_init/persist_load/persist_workers_stopped/persist_fini: main, with no worker
  * or persister running (except persist_workers_stopped: after srv_join, persister running).
  * persist_w_* and persist_journal: worker w only. persist_p_*: the persister thread only.
- * persist_live/persist_committed/persist_stats_json/persist_enabled: any thread.
+ * persist_live/persist_committed/persist_stats_json/persist_enabled/persist_pending_keys: any
+ * thread.
  *
  * Debug hook (tests only): RINGCOUNT_DEBUG_LOSE_COMMIT_MS=N — the first flush that carries a
  * counter delta is sent, then its results are not read for N ms (the log line "debug: holding
@@ -36,6 +41,7 @@
 #include "decimal.h"
 
 struct config;
+struct tn_store;
 
 /* Requests a worker sends to the persister (persist_w_request). */
 enum persist_req {
@@ -70,6 +76,9 @@ int persist_load(void);
 void persist_workers_stopped(void);
 /* Free everything (after the persister thread is gone). */
 void persist_fini(void);
+/* The tenant-counter store to persist (SPEC §2.3): after persist_init, before persist_load
+   (which then loads it). NULL: tenant counters are not persisted. */
+void persist_set_tenants(struct tn_store *st);
 /* Is a database configured? Any thread. */
 bool persist_enabled(void);
 
@@ -99,6 +108,9 @@ uint32_t persist_durable_timeout_ms(void);
 int64_t persist_live(void);
 /* The committed value: 0 and *v, or -ENODEV without a database. */
 int persist_committed(int64_t *v);
+/* Keys waiting for a flush (users + counter + events), as last published by the persister
+   (every persist_p_run, <= 100 ms old); 0 without a database. Any thread: one atomic load. */
+uint64_t persist_pending_keys(void);
 /* Write the /stats server.persistence object ({"mode":...}) into out (>= 256 bytes). Length. */
 size_t persist_stats_json(char *out, size_t cap);
 

@@ -286,7 +286,7 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
         }
         if (hr != APP_PARKED && s->out_len == before)
             sess_error(s, 503, "OVERLOADED", "response too large for the output buffer now",
-                       "Retry-After: 1\r\n", 16);
+                       SESS_HDRS(SESS_RETRY_AFTER_1));
         answered = true;
         off += (size_t)r;
     }

@@ -122,5 +122,9 @@ uint32_t sess_env_in_max(const struct http_limits *lim);
 void sess_env_set_date(struct sess_env *env, int64_t unix_s);
 
 #define SESS_JSON "application/json; charset=utf-8"
+/* A literal header block and its length, for the hdrs/hdrs_len arguments: the length is
+   computed, never counted by hand (a miscount once broke the framing of every later answer). */
+#define SESS_HDRS(lit) (lit), (sizeof(lit) - 1)
+#define SESS_RETRY_AFTER_1 "Retry-After: 1\r\n"
 
 #endif

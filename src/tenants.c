@@ -2,6 +2,7 @@
 #include "tenants.h"
 
 #include <ck_pr.h>
+#include <ck_sequence.h>
 #include <ck_spinlock.h>
 #include <errno.h>
 #include <pthread.h>
@@ -25,13 +26,15 @@ struct idem_rec {
 
 struct idem_stripe {
     ck_spinlock_t lock;
-    uint32_t cap, pos, live; /* ring of cap records; pos = the next (oldest) to overwrite */
+    uint32_t cap, live;      /* ring of cap records */
+    uint64_t seq;            /* records ever inserted; seq % cap = the next (oldest) to overwrite */
     uint32_t *heads;         /* cap chains, record index + 1 */
     struct idem_rec *r;
 } __attribute__((aligned(64)));
 
 struct tn_store {
     pthread_mutex_t mu;
+    ck_sequence_t setseq;     /* around tn_counter_set's base store: tn_counter_value_stable */
     unsigned nworkers;
     uint32_t max_t, max_c;
     uint32_t nt, nc;          /* published counts (ck_pr) */
@@ -88,6 +91,7 @@ struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_co
     if (!st)
         return NULL;
     pthread_mutex_init(&st->mu, NULL);
+    ck_sequence_init(&st->setseq);
     st->nworkers = nworkers;
     st->max_t = max_tenants;
     st->max_c = max_counters;
@@ -244,8 +248,9 @@ static int fresh_id(struct tn_store *st, struct uuid_gen *g, uint32_t *tab, uint
     }
 }
 
-int tn_tenant_create(struct tn_store *st, struct uuid_gen *g, const char *label, size_t n,
-                     int64_t now_ms, const struct tn_tenant **out)
+/* Create (g: a fresh id) or restore (id) a tenant. */
+static int tenant_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id, const char *label,
+                      size_t n, int64_t now_ms, const struct tn_tenant **out)
 {
     if (!tn_label_valid(label, n))
         return -EINVAL;
@@ -271,8 +276,16 @@ int tn_tenant_create(struct tn_store *st, struct uuid_gen *g, const char *label,
     }
     struct tn_tenant *t = tenant_at(st, idx);
     uint32_t *slot;
-    if ((rc = fresh_id(st, g, st->tidx, st->tmask, st->seed, false, t->id, &slot)) < 0)
+    if (id) {
+        slot = id_probe(st->tidx, st->tmask, st->seed, id, st, false);
+        if (*slot) {
+            rc = -EEXIST;
+            goto out;
+        }
+        memcpy(t->id, id, 16);
+    } else if ((rc = fresh_id(st, g, st->tidx, st->tmask, st->seed, false, t->id, &slot)) < 0) {
         goto out;
+    }
     t->idx = idx;
     t->first = t->last = 0;
     t->ncounters = 0;
@@ -289,9 +302,22 @@ out:
     return rc;
 }
 
-int tn_counter_create(struct tn_store *st, struct uuid_gen *g, const struct tn_tenant *tc,
-                      const char *label, size_t n, int64_t initial, int64_t max_delta,
-                      int64_t now_ms, const struct tn_counter **out)
+int tn_tenant_create(struct tn_store *st, struct uuid_gen *g, const char *label, size_t n,
+                     int64_t now_ms, const struct tn_tenant **out)
+{
+    return tenant_add(st, g, NULL, label, n, now_ms, out);
+}
+
+int tn_tenant_restore(struct tn_store *st, const uint8_t id[16], const char *label, size_t n,
+                      int64_t created_ms, const struct tn_tenant **out)
+{
+    return tenant_add(st, NULL, id, label, n, created_ms, out);
+}
+
+/* Create (g: a fresh id) or restore (id) a counter. */
+static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id,
+                       const struct tn_tenant *tc, const char *label, size_t n, int64_t initial,
+                       int64_t max_delta, int64_t now_ms, const struct tn_counter **out)
 {
     if ((label && !tn_label_valid(label, n)) || max_delta < 1)
         return -EINVAL;
@@ -319,8 +345,16 @@ int tn_counter_create(struct tn_store *st, struct uuid_gen *g, const struct tn_t
     }
     struct tn_counter *c = counter_at(st, idx);
     uint32_t *slot;
-    if ((rc = fresh_id(st, g, st->cidx, st->cmask, st->seed + 1, true, c->id, &slot)) < 0)
+    if (id) {
+        slot = id_probe(st->cidx, st->cmask, st->seed + 1, id, st, true);
+        if (*slot) {
+            rc = -EEXIST;
+            goto out;
+        }
+        memcpy(c->id, id, 16);
+    } else if ((rc = fresh_id(st, g, st->cidx, st->cmask, st->seed + 1, true, c->id, &slot)) < 0) {
         goto out;
+    }
     c->idx = idx;
     c->tenant = tc->idx;
     c->tnext = 0;
@@ -345,6 +379,41 @@ int tn_counter_create(struct tn_store *st, struct uuid_gen *g, const struct tn_t
 out:
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+int tn_counter_create(struct tn_store *st, struct uuid_gen *g, const struct tn_tenant *tc,
+                      const char *label, size_t n, int64_t initial, int64_t max_delta,
+                      int64_t now_ms, const struct tn_counter **out)
+{
+    return counter_add(st, g, NULL, tc, label, n, initial, max_delta, now_ms, out);
+}
+
+int tn_counter_restore(struct tn_store *st, const struct tn_tenant *t, const uint8_t id[16],
+                       const char *label, size_t n, int64_t value, int64_t max_delta,
+                       int64_t created_ms, const struct tn_counter **out)
+{
+    return counter_add(st, NULL, id, t, label, n, value, max_delta, created_ms, out);
+}
+
+const struct tn_tenant *tn_tenant_at(const struct tn_store *st, uint32_t idx)
+{
+    return tenant_at(st, idx);
+}
+
+const struct tn_counter *tn_counter_at(const struct tn_store *st, uint32_t idx)
+{
+    return counter_at(st, idx);
+}
+
+int64_t tn_counter_value_stable(const struct tn_store *st, const struct tn_counter *c)
+{
+    int64_t v;
+    unsigned g;
+    do {
+        g = ck_sequence_read_begin(&st->setseq);
+        v = tn_counter_value(st, c);
+    } while (ck_sequence_read_retry(&st->setseq, g));
+    return v;
 }
 
 int64_t tn_counter_value(const struct tn_store *st, const struct tn_counter *c)
@@ -373,12 +442,18 @@ int tn_counter_set(struct tn_store *st, const struct tn_counter *c, int64_t v)
     uint64_t sum = 0;
     for (unsigned w = 0; w < st->nworkers; w++)
         sum += ck_pr_load_64(delta_at(st, w, c->idx));
+    ck_sequence_write_begin(&st->setseq);
     ck_pr_store_64((uint64_t *)&c->base, (uint64_t)v - sum);
+    ck_sequence_write_end(&st->setseq);
     pthread_mutex_unlock(&st->mu);
     return 0;
 }
 
 /* ---------------------------------------------------------------- idempotency */
+
+static void idem_insert(struct tn_store *st, struct idem_stripe *s, uint32_t bucket,
+                        const struct tn_counter *c, const char *key, size_t klen, int64_t delta,
+                        int64_t value, int64_t now_ms);
 
 static void idem_chain_remove(struct idem_stripe *s, uint32_t bucket, uint32_t ri)
 {
@@ -419,9 +494,20 @@ int tn_idem_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, con
     }
     if ((rc = tn_counter_inc(st, w, c, delta, value)) < 0)
         goto out;
-    /* the ring slot at pos is the oldest record of this stripe (or free): reuse it */
-    uint32_t ri = s->pos;
-    s->pos = (s->pos + 1) & (s->cap - 1);
+    idem_insert(st, s, bucket, c, key, klen, delta, *value, now_ms);
+    rc = 0;
+out:
+    ck_spinlock_unlock(&s->lock);
+    return rc;
+}
+
+/* Insert a record into stripe s (locked): the ring slot at seq is the oldest record of this
+   stripe (or free): reuse it. */
+static void idem_insert(struct tn_store *st, struct idem_stripe *s, uint32_t bucket,
+                        const struct tn_counter *c, const char *key, size_t klen, int64_t delta,
+                        int64_t value, int64_t now_ms)
+{
+    uint32_t ri = (uint32_t)s->seq & (s->cap - 1);
     struct idem_rec *r = &s->r[ri];
     if (r->klen) {
         uint64_t oh = hash_bytes(st->seed + 3 + r->tenant, r->key, r->klen);
@@ -433,15 +519,63 @@ int tn_idem_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, con
     r->tenant = c->tenant;
     r->counter = c->idx;
     r->delta = delta;
-    r->value = *value;
+    r->value = value;
     r->created_ms = now_ms;
     r->hnext = s->heads[bucket];
     s->heads[bucket] = ri + 1;
     s->live++;
-    rc = 0;
-out:
+    ck_pr_store_64(&s->seq, s->seq + 1); /* read without the lock by tn_idem_collect */
+}
+
+int tn_idem_restore(struct tn_store *st, const struct tn_counter *c, const char *key, size_t klen,
+                    int64_t delta, int64_t value, int64_t created_ms)
+{
+    if (!tn_idem_key_valid(key, klen))
+        return -EINVAL;
+    uint64_t h = hash_bytes(st->seed + 3 + c->tenant, key, klen);
+    struct idem_stripe *s = &st->idem[h % TN_IDEM_STRIPES];
+    uint32_t bucket = (uint32_t)(h / TN_IDEM_STRIPES) & (s->cap - 1);
+    ck_spinlock_lock(&s->lock);
+    idem_insert(st, s, bucket, c, key, klen, delta, value, created_ms);
     ck_spinlock_unlock(&s->lock);
-    return rc;
+    return 0;
+}
+
+void tn_idem_cursor(const struct tn_store *st, uint64_t cur[TN_IDEM_STRIPES])
+{
+    for (unsigned i = 0; i < TN_IDEM_STRIPES; i++)
+        cur[i] = ck_pr_load_64((uint64_t *)&st->idem[i].seq);
+}
+
+size_t tn_idem_collect(struct tn_store *st, uint64_t cur[TN_IDEM_STRIPES],
+                       struct tn_idem_out *out, size_t cap, uint64_t *lost)
+{
+    size_t n = 0;
+    for (unsigned i = 0; i < TN_IDEM_STRIPES && n < cap; i++) {
+        struct idem_stripe *s = &st->idem[i];
+        if (cur[i] == ck_pr_load_64(&s->seq))
+            continue;
+        ck_spinlock_lock(&s->lock);
+        if (s->seq - cur[i] > s->cap) { /* lapped: the oldest of those were overwritten */
+            *lost += s->seq - cur[i] - s->cap;
+            cur[i] = s->seq - s->cap;
+        }
+        for (; cur[i] < s->seq && n < cap; cur[i]++) {
+            const struct idem_rec *r = &s->r[cur[i] & (s->cap - 1)];
+            if (!r->klen) /* expired and forgotten since */
+                continue;
+            struct tn_idem_out *o = &out[n++];
+            o->tenant = r->tenant;
+            o->counter = r->counter;
+            o->delta = r->delta;
+            o->value = r->value;
+            o->created_ms = r->created_ms;
+            o->klen = r->klen;
+            memcpy(o->key, r->key, r->klen);
+        }
+        ck_spinlock_unlock(&s->lock);
+    }
+    return n;
 }
 
 /* ---------------------------------------------------------------- listing, sizes, JSON */

@@ -26,6 +26,10 @@
  * bound the value is exact. A `set` concurrent with increments linearises each increment either
  * before the set (overwritten) or after it (kept).
  *
+ * Persistence (src/persist) reads records by index (tn_*_at: creation order, never moved), values
+ * with tn_counter_value_stable (a seqlock around `set`), and new idempotency records through a
+ * per-stripe sequence cursor (tn_idem_collect); the load at start-up uses tn_*_restore.
+ *
  * Threads: tn_new/tn_free main; tn_*_create, tn_counter_set under the internal mutex from any
  * thread; tn_counter_inc/tn_idem_inc from worker w only for slot w; everything else any thread.
  */
@@ -119,6 +123,41 @@ int tn_counter_list(const struct tn_store *st, const struct tn_tenant *t,
                     bool *more);
 /* Records: counts of tenants, counters, live idempotency records. */
 void tn_sizes(const struct tn_store *st, uint32_t *tenants, uint32_t *counters, uint32_t *idem);
+
+/* ---- persistence support (src/persist) ----
+   Restores run on main at start-up, before any worker; the rest on the persister thread. */
+/* A tenant loaded from the database with its id: 0 and *out; -EINVAL bad label; -EEXIST id or
+   label already present; -ENOSPC; -ENOMEM. */
+int tn_tenant_restore(struct tn_store *st, const uint8_t id[16], const char *label, size_t n,
+                      int64_t created_ms, const struct tn_tenant **out);
+/* A counter of t loaded with its id and value (label NULL: none): 0 and *out; -EINVAL; -EEXIST
+   (id present); -ENOSPC; -ENOMEM. */
+int tn_counter_restore(struct tn_store *st, const struct tn_tenant *t, const uint8_t id[16],
+                       const char *label, size_t n, int64_t value, int64_t max_delta,
+                       int64_t created_ms, const struct tn_counter **out);
+/* An idempotency record of c (its first result value) created at created_ms: 0, -EINVAL (key). */
+int tn_idem_restore(struct tn_store *st, const struct tn_counter *c, const char *key, size_t klen,
+                    int64_t delta, int64_t value, int64_t created_ms);
+/* Record idx (< the count of tn_sizes, read before). */
+const struct tn_tenant *tn_tenant_at(const struct tn_store *st, uint32_t idx);
+const struct tn_counter *tn_counter_at(const struct tn_store *st, uint32_t idx);
+/* Live value, never torn by a concurrent tn_counter_set (old base with new deltas). */
+int64_t tn_counter_value_stable(const struct tn_store *st, const struct tn_counter *c);
+
+/* An idempotency record as tn_idem_collect copies it out. */
+struct tn_idem_out {
+    uint32_t tenant, counter;  /* idx */
+    int64_t delta, value, created_ms;
+    uint8_t klen;
+    char key[TN_IDEM_KEY_MAX];
+};
+/* The current end of every stripe's record sequence (records before it are not collected). */
+void tn_idem_cursor(const struct tn_store *st, uint64_t cur[TN_IDEM_STRIPES]);
+/* Copy up to cap records inserted after cur (advanced past what was copied) into out, taking
+   each stripe's lock briefly. Records overwritten before being copied are added to *lost.
+   Returns the count copied. */
+size_t tn_idem_collect(struct tn_store *st, uint64_t cur[TN_IDEM_STRIPES],
+                       struct tn_idem_out *out, size_t cap, uint64_t *lost);
 
 /* JSON objects (NUL-terminated, < TN_JSON_MAX bytes; out must hold TN_JSON_MAX). Length.
    Tenant: {"tenant_id","label","created_at"}; counter: {"counter_id","tenant_id","label",

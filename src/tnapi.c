@@ -67,10 +67,16 @@ int tnapi_init(const struct config *cfg, unsigned nworkers)
     T.st = tn_new(nworkers, TNAPI_MAX_TENANTS, TNAPI_MAX_COUNTERS, TNAPI_IDEM_CAPACITY, T.seed);
     if (!T.st)
         return -ENOMEM;
-    log_info("tenant counters are memory-only: not persisted, lost on restart",
-             LOG_U("max_tenants", TNAPI_MAX_TENANTS), LOG_U("max_counters", TNAPI_MAX_COUNTERS),
-             LOG_U("idempotency_records", TNAPI_IDEM_CAPACITY));
+    if (!cfg->db[0])
+        log_info("tenant counters are memory-only: not persisted, lost on restart",
+                 LOG_U("max_tenants", TNAPI_MAX_TENANTS), LOG_U("max_counters", TNAPI_MAX_COUNTERS),
+                 LOG_U("idempotency_records", TNAPI_IDEM_CAPACITY));
     return 0;
+}
+
+struct tn_store *tnapi_store(void)
+{
+    return T.st;
 }
 
 int tnapi_reset(void)
@@ -241,7 +247,7 @@ static int create_tenant(struct tnapi_worker *w, struct rq *q, const struct http
     if (rc == -ENOSPC)
         return fail(q, 409, "TOO_MANY_TENANTS", "the tenant limit (65536) is reached");
     if (rc < 0)
-        return sess_error(q->s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+        return sess_error(q->s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
     char body[TN_JSON_MAX];
     return reply(q, 201, body, tn_tenant_json(t, body));
 }
@@ -277,7 +283,7 @@ static int create_counter(struct tnapi_worker *w, struct rq *q, const struct htt
     if (rc == -ENOSPC)
         return fail(q, 409, "TOO_MANY_COUNTERS", "the counter limit (1048576) is reached");
     if (rc < 0)
-        return sess_error(q->s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+        return sess_error(q->s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
     char body[TN_JSON_MAX];
     return reply(q, 201, body, tn_counter_json(T.st, c, body));
 }
@@ -309,7 +315,7 @@ static int list_counters(struct rq *q, const struct http_req *req, const struct 
     size_t cap = (size_t)cnt * TN_JSON_MAX + 256;
     char *body = malloc(cap);
     if (!body)
-        return sess_error(q->s, 503, "OVERLOADED", "out of memory", "Retry-After: 1\r\n", 16);
+        return sess_error(q->s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
     char *p = put(body, "{\"counters\":[");
     for (int i = 0; i < cnt; i++) {
         if (i)

@@ -8,9 +8,10 @@
  * --cors-origins and the --rate-limit policy. Per worker: its rate-limit table and its UUID
  * pool (struct tnapi_worker).
  *
- * Persistence: tenant counters are memory-only in this build (the persister has no tables for
- * them yet); tnapi_init logs it, and `?sync=1` answers 503 PERSISTENCE_UNAVAILABLE without
- * counting.
+ * Persistence: with --db, src/persist loads the store at start-up and flushes tenants,
+ * counters and idempotency records with its other deltas (main wires it: tnapi_store). Without
+ * a database they are memory-only (tnapi_init logs it). `?sync=1` answers 503
+ * PERSISTENCE_UNAVAILABLE without counting (no durable wait for tenant counters yet).
  *
  * Threads: tnapi_init/tnapi_fini main (before/after the workers); tnapi_worker_* and
  * tnapi_handle on the owning worker.
@@ -26,6 +27,7 @@
 #include "session.h"
 
 struct config;
+struct tn_store;
 struct tnapi_worker;
 
 /* Bounds of the store (SPEC: "bounded memory; say the bound"): see tenants.h for bytes. */
@@ -35,6 +37,8 @@ struct tnapi_worker;
 
 /* Global state from cfg for n workers. 0, -EINVAL (bad --cors-origins), -ENOMEM. */
 int tnapi_init(const struct config *cfg, unsigned nworkers);
+/* The store (for persistence: main hands it to persist_set_tenants). NULL before tnapi_init. */
+struct tn_store *tnapi_store(void);
 /* Free it (after the workers are joined). */
 void tnapi_fini(void);
 /* Worker idx's state (rate-limit table, UUID pool). NULL on ENOMEM. */

@@ -5,7 +5,15 @@ set -euo pipefail
 pkgs=(build-essential liburing-dev libpq-dev libck-dev libcriterion-dev postgresql-15 curl
       clang-14 libclang-rt-14-dev # clang: the libFuzzer targets of fuzz/ (make fuzz, make test)
       prometheus)                 # promtool: tests/integ/test_ops checks a live /metrics scrape
-[ "${RINGCOUNT_DEPS_EXTRA:-}" ] && pkgs+=(${RINGCOUNT_DEPS_EXTRA})
+# Extras, only in CI (CI=true) or when RINGCOUNT_DEPS_EXTRA is set: chromium (~300 MB) runs the
+# status page in tests/integ/test_statuspage.c, which skips without it. RINGCOUNT_DEPS_EXTRA may
+# also list more packages; a bare 1/true/yes just asks for the extras.
+if [ "${RINGCOUNT_DEPS_EXTRA:-}" ] || { [ "${CI:-}" ] && [ "${CI}" != false ]; }; then
+  pkgs+=(chromium)
+  for p in ${RINGCOUNT_DEPS_EXTRA:-}; do
+    case "$p" in 1|true|yes) ;; *) pkgs+=("$p") ;; esac
+  done
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
