@@ -19,7 +19,12 @@
 #include "tnapi.h"
 #include "users.h"
 
-enum wait_kind { WAIT_STATS, WAIT_RESET, WAIT_CLUSTER /* a /stats barrier, then the persister */ };
+enum wait_kind {
+    WAIT_STATS,
+    WAIT_RESET,
+    WAIT_CLUSTER, /* a /stats barrier, then the persister */
+    WAIT_COMMIT,  /* an answer held until the next PostgreSQL commit (tenant inc ?sync=1) */
+};
 
 /* A session waiting on the persister: a durable increment (key = its ticket, FIFO) or a cluster
    /stats or durable /reset (key = the token of its request). */
@@ -28,6 +33,8 @@ struct pwaiter {
     uint64_t key;
     uint64_t deadline_ms;
     enum wait_kind kind;
+    char *resp;     /* WAIT_COMMIT: headers then body of the held answer (malloc'd) */
+    uint16_t hlen, blen;
 };
 
 struct waiter {
@@ -443,8 +450,10 @@ static int pers_grow(struct pwaiter **v, size_t *cap, size_t need)
 static int pers_wait_token(struct app_worker *a, struct sess *s, enum wait_kind k)
 {
     uint64_t tok = ++a->next_token;
+    /* A cluster request is answered after the flush it rides on commits, so it also serves as
+       "wait for the next commit" (WAIT_COMMIT). */
     if (pers_grow(&a->tok, &a->captok, a->ntok + 1) < 0 ||
-        persist_w_request(a->idx, k == WAIT_CLUSTER ? PERSIST_REQ_CLUSTER : PERSIST_REQ_RESET,
+        persist_w_request(a->idx, k == WAIT_RESET ? PERSIST_REQ_RESET : PERSIST_REQ_CLUSTER,
                           tok) < 0) {
         sess_error(s, 503, "OVERLOADED", "too many requests waiting for the persister",
                    SESS_HDRS(SESS_RETRY_AFTER_1));
@@ -457,8 +466,45 @@ static int pers_wait_token(struct app_worker *a, struct sess *s, enum wait_kind 
     return 1;
 }
 
+int app_answer_after_commit(struct sess *s, const char *hdrs, size_t hlen, const char *body,
+                            size_t blen)
+{
+    struct app_worker *a = s->env->app;
+    if (!persist_enabled())
+        return -ENODEV;
+    if (hlen > UINT16_MAX || blen > UINT16_MAX)
+        return -EINVAL;
+    /* Only ?sync=1 requests take this path, and they wait for a commit anyway. */
+    char *resp = malloc(hlen + blen + 1);
+    if (!resp)
+        return -ENOMEM;
+    memcpy(resp, hdrs, hlen);
+    memcpy(resp + hlen, body, blen);
+    if (pers_wait_token(a, s, WAIT_COMMIT) != 1) {
+        free(resp); /* pers_wait_token answered 503 OVERLOADED */
+        return APP_DONE;
+    }
+    struct pwaiter *w = &a->tok[a->ntok - 1];
+    w->resp = resp;
+    w->hlen = (uint16_t)hlen;
+    w->blen = (uint16_t)blen;
+    return APP_PARKED;
+}
+
 static void pers_answer_token(struct pwaiter *w, const struct persist_reply *r)
 {
+    if (w->kind == WAIT_COMMIT) {
+        if (r)
+            sess_respond(w->s, 200, SESS_JSON, w->resp, w->hlen, w->resp + w->hlen, w->blen);
+        else /* applied in memory, not confirmed: never a false 2xx; it is flushed later */
+            sess_error(w->s, 503, "PERSISTENCE_UNAVAILABLE",
+                       "PostgreSQL did not commit in time (--durable-timeout-ms)", w->resp,
+                       w->hlen);
+        free(w->resp);
+        w->resp = NULL;
+        sess_unpark(w->s);
+        return;
+    }
     if (!r) {
         pers_unavailable(w->s, w->kind == WAIT_RESET
                                    ? "reset done in memory; PostgreSQL did not confirm it in time "
@@ -546,10 +592,12 @@ static void pers_forget(struct app_worker *a, struct sess *s)
         }
     }
     for (size_t i = 0; i < a->ntok;) {
-        if (a->tok[i].s == s)
+        if (a->tok[i].s == s) {
+            free(a->tok[i].resp);
             a->tok[i] = a->tok[--a->ntok];
-        else
+        } else {
             i++;
+        }
     }
 }
 

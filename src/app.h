@@ -36,6 +36,12 @@ enum { APP_DONE = 0, APP_PARKED = 1, APP_RETRY = 2 };
    answered later (sess_unpark), APP_RETRY = nothing done, not enough output room: call again
    with the same request once the socket drained (read-only routes only). */
 int app_handle(struct sess *s, struct http_req *req);
+/* Hold the answer of s until PostgreSQL commits a flush that starts after this call, then send
+   200 with hdrs (CRLF-terminated lines) and the JSON body (both copied); 503
+   PERSISTENCE_UNAVAILABLE after --durable-timeout-ms. Returns APP_PARKED, APP_DONE (already
+   answered 503 OVERLOADED), or -ENODEV without a database / -ENOMEM (nothing sent). */
+int app_answer_after_commit(struct sess *s, const char *hdrs, size_t hlen, const char *body,
+                            size_t blen);
 /* A wake-up arrived: drain user mailboxes, serve barriers, answer parked requests. */
 void app_on_wake(struct app_worker *a, uint64_t now_ms);
 /* End of an event-loop batch: post the wake-ups this batch made necessary. */

@@ -337,16 +337,22 @@ static int list_counters(struct rq *q, const struct http_req *req, const struct 
     return rc;
 }
 
-static int answer_value(struct rq *q, const struct tn_counter *c, int64_t v)
+static size_t value_json(const struct tn_counter *c, int64_t v, char *body)
 {
-    char body[128], *p = body;
+    char *p = body;
     p = put(p, "{\"counter_id\":\"");
     uuid_format(c->id, p);
     p += UUID_TEXT_LEN;
     p = put(p, "\",\"value\":");
     p += fmt_i64(p, v);
     *p++ = '}';
-    return reply(q, 200, body, (size_t)(p - body));
+    return (size_t)(p - body);
+}
+
+static int answer_value(struct rq *q, const struct tn_counter *c, int64_t v)
+{
+    char body[128];
+    return reply(q, 200, body, value_json(c, v, body));
 }
 
 /* POST /tenants/{tid}/counters/{cid}/inc?delta=N[&sync=1], Idempotency-Key optional. */
@@ -367,10 +373,10 @@ static int inc_counter(struct tnapi_worker *w, struct rq *q, const struct http_r
         *p = 0;
         return fail(q, 400, "INVALID_DELTA", msg);
     }
-    if (query_get(req, "sync", &v, &n) && !(n == 1 && v[0] == '0'))
-        return sess_error(q->s, 503, "PERSISTENCE_UNAVAILABLE",
-                          "tenant counters are memory-only in this build: ?sync=1 cannot be honoured",
-                          q->hdr, q->hlen);
+    bool sync = query_get(req, "sync", &v, &n) && !(n == 1 && v[0] == '0');
+    if (sync && !persist_enabled())
+        return fail(q, 503, "PERSISTENCE_UNAVAILABLE",
+                    "?sync=1 needs PostgreSQL (--db); this server is memory-only");
     const struct http_hdr *ik = http_header(req, "idempotency-key", 15);
     int64_t value;
     int rc;
@@ -388,6 +394,15 @@ static int inc_counter(struct tnapi_worker *w, struct rq *q, const struct http_r
     if (rc == -EOVERFLOW)
         return fail(q, 409, "COUNTER_OVERFLOW",
                     "the counter would pass 9223372036854775807 and is never wrapped");
+    if (sync) {
+        /* Answered once the flush carrying this increment (or its idempotent replay's
+           original) has committed, like POST /api/v1/increment. */
+        char body[128];
+        int pr = app_answer_after_commit(q->s, q->hdr, q->hlen, body, value_json(c, value, body));
+        if (pr >= 0)
+            return pr;
+        return fail(q, 503, "PERSISTENCE_UNAVAILABLE", "cannot wait for the commit now");
+    }
     return answer_value(q, c, value);
 }
 
@@ -478,7 +493,8 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
         break;
     }
     case ROUTE_TN_INC:
-        inc_counter(w, &q, req, m);
+        if (inc_counter(w, &q, req, m) == APP_PARKED)
+            return APP_PARKED; /* ?sync=1: answered after the commit */
         break;
     case ROUTE_TN_SET:
         set_counter(&q, req, m);

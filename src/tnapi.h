@@ -10,8 +10,9 @@
  *
  * Persistence: with --db, src/persist loads the store at start-up and flushes tenants,
  * counters and idempotency records with its other deltas (main wires it: tnapi_store). Without
- * a database they are memory-only (tnapi_init logs it). `?sync=1` answers 503
- * PERSISTENCE_UNAVAILABLE without counting (no durable wait for tenant counters yet).
+ * a database they are memory-only (tnapi_init logs it). `?sync=1` holds the answer until the
+ * flush carrying the increment commits (app_answer_after_commit); without a database it
+ * answers 503 PERSISTENCE_UNAVAILABLE without counting.
  *
  * Threads: tnapi_init/tnapi_fini main (before/after the workers); tnapi_worker_* and
  * tnapi_handle on the owning worker.
