@@ -7,7 +7,7 @@ PREFIX  ?= /usr/local
 SAN     ?=
 WERROR  ?= $(if $(CI),1,)
 
-WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
+WARN    := -Wall -Wextra -Wconversion -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wformat=2 \
            -Wno-missing-field-initializers
 CFLAGS  ?= -O2 -g
 CFLAGS  += -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) -Isrc -Iuring -I/usr/include/postgresql -MMD -MP

@@ -44,7 +44,7 @@ static unsigned pick_cpus(unsigned want, int *cpus, unsigned cap)
     unsigned n = 0;
     if (sched_getaffinity(0, sizeof(set), &set) == 0)
         for (int c = 0; c < CPU_SETSIZE && n < cap; c++)
-            if (CPU_ISSET(c, &set))
+            if (CPU_ISSET((size_t)c, &set))
                 cpus[n++] = c;
     if (n == 0)
         cpus[n++] = 0;

@@ -221,7 +221,7 @@ static int mbox_pop(struct mbox *m, char *out)
         memcpy(out + first, m->buf, len - first);
     }
     ck_pr_fence_load_store();
-    ck_pr_store_32(&m->head, head + (uint32_t)((2 + len + 1) & ~1u));
+    ck_pr_store_32(&m->head, head + (((uint32_t)len + 3u) & ~1u));
     return len;
 }
 

@@ -423,7 +423,7 @@ static void *worker_main(void *arg)
     if (w->cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
-        CPU_SET(w->cpu, &set);
+        CPU_SET((size_t)w->cpu, &set);
         pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
     w->rc = bench_run(&w->cfg, &OPS, w, &w->res);
@@ -925,7 +925,7 @@ static int pick_cpus(int *cpus, int max)
     int n = 0;
     if (sched_getaffinity(0, sizeof(set), &set) < 0) return 0;
     for (int c = 0; c < CPU_SETSIZE && n < max; c++)
-        if (CPU_ISSET(c, &set)) cpus[n++] = c;
+        if (CPU_ISSET((size_t)c, &set)) cpus[n++] = c;
     return n;
 }
 

@@ -541,7 +541,7 @@ static int worker_setup(struct worker *w)
     if (w->cpu >= 0) {
         cpu_set_t set;
         CPU_ZERO(&set);
-        CPU_SET(w->cpu, &set);
+        CPU_SET((size_t)w->cpu, &set);
         pthread_setaffinity_np(pthread_self(), sizeof(set), &set);
     }
     int rc = ring_create(&w->ring, cfg->ring_entries, &w->ring_mode);
