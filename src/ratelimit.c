@@ -1,5 +1,6 @@
 /* ratelimit — see ratelimit.h. */
 #include "ratelimit.h"
+#include "mix.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -32,22 +33,13 @@ struct rl_table {
     struct rl_entry *e;
 };
 
-static uint64_t mix(uint64_t x)
-{
-    /* splitmix64 finaliser: full avalanche, so the seed changes every chain assignment */
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 static uint32_t hash_key(const struct rl_table *t, uint8_t fam, const uint8_t k[16])
 {
     uint64_t a, b;
     memcpy(&a, k, 8);
     memcpy(&b, k + 8, 8);
-    return (uint32_t)mix(mix(a ^ t->seed ^ fam) ^ b) & t->mask;
+    return (uint32_t)mix64(mix64(a ^ t->seed ^ fam) ^ b) & t->mask;
 }
 
 struct rl_table *rl_new(uint32_t capacity, uint32_t rate, uint32_t burst, uint64_t seed)
@@ -68,7 +60,7 @@ struct rl_table *rl_new(uint32_t capacity, uint32_t rate, uint32_t burst, uint64
     t->cap = cap;
     t->mask = cap - 1;
     t->lru_head = t->lru_tail = NIL;
-    t->seed = mix(seed + 0x9e3779b97f4a7c15ull);
+    t->seed = mix64(seed + 0x9e3779b97f4a7c15ull);
     t->rate = rate;
     t->burst = burst;
     t->rate_mt_ms = (uint64_t)rate * 1000u;

@@ -1,5 +1,6 @@
 /* tenants — see tenants.h. */
 #include "tenants.h"
+#include "mix.h"
 
 #include <ck_pr.h>
 #include <ck_sequence.h>
@@ -48,14 +49,6 @@ struct tn_store {
     struct idem_stripe *idem;
 };
 
-static uint64_t mix(uint64_t x)
-{
-    x ^= x >> 30;
-    x *= 0xbf58476d1ce4e5b9ull;
-    x ^= x >> 27;
-    x *= 0x94d049bb133111ebull;
-    return x ^ (x >> 31);
-}
 
 static uint64_t hash_bytes(uint64_t seed, const void *p, size_t n)
 {
@@ -64,13 +57,13 @@ static uint64_t hash_bytes(uint64_t seed, const void *p, size_t n)
     while (n >= 8) {
         uint64_t w;
         memcpy(&w, s, 8);
-        h = mix(h ^ w);
+        h = mix64(h ^ w);
         s += 8;
         n -= 8;
     }
     uint64_t w = 0;
     memcpy(&w, s, n);
-    return mix(h ^ w ^ 0xff);
+    return mix64(h ^ w ^ 0xff);
 }
 
 static uint32_t pow2_at_least(uint64_t n)
@@ -95,7 +88,7 @@ struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_co
     st->nworkers = nworkers;
     st->max_t = max_tenants;
     st->max_c = max_counters;
-    st->seed = mix(seed ^ 0x5bd1e995u);
+    st->seed = mix64(seed ^ 0x5bd1e995u);
     uint32_t ntch = (max_tenants + TCHUNK - 1) / TCHUNK, ncch = (max_counters + CCHUNK - 1) / CCHUNK;
     st->tch = calloc(ntch, sizeof(*st->tch));
     st->cch = calloc(ncch, sizeof(*st->cch));
