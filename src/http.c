@@ -635,7 +635,7 @@ ssize_t http_parse(char *buf, size_t len, const struct http_limits *lim, struct 
     }
     req->minor = (uint8_t)(vs[7] - '0');
     if (mi < 0) {
-        req->error = "method not implemented";
+        req->error = "unknown method (this server knows the RFC 9110 methods only)";
         return -501;
     }
     req->method = (enum http_method)mi;

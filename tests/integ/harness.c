@@ -15,9 +15,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -845,4 +847,71 @@ it_dec it_dec_div_round(it_dec num, uint64_t den)
     if (r * 2 > den || (r * 2 == den && (q & 1)))
         q++;
     return neg ? -(it_dec)q : (it_dec)q;
+}
+
+/* ------------------------------------------------------------------ PostgreSQL clusters */
+
+static const char *pg_bin(void)
+{
+    const char *s = getenv("RINGCOUNT_PG_BIN");
+    return s && *s ? s : "/usr/lib/postgresql/15/bin";
+}
+
+static const char *as_pg(void)
+{
+    return geteuid() == 0 ? "runuser -u postgres -- " : "";
+}
+
+int it_pg_ctl(const char *dir, const char *what)
+{
+    char cmd[4096]; /* dir is a short mkdtemp path */
+    snprintf(cmd, sizeof(cmd),
+             "%s%s/pg_ctl -D %s/data -l %s/log -m fast -w -o \"-k %s -c listen_addresses='' -c fsync=off\""
+             " %s >>%s/start.err 2>&1",
+             as_pg(), pg_bin(), dir, dir, dir, what, dir);
+    return system(cmd);
+}
+
+int it_pg_start(char *dir, size_t cap, const char *prefix, char *err, size_t errcap)
+{
+    snprintf(dir, cap, "/tmp/%s-XXXXXX", prefix);
+    if (!mkdtemp(dir)) {
+        snprintf(err, errcap, "mkdtemp: %s", strerror(errno));
+        dir[0] = 0;
+        return -1;
+    }
+    chmod(dir, 0755);
+    struct passwd *pw = geteuid() == 0 ? getpwnam("postgres") : NULL;
+    if (geteuid() == 0 && (!pw || chown(dir, pw->pw_uid, pw->pw_gid) < 0)) {
+        snprintf(err, errcap, "no postgres user to run PostgreSQL as (we are root)");
+        return -1;
+    }
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd),
+             "%s%s/initdb -D %s/data -U postgres -A trust -E UTF8 --no-sync >%s/start.err 2>&1",
+             as_pg(), pg_bin(), dir, dir);
+    if (system(cmd) != 0 || it_pg_ctl(dir, "start") != 0) {
+        snprintf(err, errcap, "starting PostgreSQL failed: see %.100s/start.err and %.100s/log",
+                 dir, dir);
+        return -1;
+    }
+    snprintf(cmd, sizeof(cmd),
+             "%s%s/psql -h %s -U postgres -d postgres -qc 'CREATE DATABASE ringcount' >>%s/start.err 2>&1",
+             as_pg(), pg_bin(), dir, dir);
+    if (system(cmd) != 0) {
+        snprintf(err, errcap, "CREATE DATABASE failed: see %.100s/start.err", dir);
+        return -1;
+    }
+    return 0;
+}
+
+void it_pg_destroy(const char *dir)
+{
+    if (!dir || !dir[0])
+        return;
+    char cmd[4096];
+    snprintf(cmd, sizeof(cmd), "%s%s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1; rm -rf %s",
+             as_pg(), pg_bin(), dir, dir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", dir);
 }

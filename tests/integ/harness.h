@@ -65,6 +65,20 @@ size_t it_log_copy(struct it_server *srv, char *out, size_t cap);
    cannot be started. Main thread only. */
 int it_run(const char *const *args, const char *const *env, int timeout_ms, char *out, size_t cap);
 
+/* ---- private PostgreSQL 15 clusters (tests with --db) ----
+   A cluster in a new temp dir /tmp/<prefix>-XXXXXX (written to dir), listening only on a unix
+   socket there, with a "ringcount" database; its tools run as the postgres user when we are
+   root (PostgreSQL refuses root). Like tools/pg-local.sh but fsync=off: these tests kill
+   ringcount, never PostgreSQL's host, and on a shared CI disk WAL fsyncs were seen to stall for
+   over 10 s, turning correct 200s into correct-but-unexpected 503s. Binaries from
+   $RINGCOUNT_PG_BIN or /usr/lib/postgresql/15/bin. Tool output goes to dir/start.err. */
+/* Create and start. 0, or -1 with err saying why (dir[0] is 0 when nothing was created). */
+int it_pg_start(char *dir, size_t cap, const char *prefix, char *err, size_t errcap);
+/* pg_ctl start|stop (fast) of the cluster in dir. 0 or the shell's status. */
+int it_pg_ctl(const char *dir, const char *what);
+/* Stop it at once and remove dir (no-op for ""). */
+void it_pg_destroy(const char *dir);
+
 /* ------------------------------------------------------------------ connections */
 
 /* Unconsumed received bytes per connection: 64 KiB holds well over one response of this server

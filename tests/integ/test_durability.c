@@ -46,79 +46,30 @@ TestSuite(durability, .timeout = 85);
 
 /* ------------------------------------------------------------------ PostgreSQL cluster */
 
-static const char *pg_bin(void)
-{
-    const char *s = getenv("RINGCOUNT_PG_BIN");
-    return s && *s ? s : "/usr/lib/postgresql/15/bin";
-}
-
-/* PostgreSQL refuses to run as root: run its tools as the postgres user then. */
-static const char *as_pg(void)
-{
-    return geteuid() == 0 ? "runuser -u postgres -- " : "";
-}
-
 /* This test process's cluster (one per test: Criterion forks a process per test). */
 static char pg_dir[128];
 
-/* Start a private cluster with a "ringcount" database in a new temp dir. 0, or -1 (err). */
 static int cluster_start(char *err, size_t errcap)
 {
-    snprintf(pg_dir, sizeof(pg_dir), "/tmp/rc-dur-XXXXXX");
-    if (!mkdtemp(pg_dir)) {
-        snprintf(err, errcap, "mkdtemp: %s", strerror(errno));
-        pg_dir[0] = 0;
-        return -1;
-    }
-    chmod(pg_dir, 0755);
-    struct passwd *pw = geteuid() == 0 ? getpwnam("postgres") : NULL;
-    if (geteuid() == 0 && (!pw || chown(pg_dir, pw->pw_uid, pw->pw_gid) < 0)) {
-        snprintf(err, errcap, "no postgres user to run PostgreSQL as (we are root)");
-        return -1;
-    }
-    const char *d = pg_dir;
-    char cmd[2048];
-    snprintf(cmd, sizeof(cmd),
-             "%s%s/initdb -D %s/data -U postgres -A trust -E UTF8 --no-sync >%s/start.err 2>&1"
-             " && %s%s/pg_ctl -D %s/data -l %s/log -w -o \"-k %s -c listen_addresses='' -c fsync=off\""
-             " start >>%s/start.err 2>&1"
-             " && %s%s/psql -h %s -U postgres -d postgres -qc 'CREATE DATABASE ringcount' >>%s/start.err 2>&1",
-             as_pg(), pg_bin(), d, d, as_pg(), pg_bin(), d, d, d, d, as_pg(), pg_bin(), d, d);
-    if (system(cmd) != 0) {
-        snprintf(err, errcap, "starting PostgreSQL failed: see %.100s/start.err and %.100s/log", d, d);
-        return -1;
-    }
-    return 0;
+    return it_pg_start(pg_dir, sizeof(pg_dir), "rc-dur", err, errcap);
 }
 
-/* pg_ctl stop/start of the cluster. 0 or the shell's status. */
 static int cluster_ctl(const char *what)
 {
-    char cmd[1024];
-    snprintf(cmd, sizeof(cmd),
-             "%s%s/pg_ctl -D %s/data -l %s/log -m fast -w -o \"-k %s -c listen_addresses='' -c fsync=off\""
-             " %s >/dev/null 2>&1",
-             as_pg(), pg_bin(), pg_dir, pg_dir, pg_dir, what);
-    return system(cmd);
+    return it_pg_ctl(pg_dir, what);
+}
+
+/* .fini: runs even when an assertion ended the test early. */
+static void teardown(void)
+{
+    it_pg_destroy(pg_dir);
+    pg_dir[0] = 0;
 }
 
 static void setup(void)
 {
     char err[512];
     cr_assert_eq(cluster_start(err, sizeof(err)), 0, "%s", err);
-}
-
-/* .fini: runs even when an assertion ended the test early. */
-static void teardown(void)
-{
-    if (!pg_dir[0])
-        return;
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "%s%s/pg_ctl -D %s/data -m immediate -w stop >/dev/null 2>&1; rm -rf %s",
-             as_pg(), pg_bin(), pg_dir, pg_dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cleanup of %s failed\n", pg_dir);
-    pg_dir[0] = 0;
 }
 
 static void quiet(void *arg, const char *msg)

@@ -37,78 +37,13 @@ TestSuite(persist, .timeout = 60);
 
 /* ------------------------------------------------------------------ PostgreSQL clusters */
 
-/* PostgreSQL 15 binaries: $RINGCOUNT_PG_BIN or the Debian location (tools/pg-local.sh's). */
-static const char *pg_bin(void)
-{
-    const char *s = getenv("RINGCOUNT_PG_BIN");
-    return s && *s ? s : "/usr/lib/postgresql/15/bin";
-}
-
-/* PostgreSQL refuses to run as root: run its tools as the postgres user then. */
-static const char *as_pg(void)
-{
-    return geteuid() == 0 ? "runuser -u postgres -- " : "";
-}
-
-/* Start a private cluster in a new temp dir (written to dir), listening only on a unix socket
-   there, with a "ringcount" database. As tools/pg-local.sh, except fsync=off: these tests kill
-   ringcount, never PostgreSQL's host, and on a shared CI disk WAL fsyncs were seen to stall for
-   over 10 s, turning correct 200s into correct-but-unexpected 503s. 0, or -1 (err says why). */
-static int cluster_start(char *dir, size_t cap, char *err, size_t errcap)
-{
-    snprintf(dir, cap, "/tmp/rc-persist-XXXXXX");
-    if (!mkdtemp(dir)) {
-        snprintf(err, errcap, "mkdtemp: %s", strerror(errno));
-        return -1;
-    }
-    chmod(dir, 0755);
-    char cmd[2048];
-    struct passwd *pw = geteuid() == 0 ? getpwnam("postgres") : NULL;
-    if (geteuid() == 0 && (!pw || chown(dir, pw->pw_uid, pw->pw_gid) < 0)) {
-        snprintf(err, errcap, "no postgres user to run PostgreSQL as (we are root)");
-        return -1;
-    }
-    snprintf(cmd, sizeof(cmd),
-             "%s%s/initdb -D %s/data -U postgres -A trust -E UTF8 --no-sync >%s/start.err 2>&1"
-             " && %s%s/pg_ctl -D %s/data -l %s/log -w -o \"-k %s -c listen_addresses='' -c fsync=off\""
-             " start >>%s/start.err 2>&1"
-             " && %s%s/psql -h %s -U postgres -d postgres -qc 'CREATE DATABASE ringcount' >>%s/start.err 2>&1",
-             as_pg(), pg_bin(), dir, dir, as_pg(), pg_bin(), dir, dir, dir, dir, as_pg(), pg_bin(),
-             dir, dir);
-    if (system(cmd) != 0) {
-        snprintf(err, errcap, "starting PostgreSQL failed: see %.100s/start.err and %.100s/log", dir, dir);
-        return -1;
-    }
-    return 0;
-}
-
-static void cluster_stop(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof(cmd), "%s%s/pg_ctl -D %s/data -m fast -w stop >/dev/null 2>&1; rm -rf %s",
-             as_pg(), pg_bin(), dir, dir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cleanup of %s failed\n", dir);
-}
-
-/* The stop/start of a cluster (database_down_then_back). */
-static int cluster_ctl(const char *dir, const char *what)
-{
-    char cmd[4096]; /* dir is a short mkdtemp path; 4 KiB leaves room for any of them */
-    snprintf(cmd, sizeof(cmd),
-             "%s%s/pg_ctl -D %s/data -l %s/log -m fast -w -o \"-k %s -c listen_addresses='' -c fsync=off\""
-             " %s >/dev/null 2>&1",
-             as_pg(), pg_bin(), dir, dir, dir, what);
-    return system(cmd);
-}
-
 /* A test's own cluster, stopped by its .fini even when an assertion ends the test early. */
 static char private_dir[128];
 
 static void private_fini(void)
 {
     if (private_dir[0])
-        cluster_stop(private_dir);
+        it_pg_destroy(private_dir);
     private_dir[0] = 0;
 }
 
@@ -118,7 +53,7 @@ ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
     char err[512];
-    if (cluster_start(shared_dir, sizeof(shared_dir), err, sizeof(err)) == 0)
+    if (it_pg_start(shared_dir, sizeof(shared_dir), "rc-persist", err, sizeof(err)) == 0)
         setenv("RC_TEST_PGDIR", shared_dir, 1);
     else
         setenv("RC_TEST_PGERR", err, 1);
@@ -128,7 +63,7 @@ ReportHook(POST_ALL)(struct criterion_global_stats *st)
 {
     (void)st;
     if (shared_dir[0])
-        cluster_stop(shared_dir);
+        it_pg_destroy(shared_dir);
 }
 
 static const char *pgdir(void)
@@ -594,7 +529,7 @@ Test(persist, postgres_restart_under_load, .fini = private_fini)
 {
     char err[512];
     const char *dir = private_dir;
-    cr_assert_eq(cluster_start(private_dir, sizeof(private_dir), err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(it_pg_start(private_dir, sizeof(private_dir), "rc-persist", err, sizeof(err)), 0, "%s", err);
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "ringcount");
     start_node(&n, NULL, "700");
@@ -602,7 +537,7 @@ Test(persist, postgres_restart_under_load, .fini = private_fini)
     struct loader L[3];
     load_run(L, 3, it_port(n.srv), 2, &stop);
     usleep(300 * 1000);
-    int rc = cluster_ctl(dir, "restart");
+    int rc = it_pg_ctl(dir, "restart");
     usleep(400 * 1000);
     __atomic_store_n(&stop, 1, __ATOMIC_RELEASE);
     load_join(L, 3);
@@ -659,7 +594,7 @@ Test(persist, database_down_then_back, .fini = private_fini)
 {
     char err[512];
     const char *dir = private_dir;
-    cr_assert_eq(cluster_start(private_dir, sizeof(private_dir), err, sizeof(err)), 0, "%s", err);
+    cr_assert_eq(it_pg_start(private_dir, sizeof(private_dir), "rc-persist", err, sizeof(err)), 0, "%s", err);
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "ringcount");
     snprintf(n.max_inflight, sizeof(n.max_inflight), "1");
@@ -667,7 +602,7 @@ Test(persist, database_down_then_back, .fini = private_fini)
     struct it_conn *c = conn_new(it_port(n.srv)), *c2 = conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
     cr_assert_eq(must(c, "POST", "/api/v1/increment", NULL, 200, r), 1);
-    cr_assert_eq(cluster_ctl(dir, "stop"), 0);
+    cr_assert_eq(it_pg_ctl(dir, "stop"), 0);
 
     static const char raw[] = "POST /api/v1/increment HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
     cr_assert_eq(it_send_all(c->fd, raw, sizeof(raw) - 1), 0);
@@ -691,7 +626,7 @@ Test(persist, database_down_then_back, .fini = private_fini)
     cr_assert(strstr(r->body, "\"dbUp\":false"), "%s", r->body);
     cr_assert(strstr(r->body, "\"pendingKeys\":1,"), "the counter delta: %s", r->body);
 
-    cr_assert_eq(cluster_ctl(dir, "start"), 0);
+    cr_assert_eq(it_pg_ctl(dir, "start"), 0);
     cr_assert_eq(wait_db_counter(dir, "ringcount", 7, 8000), 7);
     cr_assert_eq(must(c, "POST", "/api/v1/increment", NULL, 200, r), 8);
     conn_free(c);
