@@ -915,3 +915,18 @@ void it_pg_destroy(const char *dir)
     if (system(cmd) != 0)
         fprintf(stderr, "cleanup of %s failed\n", dir);
 }
+
+struct it_conn *it_conn_new(uint16_t port)
+{
+    struct it_conn *c = malloc(sizeof(*c));
+    cr_assert_not_null(c);
+    int rc = it_conn_open(c, port);
+    cr_assert_eq(rc, 0, "connect: %s", strerror(-rc));
+    return c;
+}
+
+void it_conn_free(struct it_conn *c)
+{
+    it_conn_close(c);
+    free(c);
+}

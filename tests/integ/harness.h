@@ -110,6 +110,10 @@ int it_connect(uint16_t port);
 int it_conn_open(struct it_conn *c, uint16_t port);
 /* Close c->fd if open. */
 void it_conn_close(struct it_conn *c);
+/* Allocate and connect one (asserts on failure; main thread, like it_start). */
+struct it_conn *it_conn_new(uint16_t port);
+/* Close and free what it_conn_new returned. */
+void it_conn_free(struct it_conn *c);
 /* Write all n bytes (MSG_NOSIGNAL). 0 or -errno (-EPIPE/-ECONNRESET once the peer closed). */
 int it_send_all(int fd, const void *buf, size_t n);
 

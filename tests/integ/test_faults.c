@@ -103,21 +103,6 @@ static void stop_ok(struct it_server *s)
     it_free(s);
 }
 
-static struct it_conn *conn_new(uint16_t port)
-{
-    struct it_conn *c = malloc(sizeof(*c));
-    cr_assert_not_null(c);
-    int rc = it_conn_open(c, port);
-    cr_assert_eq(rc, 0, "connect: %s", strerror(-rc));
-    return c;
-}
-
-static void conn_free(struct it_conn *c)
-{
-    it_conn_close(c);
-    free(c);
-}
-
 static void send_ok(int fd, const void *p, size_t n)
 {
     int rc = it_send_all(fd, p, n);
@@ -301,7 +286,7 @@ Test(faults, slowloris_heads_cut_at_deadline_while_others_served)
     uint64_t *t0 = calloc(SLOW_N, sizeof(*t0));
     cr_assert(c && t0);
     for (int i = 0; i < SLOW_N; i++) {
-        c[i] = conn_new(it_port(s));
+        c[i] = it_conn_new(it_port(s));
         t0[i] = it_now_ms();
         send_ok(c[i]->fd, "GET /health HTTP/1.1\r\n", 22);
     }
@@ -310,7 +295,7 @@ Test(faults, slowloris_heads_cut_at_deadline_while_others_served)
     dribble_until_cut(c, t0, SLOW_N, "X-Drip: a\r\n", "slow head");
     prober_check(th, pb, 40, "slow heads");
     for (int i = 0; i < SLOW_N; i++)
-        conn_free(c[i]);
+        it_conn_free(c[i]);
     free(c);
     free(t0);
     free(pb);
@@ -335,7 +320,7 @@ Test(faults, slow_bodies_cut_at_deadline_and_never_counted)
     struct it_conn *c[N];
     uint64_t t0[N];
     for (int i = 0; i < N; i++) {
-        c[i] = conn_new(it_port(s));
+        c[i] = it_conn_new(it_port(s));
         send_ok(c[i]->fd, head, sizeof(head) - 1);
         t0[i] = it_now_ms(); /* the body deadline counts from the complete head */
     }
@@ -343,7 +328,7 @@ Test(faults, slow_bodies_cut_at_deadline_and_never_counted)
     prober_check(th, pb, 40, "slow bodies");
 
     /* a normal event meanwhile counts; none of the cut ones did */
-    struct it_conn *k = conn_new(it_port(s));
+    struct it_conn *k = it_conn_new(it_port(s));
     static struct it_resp r;
     char req[256];
     event_req(req, sizeof(req), "fast", "2");
@@ -353,9 +338,9 @@ Test(faults, slow_bodies_cut_at_deadline_and_never_counted)
     get_stats(k, &total, &users, NULL, NULL, 0);
     cr_expect_eq(total, 1, "totalRequests %llu: a cut body was counted", (unsigned long long)total);
     cr_expect_eq(users, 1);
-    conn_free(k);
+    it_conn_free(k);
     for (int i = 0; i < N; i++)
-        conn_free(c[i]);
+        it_conn_free(c[i]);
     free(pb);
     stop_ok(s);
 }
@@ -465,10 +450,10 @@ Test(faults, fd_exhaustion_serves_held_connections_without_spinning_and_recovers
     for (int i = 0; i < ATTEMPTS; i++)
         if (fd[i] >= 0)
             close(fd[i]);
-    struct it_conn *n = conn_new(it_port(s));
+    struct it_conn *n = it_conn_new(it_port(s));
     cr_assert_eq(it_request(n, HEALTH, &r), 0, "new connection after recovery");
     cr_expect_eq(r.status, 200);
-    conn_free(n);
+    it_conn_free(n);
     free(fd);
     free(answered);
     free(pf);
@@ -489,7 +474,7 @@ Test(faults, tiny_rings_cq_overflow_and_enobufs_keep_counts_exact)
     struct it_conn **c = calloc(NCONN, sizeof(*c));
     cr_assert_not_null(c);
     for (int i = 0; i < NCONN; i++)
-        c[i] = conn_new(it_port(s));
+        c[i] = it_conn_new(it_port(s));
     static struct it_resp r;
     char *burst = malloc(PER * 160);
     cr_assert_not_null(burst);
@@ -528,7 +513,7 @@ Test(faults, tiny_rings_cq_overflow_and_enobufs_keep_counts_exact)
        completes with -ENOBUFS, ~100,000 of them against a 256-entry CQ */
     cr_expect_gt(overflows, 0, "the CQ never overflowed: the test proves nothing");
     for (int i = 0; i < NCONN; i++)
-        conn_free(c[i]);
+        it_conn_free(c[i]);
     free(c);
     stop_ok(s);
 }
@@ -570,7 +555,7 @@ Test(faults, ten_thousand_pipelined_unread_memory_bounded_then_all_in_order)
     pid_t pid = it_pid(s);
     bool asan = is_asan(pid);
     static struct it_resp r;
-    struct it_conn *other = conn_new(it_port(s));
+    struct it_conn *other = it_conn_new(it_port(s));
     cr_assert_eq(it_request(other, HEALTH, &r), 0);
     long rss0 = rss_kib(pid);
 
@@ -599,7 +584,7 @@ Test(faults, ten_thousand_pipelined_unread_memory_bounded_then_all_in_order)
         }
     }
     /* One write of everything (in a thread: if the server stops reading, the write blocks). */
-    struct it_conn *pc = conn_new(it_port(s));
+    struct it_conn *pc = it_conn_new(it_port(s));
     struct sender snd = {.fd = pc->fd, .p = reqs, .n = len};
     pthread_t th;
     cr_assert_eq(pthread_create(&th, NULL, sender_main, &snd), 0);
@@ -650,8 +635,8 @@ Test(faults, ten_thousand_pipelined_unread_memory_bounded_then_all_in_order)
     uint64_t total;
     get_stats(other, &total, NULL, NULL, NULL, 0);
     cr_expect_eq(total, events);
-    conn_free(pc);
-    conn_free(other);
+    it_conn_free(pc);
+    it_conn_free(other);
     free(reqs);
     stop_ok(s);
 }
@@ -780,7 +765,7 @@ Test(faults, user_flood_past_max_users_rss_bounded_overflow_exact)
     struct it_server *s = it_start(args, NULL);
     pid_t pid = it_pid(s);
     bool asan = is_asan(pid);
-    struct it_conn *c = conn_new(it_port(s));
+    struct it_conn *c = it_conn_new(it_port(s));
     uint64_t total, users, overflow;
     get_stats(c, &total, &users, &overflow, NULL, 0);
     long rss0 = rss_kib(pid);
@@ -818,6 +803,6 @@ Test(faults, user_flood_past_max_users_rss_bounded_overflow_exact)
         cr_expect_leq(rss3 - rss2, 4 * 1024, "a flood of refused users grew RSS by %ld KiB",
                       rss3 - rss2);
     }
-    conn_free(c);
+    it_conn_free(c);
     stop_ok(s);
 }

@@ -18,21 +18,6 @@ TestSuite(http, .timeout = 30);
 
 /* ------------------------------------------------------------------ helpers (main thread) */
 
-static struct it_conn *open_conn(struct it_server *s)
-{
-    struct it_conn *c = malloc(sizeof(*c));
-    cr_assert_not_null(c);
-    int rc = it_conn_open(c, it_port(s));
-    cr_assert_eq(rc, 0, "connect: %s", strerror(-rc));
-    return c;
-}
-
-static void close_conn(struct it_conn *c)
-{
-    it_conn_close(c);
-    free(c);
-}
-
 static void stop_ok(struct it_server *s)
 {
     int rc = it_stop(s);
@@ -222,24 +207,24 @@ Test(http, framing_errors_answer_and_close)
     struct it_server *s = it_start(NULL, NULL);
     static struct it_resp r;
     for (size_t i = 0; i < sizeof(err_cases) / sizeof(err_cases[0]); i++) {
-        struct it_conn *c = open_conn(s);
+        struct it_conn *c = it_conn_new(it_port(s));
         int rc = it_request(c, err_cases[i].raw, &r);
         cr_expect_eq(rc, 0, "%s: no response (%s)", err_cases[i].name, strerror(-rc));
         if (rc == 0)
             expect_error_close(c, &r, err_cases[i].status, err_cases[i].name);
-        close_conn(c);
+        it_conn_free(c);
     }
     /* and a NUL byte in a field value (not expressible in the table's C strings) */
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static const char nul[] = "GET /health HTTP/1.1\r\nHost: t\r\nX-A: a\0b\r\n\r\n";
     send_ok(c, nul, sizeof(nul) - 1);
     read_ok(c, &r, 5000, "NUL in a value");
     expect_error_close(c, &r, 400, "NUL in a value");
-    close_conn(c);
+    it_conn_free(c);
     /* none of it was counted */
-    c = open_conn(s);
+    c = it_conn_new(it_port(s));
     expect_totals(c, "0", "0", "0");
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
@@ -261,7 +246,7 @@ Test(http, limits_at_and_past_their_number)
         for (int over = 0; over < 2; over++) {
             struct sb b = {0};
             lim[i].build(&b, lim[i].at + (size_t)over);
-            struct it_conn *c = open_conn(s);
+            struct it_conn *c = it_conn_new(it_port(s));
             send_ok(c, b.p, b.n);
             read_ok(c, &r, 5000, lim[i].name);
             if (over) {
@@ -271,14 +256,14 @@ Test(http, limits_at_and_past_their_number)
                              r.status, r.body);
                 cr_expect(!r.close, "%s at the limit closed", lim[i].name);
             }
-            close_conn(c);
+            it_conn_free(c);
             free(b.p);
         }
     /* field count: 100 served, 101 → 431 */
     for (int over = 0; over < 2; over++) {
         struct sb b = {0};
         build_fields(&b, 100 + over);
-        struct it_conn *c = open_conn(s);
+        struct it_conn *c = it_conn_new(it_port(s));
         send_ok(c, b.p, b.n);
         read_ok(c, &r, 5000, "fields");
         if (over) {
@@ -287,7 +272,7 @@ Test(http, limits_at_and_past_their_number)
             cr_expect_eq(r.status, 200, "100 header fields: %d %s", r.status, r.body);
             cr_expect(!r.close);
         }
-        close_conn(c);
+        it_conn_free(c);
         free(b.p);
     }
     /* body: exactly 64 KiB is served (a whitespace-padded event), 64 KiB + 1 is refused */
@@ -296,12 +281,12 @@ Test(http, limits_at_and_past_their_number)
     sb_str(&b, "POST /event HTTP/1.1\r\nHost: t\r\nContent-Length: 65536\r\n\r\n");
     sb_str(&b, ev);
     sb_rep(&b, ' ', 65536 - (sizeof(ev) - 1));
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     send_ok(c, b.p, b.n);
     read_ok(c, &r, 5000, "64 KiB body");
     cr_expect_eq(r.status, 200, "64 KiB body: %d %s", r.status, r.body);
     expect_totals(c, "1", "1", "1.5");
-    close_conn(c);
+    it_conn_free(c);
     free(b.p);
     stop_ok(s);
 }
@@ -318,12 +303,12 @@ Test(http, body_too_large_refused_before_the_body)
         "POST /event HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\nContent-Length: 70000\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(heads) / sizeof(heads[0]); i++) {
-        struct it_conn *c = open_conn(s);
+        struct it_conn *c = it_conn_new(it_port(s));
         send_ok(c, heads[i], strlen(heads[i]));
         /* no body is ever sent: the answer must come from the head alone */
         read_ok(c, &r, 3000, heads[i]);
         expect_error_close(c, &r, 413, heads[i]);
-        close_conn(c);
+        it_conn_free(c);
     }
     stop_ok(s);
 }
@@ -343,7 +328,7 @@ static void build_chunked(struct sb *b, const char *const *pieces, size_t n)
 Test(http, chunked_event_is_counted)
 {
     struct it_server *s = it_start(NULL, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static struct it_resp r;
     static const char *const p1[] = {"{\"userId\":", "\"chunky\",\"value\":2.25}"};
     struct sb b = {0};
@@ -364,14 +349,14 @@ Test(http, chunked_event_is_counted)
     cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
     expect_totals(c, "2", "2", "3.25");
     free(b.p);
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
 Test(http, expect_100_continue)
 {
     struct it_server *s = it_start(NULL, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static struct it_resp r;
     static const char head[] = "POST /event HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
                                "Content-Length: 28\r\n\r\n";
@@ -388,7 +373,7 @@ Test(http, expect_100_continue)
         cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
     }
     expect_totals(c, "2", "1", "14");
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
@@ -413,7 +398,7 @@ static void *writer_main(void *arg)
 Test(http, thousand_pipelined_requests_in_order)
 {
     struct it_server *s = it_start(NULL, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     struct sb b = {0};
     int events = 0;
     for (int i = 0; i < 1000; i++) {
@@ -463,7 +448,7 @@ Test(http, thousand_pipelined_requests_in_order)
     snprintf(ev, sizeof(ev), "%d", events);
     expect_totals(c, ev, ev, ev);
     free(b.p);
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
@@ -473,14 +458,14 @@ Test(http, http10_closes_unless_keep_alive)
 {
     struct it_server *s = it_start(NULL, NULL);
     static struct it_resp r;
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     int rc = it_request(c, "GET /health HTTP/1.0\r\n\r\n", &r);
     cr_assert_eq(rc, 0, "%s", strerror(-rc));
     cr_expect_eq(r.status, 200);
     cr_expect_eq(it_expect_closed(c, 3000), 0, "HTTP/1.0 without keep-alive stayed open");
-    close_conn(c);
+    it_conn_free(c);
 
-    c = open_conn(s);
+    c = it_conn_new(it_port(s));
     for (int i = 0; i < 3; i++) {
         rc = it_request(c, "GET /health HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", &r);
         cr_assert_eq(rc, 0, "request %d on a 1.0 keep-alive connection: %s", i, strerror(-rc));
@@ -490,30 +475,30 @@ Test(http, http10_closes_unless_keep_alive)
         cr_expect_str_eq(v, "keep-alive", "a 1.0 keep-alive answer says so");
     }
     cr_expect_eq(it_readable(c, 300), 0, "1.0 keep-alive connection closed or sent extra bytes");
-    close_conn(c);
+    it_conn_free(c);
 
-    c = open_conn(s);
+    c = it_conn_new(it_port(s));
     rc = it_request(c, "GET /health HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n", &r);
     cr_assert_eq(rc, 0, "%s", strerror(-rc));
     cr_expect_eq(r.status, 200);
     cr_expect(r.close, "Connection: close not echoed");
     cr_expect_eq(it_expect_closed(c, 3000), 0, "Connection: close on 1.1 stayed open");
-    close_conn(c);
+    it_conn_free(c);
 
     /* plain 1.1 stays open */
-    c = open_conn(s);
+    c = it_conn_new(it_port(s));
     rc = it_request(c, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n", &r);
     cr_assert_eq(rc, 0);
     cr_expect(!r.close);
     cr_expect_eq(it_readable(c, 300), 0, "HTTP/1.1 connection closed after one request");
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
 Test(http, request_in_one_byte_writes)
 {
     struct it_server *s = it_start(NULL, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     char req[256];
     size_t n = event_req(req, sizeof(req), "bytewise", "3.5");
     for (int round = 0; round < 2; round++) {
@@ -526,14 +511,14 @@ Test(http, request_in_one_byte_writes)
         cr_expect_eq(r.status, 200, "%d %s", r.status, r.body);
     }
     expect_totals(c, "2", "1", "7");
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
 Test(http, not_found_and_method_not_allowed)
 {
     struct it_server *s = it_start(NULL, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static struct it_resp r;
     struct {
         const char *req;
@@ -574,7 +559,7 @@ Test(http, not_found_and_method_not_allowed)
         }
         cr_expect(!r.close, "%s closed the connection", cases[i].req);
     }
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
@@ -584,7 +569,7 @@ Test(http, header_timeout_is_408_and_close)
 {
     const char *args[] = {"--header-timeout-ms", "1000", NULL};
     struct it_server *s = it_start(args, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static struct it_resp r;
     uint64_t t0 = it_now_ms();
     send_ok(c, "GET /health HTTP/1.1\r\nHost: t\r\n", 31);
@@ -592,15 +577,15 @@ Test(http, header_timeout_is_408_and_close)
     uint64_t ms = it_now_ms() - t0;
     expect_error_close(c, &r, 408, "header timeout");
     cr_expect_geq(ms, 900, "408 after only %llu ms (deadline 1000 ms)", (unsigned long long)ms);
-    close_conn(c);
+    it_conn_free(c);
     /* a slow but complete head within the deadline is served */
-    c = open_conn(s);
+    c = it_conn_new(it_port(s));
     send_ok(c, "GET /health HTTP/1.1\r\n", 22);
     usleep(300000);
     send_ok(c, "Host: t\r\n\r\n", 11);
     read_ok(c, &r, 3000, "slow head");
     cr_expect_eq(r.status, 200);
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
@@ -608,7 +593,7 @@ Test(http, idle_keep_alive_is_closed)
 {
     const char *args[] = {"--idle-timeout-ms", "1000", NULL};
     struct it_server *s = it_start(args, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static struct it_resp r;
     int rc = it_request(c, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n", &r);
     cr_assert_eq(rc, 0);
@@ -617,7 +602,7 @@ Test(http, idle_keep_alive_is_closed)
     uint64_t ms = it_now_ms() - t0;
     cr_expect_eq(rc, 0, "idle connection still open after 4 s (%s)", strerror(-rc));
     cr_expect_geq(ms, 900, "idle connection closed after only %llu ms", (unsigned long long)ms);
-    close_conn(c);
+    it_conn_free(c);
     stop_ok(s);
 }
 
@@ -628,11 +613,11 @@ Test(http, garbage_on_one_connection_touches_no_other)
     const char *args[] = {"--workers", "2", NULL};
     struct it_server *s = it_start(args, NULL);
     static struct it_resp r;
-    struct it_conn *a = open_conn(s);
+    struct it_conn *a = it_conn_new(it_port(s));
     post_ok(a, "iso-a", "1");
 
     /* a half-sent event that never completes */
-    struct it_conn *half = open_conn(s);
+    struct it_conn *half = it_conn_new(it_port(s));
     static const char part[] = "POST /event HTTP/1.1\r\nHost: t\r\nContent-Length: 40\r\n\r\n"
                                "{\"userId\":\"evil-half\",";
     send_ok(half, part, sizeof(part) - 1);
@@ -646,15 +631,15 @@ Test(http, garbage_on_one_connection_touches_no_other)
         "1a\r\n{\"userId\":\"evil-chunk\",\"v\r\nzz\r\n",
     };
     for (size_t i = 0; i < sizeof(evil) / sizeof(evil[0]); i++) {
-        struct it_conn *e = open_conn(s);
+        struct it_conn *e = it_conn_new(it_port(s));
         int rc = it_request(e, evil[i], &r);
         cr_expect_eq(rc, 0, "evil %zu: %s", i, strerror(-rc));
         if (rc == 0)
             expect_error_close(e, &r, 400, "evil request");
-        close_conn(e);
+        it_conn_free(e);
     }
     /* an application-level error does not close or poison its own connection either */
-    struct it_conn *b = open_conn(s);
+    struct it_conn *b = it_conn_new(it_port(s));
     static const char badjson[] = "POST /event HTTP/1.1\r\nHost: t\r\nContent-Length: 13\r\n\r\n"
                                   "{\"userId\":\"x\"";
     int rc = it_request(b, badjson, &r);
@@ -664,10 +649,10 @@ Test(http, garbage_on_one_connection_touches_no_other)
 
     post_ok(a, "iso-a2", "0.5");
     expect_totals(a, "3", "3", "3.5");
-    close_conn(half);
+    it_conn_free(half);
     expect_totals(b, "3", "3", "3.5");
-    close_conn(a);
-    close_conn(b);
+    it_conn_free(a);
+    it_conn_free(b);
     stop_ok(s);
 }
 
@@ -678,17 +663,17 @@ Test(http, max_connections_rejects_the_sixth)
     static struct it_resp r;
     struct it_conn *c[5];
     for (int i = 0; i < 5; i++) {
-        c[i] = open_conn(s);
+        c[i] = it_conn_new(it_port(s));
         int rc = it_request(c[i], "GET /health HTTP/1.1\r\nHost: t\r\n\r\n", &r);
         cr_assert_eq(rc, 0, "connection %d: %s", i, strerror(-rc));
         cr_assert_eq(r.status, 200);
     }
-    struct it_conn *six = open_conn(s); /* the kernel accepts it; the server must refuse */
+    struct it_conn *six = it_conn_new(it_port(s)); /* the kernel accepts it; the server must refuse */
     read_ok(six, &r, 3000, "6th connection");
     expect_error_close(six, &r, 503, "6th connection");
     char ra[16] = "";
     cr_expect_gt(it_header(&r, "Retry-After", ra, sizeof(ra)), 0, "503 without Retry-After");
-    close_conn(six);
+    it_conn_free(six);
     for (int i = 0; i < 5; i++) {
         char user[16];
         snprintf(user, sizeof(user), "mc%d", i);
@@ -696,18 +681,18 @@ Test(http, max_connections_rejects_the_sixth)
     }
     expect_totals(c[0], "5", "5", "5");
     /* a freed slot is usable again */
-    close_conn(c[4]);
+    it_conn_free(c[4]);
     bool served = false;
     for (int tries = 0; tries < 40 && !served; tries++) {
         usleep(50000);
-        struct it_conn *n = open_conn(s);
+        struct it_conn *n = it_conn_new(it_port(s));
         int rc = it_request(n, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n", &r);
         served = rc == 0 && r.status == 200;
-        close_conn(n);
+        it_conn_free(n);
     }
     cr_expect(served, "no new connection served after one of the five closed");
     for (int i = 0; i < 4; i++)
-        close_conn(c[i]);
+        it_conn_free(c[i]);
     stop_ok(s);
 }
 
@@ -721,7 +706,7 @@ Test(http, tiny_buffer_ring_loses_nothing)
     struct it_conn *c[NCONN];
     static struct it_resp r;
     for (int i = 0; i < NCONN; i++) {
-        c[i] = open_conn(s);
+        c[i] = it_conn_new(it_port(s));
         struct sb b = {0};
         for (int k = 0; k < PER; k++) {
             char req[256], user[32];
@@ -740,6 +725,6 @@ Test(http, tiny_buffer_ring_loses_nothing)
         }
     expect_totals(c[0], "320", "320", "160");
     for (int i = 0; i < NCONN; i++)
-        close_conn(c[i]);
+        it_conn_free(c[i]);
     stop_ok(s);
 }

@@ -13,21 +13,6 @@
 
 TestSuite(lifecycle, .timeout = 30);
 
-static struct it_conn *open_conn(struct it_server *s)
-{
-    struct it_conn *c = malloc(sizeof(*c));
-    cr_assert_not_null(c);
-    int rc = it_conn_open(c, it_port(s));
-    cr_assert_eq(rc, 0, "connect: %s", strerror(-rc));
-    return c;
-}
-
-static void close_conn(struct it_conn *c)
-{
-    it_conn_close(c);
-    free(c);
-}
-
 static void send_ok(struct it_conn *c, const char *s)
 {
     int rc = it_send_all(c->fd, s, strlen(s));
@@ -96,7 +81,7 @@ Test(lifecycle, sigterm_with_idle_keepalive_exits_promptly)
 {
     const char *args[] = {"--workers", "2", NULL};
     struct it_server *s = it_start(args, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static struct it_resp r;
     int rc = it_request(c, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n", &r);
     cr_assert_eq(rc, 0);
@@ -109,7 +94,7 @@ Test(lifecycle, sigterm_with_idle_keepalive_exits_promptly)
                  (unsigned long long)ms);
     cr_expect(it_log_wait(s, "\"msg\":\"stopped\"", 0), "no \"stopped\" log line");
     cr_expect_eq(it_expect_closed(c, 1000), 0, "client connection not closed");
-    close_conn(c);
+    it_conn_free(c);
     it_free(s);
 }
 
@@ -117,7 +102,7 @@ Test(lifecycle, sigterm_with_half_sent_request_exits_within_shutdown_timeout)
 {
     const char *args[] = {"--shutdown-timeout-ms", "1000", NULL};
     struct it_server *s = it_start(args, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     send_ok(c, "POST /event HTTP/1.1\r\nHost: t\r\nContent-Length: 30\r\n\r\n{\"userId\":");
     usleep(50000);
     uint64_t t0 = it_now_ms();
@@ -130,7 +115,7 @@ Test(lifecycle, sigterm_with_half_sent_request_exits_within_shutdown_timeout)
        process must be gone by then. 500 ms of slack for thread joins and ASan's exit. */
     cr_expect_lt(ms, 1500, "exit took %llu ms with --shutdown-timeout-ms 1000",
                  (unsigned long long)ms);
-    close_conn(c);
+    it_conn_free(c);
     it_free(s);
 }
 
@@ -139,7 +124,7 @@ Test(lifecycle, sigterm_with_half_sent_request_exits_within_shutdown_timeout)
 Test(lifecycle, sigterm_finishes_in_flight_requests)
 {
     struct it_server *s = it_start(NULL, NULL);
-    struct it_conn *ev = open_conn(s), *rd = open_conn(s);
+    struct it_conn *ev = it_conn_new(it_port(s)), *rd = it_conn_new(it_port(s));
     static struct it_resp r;
     static const char body[] = "{\"userId\":\"late\",\"value\":4}";
     char head[128];
@@ -169,8 +154,8 @@ Test(lifecycle, sigterm_finishes_in_flight_requests)
     rc = it_stop(s);
     cr_expect_eq(rc, 0, "exit status %d", rc);
     cr_expect(it_log_wait(s, "\"events\":1", 0), "the stop line does not count the event");
-    close_conn(ev);
-    close_conn(rd);
+    it_conn_free(ev);
+    it_conn_free(rd);
     it_free(s);
 }
 
@@ -204,11 +189,11 @@ Test(lifecycle, second_server_on_same_port_exits_2)
                            line);
     }
     /* the first one is unharmed */
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static struct it_resp r;
     cr_expect_eq(it_request(c, "GET /health HTTP/1.1\r\nHost: t\r\n\r\n", &r), 0);
     cr_expect_eq(r.status, 200);
-    close_conn(c);
+    it_conn_free(c);
     cr_expect_eq(it_stop(s), 0);
     it_free(s);
 }
@@ -219,7 +204,7 @@ Test(lifecycle, health_livez_readyz_metrics)
 {
     const char *args[] = {"--workers", "2", NULL};
     struct it_server *s = it_start(args, NULL);
-    struct it_conn *c = open_conn(s);
+    struct it_conn *c = it_conn_new(it_port(s));
     static struct it_resp r;
     struct {
         const char *path, *body;
@@ -250,7 +235,7 @@ Test(lifecycle, health_livez_readyz_metrics)
     it_header(&r, "Content-Type", ct, sizeof(ct));
     cr_expect_eq(strncmp(ct, "text/plain; version=0.0.4", 25), 0, "/metrics Content-Type: %s", ct);
     cr_expect_not_null(strstr(r.body, "# TYPE "), "/metrics body:\n%s", r.body);
-    close_conn(c);
+    it_conn_free(c);
     cr_expect_eq(it_stop(s), 0);
     it_free(s);
 }

@@ -201,20 +201,6 @@ static struct it_resp *resp_new(void)
     return r;
 }
 
-static struct it_conn *conn_new(uint16_t port)
-{
-    struct it_conn *c = malloc(sizeof(*c));
-    cr_assert_not_null(c);
-    cr_assert_eq(it_conn_open(c, port), 0);
-    return c;
-}
-
-static void conn_free(struct it_conn *c)
-{
-    it_conn_close(c);
-    free(c);
-}
-
 /* Wait up to ms for "SELECT v FROM rc_counters" to equal want; returns the last value. */
 static long long wait_db_counter(const char *dir, const char *db, long long want, int ms)
 {
@@ -237,7 +223,7 @@ Test(persist, counter_durable_fast_overflow)
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "t_counter");
     start_node(&n, NULL, NULL);
-    struct it_conn *c = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
 
     for (long long i = 1; i <= 3; i++)
@@ -257,14 +243,14 @@ Test(persist, counter_durable_fast_overflow)
     cr_assert_eq(must(c, "POST", "/api/v1/increment", NULL, 200, r), 6, "durable after fast");
     must(c, "GET", "/stats", NULL, 200, r);
     cr_assert(strstr(r->body, "\"mode\":\"postgresql\",\"dbUp\":true"), "%s", r->body);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
 
     /* Overflow: one below the maximum, then nothing more is taken. */
     db_exec(dir, "t_counter", "UPDATE rc_counters SET v = 9223372036854775806");
     start_node(&n, NULL, NULL);
-    c = conn_new(it_port(n.srv));
+    c = it_conn_new(it_port(n.srv));
     must(c, "GET", "/api/v2/increment", NULL, 200, r);
     cr_assert_str_eq(r->body, "{\"count\":9223372036854775806}");
     must(c, "POST", "/api/v1/increment", NULL, 200, r);
@@ -280,7 +266,7 @@ Test(persist, counter_durable_fast_overflow)
     cr_assert_str_eq(r->body, "{\"count\":" INT64_MAX_S "}");
     must(c, "GET", "/api/v1/increment", NULL, 200, r);
     cr_assert_str_eq(r->body, "{\"count\":" INT64_MAX_S "}");
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     cr_assert_eq(db_i64(dir, "t_counter", "SELECT v::text FROM rc_counters"), INT64_MAX);
@@ -293,7 +279,7 @@ Test(persist, memory_only_mode)
 {
     struct node n = {0};
     start_node(&n, NULL, NULL);
-    struct it_conn *c = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
     const char *unavail[][2] = {{"POST", "/api/v1/increment"},
                                 {"GET", "/api/v1/increment"},
@@ -307,7 +293,7 @@ Test(persist, memory_only_mode)
     must(c, "GET", "/stats?scope=galaxy", NULL, 400, r);
     must(c, "GET", "/stats?x=1&scope=node", NULL, 200, r);
     cr_assert(strstr(r->body, "\"persistence\":{\"mode\":\"none\",\"dbUp\":false"), "%s", r->body);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     free(r);
@@ -340,7 +326,7 @@ Test(persist, graceful_restart_keeps_everything)
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "t_graceful");
     start_node(&n, NULL, NULL);
-    struct it_conn *c = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
     for (int i = 0; i < 600; i++) {
         char user[32], val[32];
@@ -357,13 +343,13 @@ Test(persist, graceful_restart_keeps_everything)
     char before[256], after[256];
     stats_head(c, before, sizeof(before), r);
     cr_assert(strstr(before, "\"uniqueUsers\":254,"), "%s", before);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     cr_assert_eq(db_i64(dir, "t_graceful", "SELECT count(*) FROM rc_users"), 254);
 
     start_node(&n, NULL, NULL);
-    c = conn_new(it_port(n.srv));
+    c = it_conn_new(it_port(n.srv));
     stats_head(c, after, sizeof(after), r);
     cr_assert_str_eq(after, before);
     cr_assert_eq(must(c, "GET", "/api/v2/increment", NULL, 200, r), 40);
@@ -385,16 +371,16 @@ Test(persist, graceful_restart_keeps_everything)
     cr_assert_eq(db_i64(dir, "t_graceful", "SELECT count(*) FROM rc_users"), 0);
     cr_assert_eq(db_i64(dir, "t_graceful", "SELECT coalesce(sum(total), 0) FROM rc_events"), 0);
     post_event(c, "\"after\"", "2.5", r);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
 
     start_node(&n, NULL, NULL);
-    c = conn_new(it_port(n.srv));
+    c = it_conn_new(it_port(n.srv));
     stats_head(c, after, sizeof(after), r);
     cr_assert_str_eq(after, "{\"totalRequests\":1,\"uniqueUsers\":1,\"sum\":2.5,\"avg\":2.5");
     cr_assert_eq(must(c, "GET", "/api/v2/increment", NULL, 200, r), 40, "reset keeps the counter");
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     free(r);
@@ -501,7 +487,7 @@ Test(persist, kill9_counter_oracle)
     cr_assert_gt(acked_durable, 0, "the load did not run (sent %lld)", sent);
 
     start_node(&n, NULL, NULL);
-    struct it_conn *c = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
     long long committed = must(c, "GET", "/api/v1/increment", NULL, 200, r);
     cr_assert_geq(committed, max_ack, "an acknowledged durable increment was lost");
@@ -515,7 +501,7 @@ Test(persist, kill9_counter_oracle)
     usleep(150 * 1000); /* 15 flush intervals of 10 ms */
     cr_assert_eq(it_signal_wait(n.srv, SIGKILL, 2000), 128 + SIGKILL);
     it_free(n.srv);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(db_i64(dir, "t_kill", "SELECT v FROM rc_counters WHERE k = 'increment'"),
                  committed + 300);
     free(r);
@@ -561,7 +547,7 @@ Test(persist, postgres_restart_under_load, .fini = private_fini)
     }
     cr_assert_leq(max_ack, total);
     /* and the durable path works again */
-    struct it_conn *c = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
     /* (with --durable-timeout-ms 700 a slow fsync may still answer 503: try again; each
        attempt's increment is taken, so the 200 lands within the attempts) */
@@ -579,7 +565,7 @@ Test(persist, postgres_restart_under_load, .fini = private_fini)
     cr_assert_eq(wait_db_counter(dir, "ringcount", total + k, 8000), total + k);
     must(c, "GET", "/stats", NULL, 200, r);
     cr_assert(strstr(r->body, "\"dbUp\":true"), "%s", r->body);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     free(r);
@@ -599,7 +585,7 @@ Test(persist, database_down_then_back, .fini = private_fini)
     conninfo(n.ci, sizeof(n.ci), dir, "ringcount");
     snprintf(n.max_inflight, sizeof(n.max_inflight), "1");
     start_node(&n, NULL, "800");
-    struct it_conn *c = conn_new(it_port(n.srv)), *c2 = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv)), *c2 = it_conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
     cr_assert_eq(must(c, "POST", "/api/v1/increment", NULL, 200, r), 1);
     cr_assert_eq(it_pg_ctl(dir, "stop"), 0);
@@ -629,8 +615,8 @@ Test(persist, database_down_then_back, .fini = private_fini)
     cr_assert_eq(it_pg_ctl(dir, "start"), 0);
     cr_assert_eq(wait_db_counter(dir, "ringcount", 7, 8000), 7);
     cr_assert_eq(must(c, "POST", "/api/v1/increment", NULL, 200, r), 8);
-    conn_free(c);
-    conn_free(c2);
+    it_conn_free(c);
+    it_conn_free(c2);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     free(r);
@@ -647,7 +633,7 @@ Test(persist, unknown_commit_outcome_not_applied_twice)
     conninfo(n.ci, sizeof(n.ci), dir, "t_ledger");
     const char *env[] = {"RINGCOUNT_DEBUG_LOSE_COMMIT_MS=1200", NULL};
     start_node(&n, env, NULL);
-    struct it_conn *c = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
     for (int i = 0; i < 10; i++)
         must(c, "POST", "/api/v2/increment", NULL, 204, r);
@@ -667,7 +653,7 @@ Test(persist, unknown_commit_outcome_not_applied_twice)
     cr_assert(it_log_wait(n.srv, "resolved from the ledger", 1000));
     cr_assert_eq(db_i64(dir, "t_ledger", "SELECT v FROM rc_counters WHERE k = 'increment'"), 11);
     cr_assert_eq(must(c, "GET", "/api/v1/increment", NULL, 200, r), 11);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     cr_assert_eq(db_i64(dir, "t_ledger", "SELECT v FROM rc_counters WHERE k = 'increment'"), 11);
@@ -688,7 +674,7 @@ Test(persist, two_nodes_cluster_totals)
     snprintf(b.node_id, sizeof(b.node_id), "2");
     start_node(&a, NULL, NULL);
     start_node(&b, NULL, NULL);
-    struct it_conn *ca = conn_new(it_port(a.srv)), *cb = conn_new(it_port(b.srv));
+    struct it_conn *ca = it_conn_new(it_port(a.srv)), *cb = it_conn_new(it_port(b.srv));
     struct it_resp *r = resp_new();
     /* a: 150 events of users u0..u149; b: 150 events of users u100..u249 → 250 distinct */
     it_dec sum = 0;
@@ -723,8 +709,8 @@ Test(persist, two_nodes_cluster_totals)
     long long committed = must(ca, "GET", "/api/v1/increment", NULL, 200, r);
     cr_assert_eq(committed, 75, "the committed counter is the cluster's");
     cr_assert_eq(db_i64(dir, "t_cluster", "SELECT count(*) FROM rc_events"), 2);
-    conn_free(ca);
-    conn_free(cb);
+    it_conn_free(ca);
+    it_conn_free(cb);
     cr_assert_eq(it_stop(a.srv), 0);
     cr_assert_eq(it_stop(b.srv), 0);
     it_free(a.srv);
@@ -780,7 +766,7 @@ Test(persist, reset_under_load_database_matches_memory)
         E[i] = (struct evload){.port = it_port(n.srv), .id = i, .stop = &stop};
         cr_assert_eq(pthread_create(&E[i].th, NULL, evload_main, &E[i]), 0);
     }
-    struct it_conn *c = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv));
     struct it_resp *r = resp_new();
     usleep(250 * 1000);
     for (int k = 0; k < 2; k++) {
@@ -801,18 +787,18 @@ Test(persist, reset_under_load_database_matches_memory)
     char before[256], after[256];
     stats_head(c, before, sizeof(before), r);
     cr_assert_eq(strstr(before, "\"totalRequests\":0,"), NULL, "events after the reset: %s", before);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
 
     start_node(&n, NULL, NULL);
-    c = conn_new(it_port(n.srv));
+    c = it_conn_new(it_port(n.srv));
     stats_head(c, after, sizeof(after), r);
     cr_assert_str_eq(after, before);
     uint64_t users = 0;
     cr_assert_eq(it_json_u64(after, "uniqueUsers", &users), 0);
     cr_assert_eq(db_i64(dir, "t_reset", "SELECT count(*) FROM rc_users"), (long long)users);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     free(r);
@@ -875,7 +861,7 @@ Test(persist, tenants_survive_restart_and_kill9)
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, db);
     start_node(&n, NULL, NULL);
-    struct it_conn *c = conn_new(it_port(n.srv));
+    struct it_conn *c = it_conn_new(it_port(n.srv));
     char tid[64], cid[64], cid2[64], tid2[64], p[200], v[300];
     const char *key = "order \"7\" \\ x"; /* JSON-escaped on the way to the database */
 
@@ -892,7 +878,7 @@ Test(persist, tenants_survive_restart_and_kill9)
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/set", tid, cid2);
     tn_must(c, "POST", p, ADMIN, "{\"value\":-7}", 200, NULL, NULL, 0);
     tn_inc(c, tid, cid2, 2, NULL, 200);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
     cr_assert_eq(db_counter(dir, db, cid), 18);
@@ -902,7 +888,7 @@ Test(persist, tenants_survive_restart_and_kill9)
 
     /* graceful restart */
     start_node(&n, NULL, NULL);
-    c = conn_new(it_port(n.srv));
+    c = it_conn_new(it_port(n.srv));
     snprintf(p, sizeof(p), "/tenants/%s", tid);
     tn_must(c, "GET", p, NULL, NULL, 200, "label", v, sizeof(v));
     cr_assert_str_eq(v, "acme corp");
@@ -930,10 +916,10 @@ Test(persist, tenants_survive_restart_and_kill9)
     usleep(150 * 1000); /* 15 flush intervals of 10 ms */
     cr_assert_eq(it_signal_wait(n.srv, SIGKILL, 2000), 128 + SIGKILL);
     it_free(n.srv);
-    conn_free(c);
+    it_conn_free(c);
 
     start_node(&n, NULL, NULL);
-    c = conn_new(it_port(n.srv));
+    c = it_conn_new(it_port(n.srv));
     cr_assert_eq(tn_value(c, tid, cid), 29);
     cr_assert_eq(tn_inc(c, tid, cid, 1, "k2", 200), 29);
     cr_assert_eq(tn_inc(c, tid, cid, 1, key, 200), 18);
@@ -941,7 +927,7 @@ Test(persist, tenants_survive_restart_and_kill9)
     snprintf(p, sizeof(p), "/tenants/%s", tid2);
     tn_must(c, "GET", p, NULL, NULL, 200, "label", v, sizeof(v));
     cr_assert_str_eq(v, "late");
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(n.srv), 0);
     it_free(n.srv);
 }
@@ -958,7 +944,7 @@ Test(persist, tenant_sync_inc_waits_for_commit)
     const char *args[] = {"--workers", "2", "--db", ci, "--flush-ms", "5000", NULL};
     const char *env[] = {"RINGCOUNT_ADMIN_KEY=test-key", NULL};
     struct it_server *srv = it_start(args, env);
-    struct it_conn *c = conn_new(it_port(srv));
+    struct it_conn *c = it_conn_new(it_port(srv));
     char tid[64], cid[64], p[200], v[32];
     tn_must(c, "POST", "/tenants", ADMIN, "{\"label\":\"sync\"}", 201, "tenant_id", tid,
             sizeof(tid));
@@ -976,7 +962,7 @@ Test(persist, tenant_sync_inc_waits_for_commit)
     tn_must(c, "POST", p, "Idempotency-Key: s1\r\n", NULL, 200, "value", v, sizeof(v));
     cr_assert_str_eq(v, "45", "a replay does not count");
     cr_assert_eq(db_i64(dir, db, "SELECT count(*) FROM rc_idempotency"), 1);
-    conn_free(c);
+    it_conn_free(c);
     cr_assert_eq(it_stop(srv), 0);
     it_free(srv);
 }
