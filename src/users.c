@@ -272,6 +272,12 @@ static bool spill_flush(struct spill *sp, struct mbox *m)
         return false;
     memmove(sp->buf, sp->buf + off, sp->len - off);
     sp->len -= off;
+    if (sp->len == 0) {
+        /* A spill only exists while an owner lags behind a burst: give it back once drained. */
+        free(sp->buf);
+        sp->buf = NULL;
+        sp->cap = 0;
+    }
     return true;
 }
 
@@ -405,6 +411,10 @@ int users_init(unsigned n, uint64_t max, size_t mbox_bytes)
             m->buf = malloc(mbox_bytes);
             if (!m->buf)
                 goto fail;
+            /* Fault the ring in now: its pages would otherwise be touched one by one as the
+               write position first goes round, so RSS would creep for a while under load
+               instead of being a fixed n*(n-1)*mbox_bytes from the start. */
+            memset(m->buf, 0, mbox_bytes);
             m->mask = (uint32_t)mbox_bytes - 1;
         }
     }
