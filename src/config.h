@@ -45,6 +45,9 @@ struct config {
     struct cfg_rate rate_limit;
     char cors_origins[2048];       /* "", "*" or comma list of origins */
     uint32_t durable_timeout_ms;
+    uint32_t db_timeout_ms;        /* one exchange with PostgreSQL past this: drop, reconnect */
+    uint32_t ready_max_lag_ms;     /* /readyz 503 when the oldest unflushed data is older */
+    char spill_dir[512];           /* final flush impossible at shutdown: pending state goes here */
     uint32_t header_timeout_ms;
     uint32_t body_timeout_ms;
     uint32_t idle_timeout_ms;
