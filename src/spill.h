@@ -25,8 +25,8 @@
  * after the rename can leave <name> pointing at an empty or partial inode (ext4/xfs may commit
  * the rename before the data) — which spill_read would then have to refuse, losing the data.
  * fsync of the directory after: the rename itself is only durable once the directory is, and
- * spill_write returns 0 only then. A crash before the rename leaves only
- * the .tmp, which spill_read ignores (an incomplete write) and spill_write replaces.
+ * spill_write returns 0 only then. A crash before the rename leaves only the .tmp, which
+ * spill_read ignores (an incomplete write) and spill_write replaces.
  *
  * Never overwrite: an existing <name> holds state not replayed yet (the previous start could
  * not reach the database either, or failed before spill_remove). Replacing it would silently
