@@ -8,14 +8,17 @@
 #include <time.h>
 
 #include "config.h"
+#include "cors.h"
 #include "counters.h"
 #include "decimal.h"
 #include "fmt.h"
 #include "json.h"
+#include "live.h"
 #include "metrics.h"
 #include "persist.h"
 #include "router.h"
 #include "status_page.h"
+#include "tenants.h"
 #include "tnapi.h"
 #include "users.h"
 
@@ -24,6 +27,7 @@ enum wait_kind {
     WAIT_RESET,
     WAIT_CLUSTER, /* a /stats barrier, then the persister */
     WAIT_COMMIT,  /* an answer held until the next PostgreSQL commit (tenant inc ?sync=1) */
+    WAIT_KEYED,   /* a durable increment with an Idempotency-Key (holds a durable_enter slot) */
 };
 
 /* A session waiting on the persister: a durable increment (key = its ticket, FIFO) or a cluster
@@ -65,8 +69,6 @@ struct app_worker {
 /* Read-only after app_init. */
 static struct {
     unsigned nworkers;
-    char admin_key[256];
-    size_t admin_key_len;
     uint64_t start_ms;
     uint64_t readyz_max_pending; /* --readyz-max-pending */
 } G;
@@ -88,18 +90,19 @@ int app_init(const struct config *cfg, unsigned nworkers)
 {
     memset(&G, 0, sizeof(G));
     G.nworkers = nworkers;
-    G.admin_key_len = strnlen(cfg->admin_key, sizeof(cfg->admin_key) - 1);
-    memcpy(G.admin_key, cfg->admin_key, G.admin_key_len);
     G.start_ms = mono_ms();
     G.readyz_max_pending = cfg->readyz_max_pending;
     barrier_gen_global = reset_gen_global = 0;
     ready_flag = 0;
-    return tnapi_init(cfg, nworkers);
+    /* the admin key, CORS origins and rate limit: reloadable on SIGHUP (src/live) */
+    int rc = live_init(cfg, nworkers);
+    return rc < 0 ? rc : tnapi_init(cfg, nworkers);
 }
 
 void app_fini(void)
 {
     tnapi_fini();
+    live_fini();
     memset(&G, 0, sizeof(G));
 }
 
@@ -269,7 +272,6 @@ void app_flush(struct app_worker *a)
         a->io.wake(a->io.ctx, a->wake_buf[i]);
     if (persist_w_batch_end(a->idx)) /* target nworkers: the persister (srv_set_aux_wake_fd) */
         a->io.wake(a->io.ctx, G.nworkers);
-    metrics_slot_batch_end(a->ms);
 }
 
 void app_tick(struct app_worker *a, uint64_t now_ms)
@@ -320,7 +322,7 @@ static void answer_stats(struct sess *s)
     p = put(p, ",\"usersOverflow\":");
     p += fmt_u64(p, snap.users_overflow);
     p = put(p, ",\"persistence\":");
-    p += persist_stats_json(p, 320);
+    p += persist_stats_json(p, PERSIST_STATS_MAX);
     p = put(p, "}}");
     sess_respond(s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
 }
@@ -346,18 +348,20 @@ static int handle_event(struct app_worker *a, struct sess *s, struct http_req *r
 }
 
 /* Constant-time comparison: the time depends on the configured key's length only. */
-static bool key_equal(const char *given, size_t n)
+static bool key_equal(const struct live *L, const char *given, size_t n)
 {
-    unsigned char diff = (unsigned char)(n != G.admin_key_len);
-    for (size_t i = 0; i < G.admin_key_len; i++)
-        diff |= (unsigned char)(G.admin_key[i] ^ (i < n ? given[i] : 0));
+    unsigned char diff = (unsigned char)(n != L->admin_key_len);
+    for (size_t i = 0; i < L->admin_key_len; i++)
+        diff |= (unsigned char)(L->admin_key[i] ^ (i < n ? given[i] : 0));
     return diff == 0;
 }
 
-/* 0 when the request carries the admin key; otherwise answers 401/403 and returns -1. */
+/* 0 when the request carries the admin key; otherwise answers 401/403 and returns -1. The key
+   is this batch's (SIGHUP re-reads --admin-key-file). */
 static int admin_check(struct sess *s, const struct http_req *req)
 {
-    if (!G.admin_key_len) {
+    const struct live *L = live_get(s->env->live);
+    if (!L || !L->admin_key_len) {
         sess_error(s, 403, "ADMIN_DISABLED", "no admin key is configured on this server", NULL, 0);
         return -1;
     }
@@ -377,7 +381,7 @@ static int admin_check(struct sess *s, const struct http_req *req)
                    "WWW-Authenticate: Bearer\r\n", 26);
         return -1;
     }
-    if (!key_equal(key, klen)) {
+    if (!key_equal(L, key, klen)) {
         sess_error(s, 403, "FORBIDDEN", "wrong admin key", NULL, 0);
         return -1;
     }
@@ -423,6 +427,29 @@ static void pers_count(struct sess *s, int64_t v)
 static int pers_unavailable(struct sess *s, const char *why)
 {
     return sess_error(s, 503, "PERSISTENCE_UNAVAILABLE", why, SESS_HDRS(SESS_RETRY_AFTER_1));
+}
+
+/* A durable request not confirmed in time (SPEC §2.2, §4): its increment was taken and may
+   still be committed later, so the body says "outcome":"unknown" — a client retries it with
+   the same Idempotency-Key, never blindly. (A 503 that counted nothing is pers_unavailable:
+   "outcome":"not_committed".) */
+static int pers_unknown(struct sess *s)
+{
+    static const char body[] =
+        "{\"error\":{\"code\":\"PERSISTENCE_UNAVAILABLE\",\"message\":\"PostgreSQL did not "
+        "commit in time (--durable-timeout-ms); the increment may still be committed: retry "
+        "with the same Idempotency-Key\",\"outcome\":\"unknown\"}}";
+    return sess_respond(s, 503, SESS_JSON, SESS_HDRS(SESS_RETRY_AFTER_1), body, sizeof(body) - 1);
+}
+
+static int pers_not_committed(struct sess *s, const char *why)
+{
+    char body[320];
+    int n = snprintf(body, sizeof(body),
+                     "{\"error\":{\"code\":\"PERSISTENCE_UNAVAILABLE\",\"message\":\"%s\","
+                     "\"outcome\":\"not_committed\"}}", why);
+    return sess_respond(s, 503, SESS_JSON, SESS_HDRS(SESS_RETRY_AFTER_1), body,
+                        n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0);
 }
 
 static int pers_overflow(struct sess *s)
@@ -491,8 +518,20 @@ int app_answer_after_commit(struct sess *s, const char *hdrs, size_t hlen, const
     return APP_PARKED;
 }
 
-static void pers_answer_token(struct pwaiter *w, const struct persist_reply *r)
+static void pers_answer_token(struct app_worker *a, struct pwaiter *w,
+                              const struct persist_reply *r)
 {
+    if (w->kind == WAIT_KEYED) {
+        if (!r)
+            pers_unknown(w->s);
+        else if (r->status == -EOVERFLOW)
+            pers_overflow(w->s);
+        else
+            pers_count(w->s, r->value);
+        persist_w_durable_leave(a->idx);
+        sess_unpark(w->s);
+        return;
+    }
     if (w->kind == WAIT_COMMIT) {
         if (r)
             sess_respond(w->s, 200, SESS_JSON, w->resp, w->hlen, w->resp + w->hlen, w->blen);
@@ -556,7 +595,7 @@ static void pers_poll(struct app_worker *a, uint64_t now_ms)
         for (size_t i = 0; i < a->ntok; i++) {
             if (a->tok[i].key != r.token)
                 continue;
-            pers_answer_token(&a->tok[i], &r);
+            pers_answer_token(a, &a->tok[i], &r);
             a->tok[i] = a->tok[--a->ntok];
             break;
         }
@@ -565,7 +604,7 @@ static void pers_poll(struct app_worker *a, uint64_t now_ms)
         struct pwaiter *w = pers_dur_at(a, 0);
         if (w->s) {
             /* Not acknowledged: the increment may still be committed later (never a false 2xx). */
-            pers_unavailable(w->s, "PostgreSQL did not commit in time (--durable-timeout-ms)");
+            pers_unknown(w->s);
             sess_unpark(w->s);
             persist_w_durable_leave(a->idx);
         }
@@ -574,7 +613,7 @@ static void pers_poll(struct app_worker *a, uint64_t now_ms)
     }
     for (size_t i = 0; i < a->ntok;) {
         if (a->tok[i].deadline_ms <= now_ms) {
-            pers_answer_token(&a->tok[i], NULL);
+            pers_answer_token(a, &a->tok[i], NULL);
             a->tok[i] = a->tok[--a->ntok];
         } else {
             i++;
@@ -593,6 +632,8 @@ static void pers_forget(struct app_worker *a, struct sess *s)
     }
     for (size_t i = 0; i < a->ntok;) {
         if (a->tok[i].s == s) {
+            if (a->tok[i].kind == WAIT_KEYED)
+                persist_w_durable_leave(a->idx);
             free(a->tok[i].resp);
             a->tok[i] = a->tok[--a->ntok];
         } else {
@@ -601,15 +642,39 @@ static void pers_forget(struct app_worker *a, struct sess *s)
     }
 }
 
+/* POST /api/v1/increment with Idempotency-Key: the persister inserts the key in the flush that
+   counts it, so the database decides (on any node) whether it is new; park until that commit. */
+static int handle_incr_keyed(struct app_worker *a, struct sess *s, const struct http_hdr *ik)
+{
+    if (!tn_idem_key_valid(ik->value, ik->value_len) || ik->value_len > PERSIST_KEY_MAX) {
+        persist_w_durable_leave(a->idx);
+        return sess_error(s, 400, "INVALID_IDEMPOTENCY_KEY",
+                          "Idempotency-Key must be 1-64 printable ASCII bytes", NULL, 0), 0;
+    }
+    uint64_t tok = ++a->next_token;
+    if (pers_grow(&a->tok, &a->captok, a->ntok + 1) < 0 ||
+        persist_w_keyed(a->idx, ik->value, ik->value_len, tok) < 0) {
+        persist_w_durable_leave(a->idx);
+        return pers_not_committed(s, "too many requests waiting for the persister"), 0;
+    }
+    a->tok[a->ntok++] = (struct pwaiter){.s = s, .key = tok, .kind = WAIT_KEYED,
+                                         .deadline_ms = mono_ms() + persist_durable_timeout_ms()};
+    sess_park(s, a);
+    return 1;
+}
+
 /* POST /api/v1/increment: take the increment, park until the flush that carries it commits. */
-static int handle_incr_durable(struct app_worker *a, struct sess *s)
+static int handle_incr_durable(struct app_worker *a, struct sess *s, const struct http_req *req)
 {
     int rc = persist_w_durable_enter(a->idx);
     if (rc == -ENODEV)
-        return pers_unavailable(s, "no database is configured (--db): durable increments are off"), 0;
+        return pers_not_committed(s, "no database is configured (--db): durable increments are off"), 0;
     if (rc == -EBUSY)
         return sess_error(s, 429, "OVERLOADED", "too many durable increments waiting for a commit",
                           SESS_HDRS(SESS_RETRY_AFTER_1)), 0;
+    const struct http_hdr *ik = http_header(req, "idempotency-key", 15);
+    if (ik)
+        return handle_incr_keyed(a, s, ik);
     if (a->dur_len == a->dur_cap) { /* grow the ring, unrolled to start at 0 */
         size_t nc = a->dur_cap ? a->dur_cap * 2 : 64;
         struct pwaiter *nv = malloc(nc * sizeof(*nv));
@@ -643,7 +708,7 @@ static int handle_counter(struct app_worker *a, struct sess *s, const struct htt
     bool post = req->method == HTTP_M_POST;
     if (id == ROUTE_INCR_V1) {
         if (post)
-            return handle_incr_durable(a, s);
+            return handle_incr_durable(a, s, req);
         int64_t v;
         if (persist_committed(&v) < 0)
             return pers_unavailable(s, "no database is configured (--db): nothing is committed"), 0;
@@ -679,13 +744,49 @@ static int stats_scope(const struct http_req *req)
     return 0;
 }
 
+/* ---------------------------------------------------------------- CORS (SPEC §2.3, issue 14) */
+
+/* The 1MRC and Increment routes are public: a browser page may POST /event, read /stats and
+   use the counter from another origin when --cors-origins allows it. Every method of these
+   routes is public, so the preflight offers the route's Allow value. Admin routes (/reset) and
+   the operations routes never get a CORS field; the tenant routes do their own (tnapi). */
+static bool cors_route(enum route_id id)
+{
+    return id == ROUTE_EVENT || id == ROUTE_STATS || id == ROUTE_INCR_V1 ||
+           id == ROUTE_INCR_V2 || id == ROUTE_COUNTER_V1;
+}
+
+/* Preflight fields for an OPTIONS from an allowed origin asking for one of methods. */
+static size_t cors_preflight_for(struct sess *s, const struct http_req *req, const char *methods,
+                                 char *out, size_t cap)
+{
+    const struct http_hdr *origin = http_header(req, "origin", 6);
+    const struct http_hdr *rm = http_header(req, "access-control-request-method", 29);
+    const struct live *L = live_get(s->env->live);
+    if (!origin || !L || (rm && !http_has_token(methods, strlen(methods), rm->value, rm->value_len)))
+        return 0;
+    return cors_preflight(&L->cors, origin->value, origin->value_len, methods, out, cap);
+}
+
+/* The fields of an actual answer, attached to the session: a parked answer (/stats, a durable
+   increment) is written after the request's bytes are gone. */
+_Static_assert(CORS_ACTUAL_MAX <= SESS_REQ_HDRS_MAX, "CORS fields fit the session");
+static void cors_attach(struct sess *s, const struct http_req *req)
+{
+    const struct http_hdr *origin = http_header(req, "origin", 6);
+    const struct live *L = live_get(s->env->live);
+    if (origin && L)
+        s->req_hdrs_len = (uint16_t)cors_actual(&L->cors, origin->value, origin->value_len,
+                                                s->req_hdrs, sizeof(s->req_hdrs));
+}
+
 void app_note_response(struct sess *s, int status)
 {
     struct app_worker *a = s->env->app;
     uint64_t t0 = s->req_t0_ns;
     s->req_t0_ns = 0;
     if (a && a->ms) {
-        uint64_t now = t0 ? metrics_slot_now_ns(a->ms) : 0;
+        uint64_t now = s->env->now_ns; /* the batch that queues the answer */
         metrics_slot_request(a->ms, s->req_route, status, t0 != 0, now > t0 ? now - t0 : 0);
     }
     s->req_route = ROUTE_NONE;
@@ -697,22 +798,22 @@ int app_handle(struct sess *s, struct http_req *req)
     struct route_match m;
     cnt_add(&a->slot->requests, 1);
     route_match(req->method, req->path, req->path_len, &m);
-    /* metrics: a multi-recv request counts from its first byte (coarse clock, which lags the
-       precise one by at most a tick, ~4 ms), one that arrived whole from this batch */
+    /* metrics: from the batch that brought the request's first byte (session.c) */
     s->req_route = (uint8_t)m.id;
-    s->req_t0_ns = m.id == ROUTE_NONE ? 0
-                 : s->req_first_ms   ? s->req_first_ms * 1000000u
-                                     : metrics_slot_now_ns(a->ms);
+    s->req_t0_ns = m.id == ROUTE_NONE ? 0 : s->req_first_ns;
     if (m.status == 404)
         return sess_error(s, 404, "NOT_FOUND", "no such route", NULL, 0), 0;
     /* SPEC §2.3: tenant routes do their own OPTIONS (CORS), rate limiting and admin split */
     if (m.status == 0 && tnapi_route(m.id))
         return tnapi_handle(a->tn, s, req, &m, mono_ms(), admin_check);
+    bool cors = m.status == 0 && cors_route(m.id);
     if (m.status == 405 || req->method == HTTP_M_OPTIONS) {
-        char hdr[128], *p = hdr;
+        char hdr[128 + CORS_HDR_MAX], *p = hdr;
         p = put(p, "Allow: ");
         p = put(p, m.allow);
         p = put(p, "\r\n");
+        if (cors)
+            p += cors_preflight_for(s, req, m.allow, p, sizeof(hdr) - (size_t)(p - hdr));
         if (m.status == 405)
             sess_error(s, 405, "METHOD_NOT_ALLOWED", "method not allowed on this route", hdr,
                        (size_t)(p - hdr));
@@ -720,6 +821,8 @@ int app_handle(struct sess *s, struct http_req *req)
             sess_respond(s, 204, NULL, hdr, (size_t)(p - hdr), NULL, 0);
         return 0;
     }
+    if (cors)
+        cors_attach(s, req);
     switch (m.id) {
     case ROUTE_EVENT:
         handle_event(a, s, req);
@@ -747,14 +850,16 @@ int app_handle(struct sess *s, struct http_req *req)
         return 0;
     case ROUTE_READYZ:
         /* Backlog over --readyz-max-pending: memory grows with every new key, so a balancer
-           should send new traffic elsewhere. A database that is merely down is deliberately
-           not a reason: fast paths keep answering (SPEC §4), and nodes sharing one database
-           would all turn unready at once, leaving the balancer nowhere to go; durable requests
-           already answer 503 after --durable-timeout-ms, and /stats and /metrics show pg_up. */
+           should send new traffic elsewhere. Not healthy (SPEC §4: disconnected, or data older
+           than --ready-max-lag-ms not committed): what this node acknowledges now is at risk,
+           so a balancer should prefer a node that can persist; fast paths still answer. */
         if (!ck_pr_load_int(&ready_flag) || s->env->draining)
             sess_error(s, 503, "NOT_READY", s->env->draining ? "draining" : "starting", NULL, 0);
         else if (persist_pending_keys() > G.readyz_max_pending)
             sess_error(s, 503, "NOT_READY", "persistence backlog over cap", NULL, 0);
+        else if (!persist_healthy())
+            sess_error(s, 503, "NOT_READY",
+                       "PostgreSQL unreachable or behind (--ready-max-lag-ms)", NULL, 0);
         else
             sess_respond(s, 200, SESS_JSON, NULL, 0, "{\"status\":\"ready\"}", 18);
         return 0;

@@ -16,6 +16,7 @@
 #include "app.h"
 #include "config.h"
 #include "counters.h"
+#include "live.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
@@ -129,6 +130,7 @@ int main(int argc, char **argv)
     sigemptyset(&sigs);
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
+    sigaddset(&sigs, SIGHUP); /* reload (src/live), never the default "terminate" */
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
     signal(SIGPIPE, SIG_IGN);
 
@@ -148,6 +150,7 @@ int main(int argc, char **argv)
     metrics_set_persistence(cfg.db[0] != '\0');
     /* SPEC §4: counters, totals and the user set come back from PostgreSQL before we listen. */
     struct pgl *pgl = NULL;
+    bool lost = false;
     if ((rc = persist_init(&cfg, n)) < 0) {
         log_error("start-up failed", LOG_S("error", strerror(-rc)));
         return 1;
@@ -179,7 +182,20 @@ int main(int argc, char **argv)
              cfg.listen_host, v6 ? "]" : "", (unsigned)srv_port(srv), n);
     notify_ready(&nt, status);
 
-    int sig = wait_signal(&sigs, &nt);
+    int sig;
+    while ((sig = wait_signal(&sigs, &nt)) == SIGHUP) {
+        /* systemd: RELOADING=1 until READY=1 (MONOTONIC_USEC ties them to this reload) */
+        char msg[64];
+        struct timespec now;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
+                 (unsigned long long)now.tv_sec * 1000000ull +
+                     (unsigned long long)now.tv_nsec / 1000u);
+        notify_send(&nt, msg);
+        log_info("SIGHUP: reloading");
+        live_reload(argc, argv, environ);
+        notify_ready(&nt, status);
+    }
     uint64_t t0 = mono_ms();
     log_info("draining", LOG_S("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
     notify_stopping(&nt, "draining");
@@ -205,6 +221,7 @@ int main(int argc, char **argv)
         uint64_t left = spent < cfg.shutdown_timeout_ms ? cfg.shutdown_timeout_ms - spent : 0;
         uint64_t tf = mono_ms();
         pgl_stop(pgl, left < 1000 ? 1000 : (uint32_t)left);
+        lost = persist_lost();
         log_info("final flush done", LOG_U("flush_ms", mono_ms() - tf));
         pgl_free(pgl);
     }
@@ -218,5 +235,7 @@ int main(int argc, char **argv)
     metrics_fini();
     cnt_fini();
     notify_close(&nt);
-    return 0;
+    /* SPEC §4 "nothing acknowledged is lost": a shutdown that lost data (no flush, no spill)
+       must not look clean to systemd or a supervisor. */
+    return lost ? 1 : 0;
 }

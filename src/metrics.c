@@ -30,9 +30,12 @@ struct bucket {
     const char *le; /* the same bound as printed */
 };
 
-/* Request latency. Measured at event-loop-batch granularity (metrics_slot_now_ns), so a request
-   answered in the batch that completed it lands in the first bucket; the upper buckets are
-   parked answers (/stats barrier, durable commits at --flush-ms 10) and slow clients. */
+/* Request latency, by route: from the batch that brought a request's first byte to the batch
+   that queued its answer, both read from CLOCK_MONOTONIC once per event-loop batch (struct
+   sess_env now_ns). A request answered in the batch that completed it lands in the first
+   bucket; the upper buckets are parked answers (/stats barrier, durable commits at --flush-ms
+   10), requests whose bytes came in several batches (head and body in two segments, as Python's
+   http.client sends them) and slow clients. */
 static const struct bucket lat_buckets[] = {
     {100000, "0.0001"},     {250000, "0.00025"},     {500000, "0.0005"},
     {1000000, "0.001"},     {2500000, "0.0025"},     {5000000, "0.005"},
@@ -55,10 +58,9 @@ static const struct bucket flush_buckets[] = {
 
 struct metrics_slot {
     uint64_t req[ROUTE__COUNT][MAX_STATUS + 1]; /* final responses by route x status index */
-    uint64_t lat[NLAT + 1];                     /* non-cumulative; [NLAT] is +Inf */
-    uint64_t lat_sum_us;                        /* µs: 2^64 µs is 584,000 years of latency */
+    uint64_t lat[ROUTE__COUNT][NLAT + 1];       /* by route, non-cumulative; [NLAT] is +Inf */
+    uint64_t lat_sum_us[ROUTE__COUNT];          /* µs: 2^64 µs is 584,000 years of latency */
     uint64_t tick_ms;                           /* last loop tick (watchdog liveness) */
-    uint64_t batch_ns;                          /* owner only: this batch's clock, 0 = unread */
 } __attribute__((aligned(CK_MD_CACHELINE)));
 
 /* Set up by metrics_init before any worker exists; the slots are then written by their owners
@@ -76,6 +78,8 @@ static struct {
     uint64_t flush_failures;
     uint64_t pending_keys;
     uint64_t pg_up;
+    uint64_t lag_ms;
+    uint64_t rejected;
     uint64_t enabled;
     uint64_t last_flush_unix_ms;
     uint64_t durable_inflight; /* two's complement int64 */
@@ -174,24 +178,6 @@ struct metrics_slot *metrics_slot(unsigned w)
 
 /* ---------------------------------------------------------------- worker hot path */
 
-uint64_t metrics_slot_now_ns(struct metrics_slot *m)
-{
-    if (!m)
-        return 0;
-    if (!m->batch_ns) {
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts); /* vDSO: ~20 ns, no syscall */
-        m->batch_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    }
-    return m->batch_ns;
-}
-
-void metrics_slot_batch_end(struct metrics_slot *m)
-{
-    if (m)
-        m->batch_ns = 0;
-}
-
 static unsigned bucket_of(const struct bucket *b, unsigned nb, uint64_t ns)
 {
     unsigned i = 0;
@@ -213,8 +199,8 @@ void metrics_slot_request(struct metrics_slot *m, unsigned route, int status, bo
     if (!observe)
         return;
     unsigned b = bucket_of(lat_buckets, NLAT, latency_ns);
-    ck_pr_store_64(&m->lat[b], m->lat[b] + 1);
-    ck_pr_store_64(&m->lat_sum_us, m->lat_sum_us + latency_ns / 1000u);
+    ck_pr_store_64(&m->lat[route][b], m->lat[route][b] + 1);
+    ck_pr_store_64(&m->lat_sum_us[route], m->lat_sum_us[route] + latency_ns / 1000u);
 }
 
 void metrics_slot_tick(struct metrics_slot *m, uint64_t now_ms)
@@ -270,6 +256,16 @@ void metrics_set_pg_up(bool up)
 void metrics_set_pending_keys(uint64_t n)
 {
     ck_pr_store_64(&P.pending_keys, n);
+}
+
+void metrics_set_persist_lag_ms(uint64_t ms)
+{
+    ck_pr_store_64(&P.lag_ms, ms);
+}
+
+void metrics_flush_rejected(uint64_t n)
+{
+    ck_pr_store_64(&P.rejected, P.rejected + n);
 }
 
 /* Open descriptors = entries of /proc/self/fd minus ".", ".." and the one opendir holds. */
@@ -360,22 +356,33 @@ static void u64_metric(struct out *o, const char *name, const char *type, const 
     outf(o, "%s %llu\n", name, (unsigned long long)v);
 }
 
-/* Cumulative buckets from non-cumulative counts; _count is the +Inf bucket so the two always
-   agree even while writers run. */
+/* The series of one histogram from non-cumulative counts; _count is the +Inf bucket so the two
+   always agree even while writers run. labels: "" or `route="event",` (with the comma). */
+static void histogram_series(struct out *o, const char *name, const char *labels,
+                             const struct bucket *b, unsigned nb, const uint64_t *counts,
+                             uint64_t sum_us)
+{
+    uint64_t cum = 0;
+    for (unsigned i = 0; i < nb; i++) {
+        cum += counts[i];
+        outf(o, "%s_bucket{%sle=\"%s\"} %llu\n", name, labels, b[i].le, (unsigned long long)cum);
+    }
+    cum += counts[nb];
+    size_t ll = strlen(labels);
+    outf(o, "%s_bucket{%sle=\"+Inf\"} %llu\n", name, labels, (unsigned long long)cum);
+    /* _sum and _count carry the labels without the trailing comma */
+    outf(o, "%s_sum%s%.*s%s %llu.%06llu\n", name, ll ? "{" : "", (int)(ll ? ll - 1 : 0), labels,
+         ll ? "}" : "", (unsigned long long)(sum_us / 1000000u),
+         (unsigned long long)(sum_us % 1000000u));
+    outf(o, "%s_count%s%.*s%s %llu\n", name, ll ? "{" : "", (int)(ll ? ll - 1 : 0), labels,
+         ll ? "}" : "", (unsigned long long)cum);
+}
+
 static void histogram(struct out *o, const char *name, const char *help, const struct bucket *b,
                       unsigned nb, const uint64_t *counts, uint64_t sum_us)
 {
     family(o, name, "histogram", help);
-    uint64_t cum = 0;
-    for (unsigned i = 0; i < nb; i++) {
-        cum += counts[i];
-        outf(o, "%s_bucket{le=\"%s\"} %llu\n", name, b[i].le, (unsigned long long)cum);
-    }
-    cum += counts[nb];
-    outf(o, "%s_bucket{le=\"+Inf\"} %llu\n", name, (unsigned long long)cum);
-    outf(o, "%s_sum %llu.%06llu\n", name, (unsigned long long)(sum_us / 1000000u),
-         (unsigned long long)(sum_us % 1000000u));
-    outf(o, "%s_count %llu\n", name, (unsigned long long)cum);
+    histogram_series(o, name, "", b, nb, counts, sum_us);
 }
 
 static uint64_t sum_slots(size_t off)
@@ -410,16 +417,25 @@ static void render_requests(struct out *o)
                  route_name((enum route_id)r), code, (unsigned long long)t);
         }
     }
-    uint64_t lat[NLAT + 1] = {0}, sum_us = 0;
-    for (unsigned w = 0; w < nslots; w++) {
+    family(o, "ringcount_http_request_duration_seconds", "histogram",
+           "Time from a routed request's first byte to its response being queued, by route; "
+           "both ends read from CLOCK_MONOTONIC once per event-loop batch.");
+    for (unsigned r = 0; r < ROUTE__COUNT; r++) {
+        uint64_t lat[NLAT + 1] = {0}, sum_us = 0, n = 0;
+        for (unsigned w = 0; w < nslots; w++) {
+            for (unsigned b = 0; b <= NLAT; b++)
+                lat[b] += ck_pr_load_64(&slots[w].lat[r][b]);
+            sum_us += ck_pr_load_64(&slots[w].lat_sum_us[r]);
+        }
         for (unsigned b = 0; b <= NLAT; b++)
-            lat[b] += ck_pr_load_64(&slots[w].lat[b]);
-        sum_us += ck_pr_load_64(&slots[w].lat_sum_us);
+            n += lat[b];
+        if (!n)
+            continue; /* a route never observed has no series (like the request counters) */
+        char labels[64];
+        snprintf(labels, sizeof(labels), "route=\"%s\",", route_name((enum route_id)r));
+        histogram_series(o, "ringcount_http_request_duration_seconds", labels, lat_buckets, NLAT,
+                         lat, sum_us);
     }
-    histogram(o, "ringcount_http_request_duration_seconds",
-              "Time from a routed request's first byte to its response being queued, at event-"
-              "loop-batch resolution.",
-              lat_buckets, NLAT, lat, sum_us);
 }
 
 static void render_server(struct out *o)
@@ -459,8 +475,18 @@ static void render_persistence(struct out *o)
     u64_metric(o, "ringcount_persistence_enabled", "gauge",
                "1 if a database is configured (--db), 0 when running memory-only.",
                ck_pr_load_64(&P.enabled));
-    u64_metric(o, "ringcount_pg_up", "gauge", "1 while the PostgreSQL connection is up.",
+    u64_metric(o, "ringcount_pg_up", "gauge",
+               "1 while PostgreSQL is connected and no unflushed data is older than "
+               "--ready-max-lag-ms.",
                ck_pr_load_64(&P.pg_up));
+    family(o, "ringcount_persist_lag_seconds", "gauge",
+           "Age of the oldest data not yet committed to PostgreSQL (0: nothing waiting).");
+    uint64_t lag = ck_pr_load_64(&P.lag_ms);
+    outf(o, "ringcount_persist_lag_seconds %llu.%03llu\n", (unsigned long long)(lag / 1000),
+         (unsigned long long)(lag % 1000));
+    u64_metric(o, "ringcount_flush_rejected_keys_total", "counter",
+               "Keys that failed alone in repeated flushes and went to the rc_rejected table.",
+               ck_pr_load_64(&P.rejected));
     u64_metric(o, "ringcount_pending_keys", "gauge",
                "Distinct keys holding deltas not yet flushed to PostgreSQL.",
                ck_pr_load_64(&P.pending_keys));

@@ -4,7 +4,7 @@
  *
  * Owns (process-wide, stated global state, set up by metrics_init before any worker runs):
  *  - one cache-line-aligned slot per worker: requests by route x status, the request-latency
- *    histogram, the loop-liveness stamp. Exactly one writer per slot, its worker (plain ck_pr
+ *    histogram by route, the loop-liveness stamp. Exactly one writer per slot, its worker (plain ck_pr
  *    stores, no atomic RMW, no lock); any thread reads. Summed over workers at scrape time.
  *  - persistence figures, written by the persister thread only (flush histogram, failures,
  *    pending keys, pg_up, last flush time); read by any thread.
@@ -40,14 +40,10 @@ struct metrics_slot *metrics_slot(unsigned w);
 
 /* ---- worker hot path (slot owner only; NULL slot = no-op) ---- */
 
-/* CLOCK_MONOTONIC in ns, read once per event-loop batch (vDSO clock_gettime, no syscall) and
-   cached until metrics_slot_batch_end; 0 for a NULL slot. */
-uint64_t metrics_slot_now_ns(struct metrics_slot *m);
-/* End of an event-loop batch: the next metrics_slot_now_ns reads the clock again. */
-void metrics_slot_batch_end(struct metrics_slot *m);
 /* One final response: route id (enum route_id; out of range counts as ROUTE_NONE), HTTP status
    (codes sess_reason does not know count as code="other"). observe: also add latency_ns to the
-   latency histogram (requests that reached a handler; protocol errors and 408s do not). */
+   route's latency histogram (requests that reached a handler; protocol errors and 408s do not).
+   The caller measures latency with its batch clock (struct sess_env now_ns). */
 void metrics_slot_request(struct metrics_slot *m, unsigned route, int status, bool observe,
                           uint64_t latency_ns);
 /* Once-a-second tick of the worker's loop (watchdog liveness); now_ms is CLOCK_MONOTONIC ms. */
@@ -70,6 +66,10 @@ void metrics_flush_failed(void);
 void metrics_set_pg_up(bool up);
 /* Distinct keys waiting for the next flush. */
 void metrics_set_pending_keys(uint64_t n);
+/* Age of the oldest data not yet committed, in ms (0: nothing waiting). */
+void metrics_set_persist_lag_ms(uint64_t ms);
+/* n keys written to the dead-letter table rc_rejected (they failed alone, N times). */
+void metrics_flush_rejected(uint64_t n);
 
 /* ---- main thread ---- */
 

@@ -53,6 +53,7 @@ enum persist_reply_kind {
     PERSIST_R_DURABLE = 1, /* counter tickets (prev, upto] of this worker are committed */
     PERSIST_R_CLUSTER = 2,
     PERSIST_R_RESET = 3,
+    PERSIST_R_KEYED = 4,   /* a durable increment with an Idempotency-Key is committed */
 };
 
 struct persist_reply {
@@ -62,6 +63,8 @@ struct persist_reply {
     uint64_t token;     /* CLUSTER/RESET: the token given to persist_w_request */
     uint64_t events, users, nodes; /* CLUSTER */
     dec_t sum;          /* CLUSTER, micro-units */
+    int64_t value;      /* KEYED: the count right after it (or after its first request) */
+    int status;         /* KEYED: 0, or -EOVERFLOW (the counter would pass INT64_MAX) */
 };
 
 /* ---- main thread ---- */
@@ -90,6 +93,12 @@ int persist_w_incr(unsigned w, uint64_t *ticket);
 int persist_w_durable_enter(unsigned w);
 /* Release one (answered, timed out or its connection died). */
 void persist_w_durable_leave(unsigned w);
+/* A durable increment with an Idempotency-Key (1..PERSIST_KEY_MAX printable bytes, checked by
+   the caller), inside a durable_enter slot: the database arbitrates the key in the flush that
+   counts it (a repeat on any node gets the first result, counting nothing) and the reply
+   PERSIST_R_KEYED carries token. 0 / -ENODEV / -EAGAIN (journal full: try again). */
+#define PERSIST_KEY_MAX 64
+int persist_w_keyed(unsigned w, const char *key, size_t klen, uint64_t token);
 /* Queue a request (enum persist_req) with the caller's token: 0, -ENODEV (no database),
    -EAGAIN (queue full: 256 requests not yet seen by the persister). */
 int persist_w_request(unsigned w, enum persist_req kind, uint64_t token);
@@ -111,8 +120,13 @@ int persist_committed(int64_t *v);
 /* Keys waiting for a flush (users + counter + events), as last published by the persister
    (every persist_p_run, <= 100 ms old); 0 without a database. Any thread: one atomic load. */
 uint64_t persist_pending_keys(void);
-/* Write the /stats server.persistence object ({"mode":...}) into out (>= 256 bytes). Length. */
+/* Write the /stats server.persistence object ({"mode":...}) into out. Length (< cap), or 0 if
+   it does not fit: PERSIST_STATS_MAX always does. */
+#define PERSIST_STATS_MAX 320
 size_t persist_stats_json(char *out, size_t cap);
+/* Healthy: connected and no unflushed data older than --ready-max-lag-ms (true without a
+   database). /readyz, dbUp and ringcount_pg_up follow it. Any thread: one atomic load. */
+bool persist_healthy(void);
 
 /* ---- persister thread (uring/pgloop) ---- */
 /* Register how to wake worker w (posting a MSG_RING); called before the first persist_p_run. */
@@ -125,7 +139,11 @@ int persist_p_pollfd(unsigned *events, uint64_t *gen);
 uint32_t persist_p_run(uint64_t now_ms, unsigned revents);
 /* Shutdown: make a final flush of everything pending, giving up at deadline_ms. */
 void persist_p_stop(uint64_t deadline_ms);
-/* True once the final flush is done (or abandoned at the deadline; what was lost is logged). */
+/* True once the final flush is done, or (SPILL_RESERVE_MS before the deadline) what it could
+   not commit was written to the spill file in --spill-dir. */
 bool persist_p_finished(void);
+/* After persist_p_finished: true if pending data could be neither committed nor spilled (it
+   was logged as lost; the process should exit non-zero). Any thread. */
+bool persist_lost(void);
 
 #endif

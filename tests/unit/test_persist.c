@@ -58,8 +58,11 @@ Test(persist, memory_only_mode, .fini = fini)
     cr_assert_eq(persist_committed(&v), -ENODEV);
     char js[512];
     persist_stats_json(js, sizeof(js));
-    cr_assert_str_eq(js, "{\"mode\":\"none\",\"dbUp\":false,\"lastFlushAgeMs\":null,\"pendingKeys\":0,"
-                         "\"flushes\":0,\"flushErrors\":0,\"persistedTotalRequests\":0}");
+    cr_assert_str_eq(js, "{\"mode\":\"none\",\"dbUp\":false,\"lastFlushAgeMs\":null,\"lagMs\":0,"
+                         "\"pendingKeys\":0,\"flushes\":0,\"flushErrors\":0,"
+                         "\"persistedTotalRequests\":0}");
+    cr_assert(persist_healthy(), "memory-only is never unready for persistence reasons");
+    cr_assert_eq(persist_stats_json(js, 40), 0, "a body that does not fit is refused, not cut");
     /* the live value is the sum of every slot; tickets count per slot */
     uint64_t t;
     static const unsigned on[] = {0, 1, 1, 2, 2, 2};
