@@ -6,6 +6,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libpq-fe.h>
 #include <limits.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -862,17 +863,61 @@ static const char *as_pg(void)
     return geteuid() == 0 ? "runuser -u postgres -- " : "";
 }
 
-int it_pg_ctl(const char *dir, const char *what)
+uint16_t it_pg_port(const char *dir)
 {
+    char path[4096];
+    snprintf(path, sizeof(path), "%s/port", dir);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    unsigned v = 0;
+    int n = fscanf(f, "%u", &v);
+    fclose(f);
+    return n == 1 && v > 0 && v < 65536 ? (uint16_t)v : 0;
+}
+
+int it_pg_ctl_mode(const char *dir, const char *what, const char *mode)
+{
+    /* dir/port (it_pg_start_tcp) adds the TCP listener; without it, the unix socket only */
+    char listen[96];
+    uint16_t port = it_pg_port(dir);
+    if (port)
+        snprintf(listen, sizeof(listen), "-c listen_addresses=127.0.0.1 -c port=%u", port);
+    else
+        snprintf(listen, sizeof(listen), "-c listen_addresses=''");
     char cmd[4096]; /* dir is a short mkdtemp path */
     snprintf(cmd, sizeof(cmd),
-             "%s%s/pg_ctl -D %s/data -l %s/log -m fast -w -o \"-k %s -c listen_addresses='' -c fsync=off\""
+             "%s%s/pg_ctl -D %s/data -l %s/log -m %s -w -o \"-k %s %s -c fsync=off\""
              " %s >>%s/start.err 2>&1",
-             as_pg(), pg_bin(), dir, dir, dir, what, dir);
+             as_pg(), pg_bin(), dir, dir, mode, dir, listen, what, dir);
     return system(cmd);
 }
 
-int it_pg_start(char *dir, size_t cap, const char *prefix, char *err, size_t errcap)
+int it_pg_ctl(const char *dir, const char *what)
+{
+    return it_pg_ctl_mode(dir, what, "fast");
+}
+
+/* A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close). 0 on error. */
+static uint16_t free_tcp_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = 0};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t al = sizeof(a);
+    uint16_t port = 0;
+    if (bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &al) == 0)
+        port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+/* it_pg_start, and with tcp the TCP listener of it_pg_start_tcp (port in dir/port). */
+static int pg_start(char *dir, size_t cap, const char *prefix, bool tcp, uint16_t *port_out,
+                    char *err, size_t errcap)
 {
     snprintf(dir, cap, "/tmp/%s-XXXXXX", prefix);
     if (!mkdtemp(dir)) {
@@ -890,19 +935,107 @@ int it_pg_start(char *dir, size_t cap, const char *prefix, char *err, size_t err
     snprintf(cmd, sizeof(cmd),
              "%s%s/initdb -D %s/data -U postgres -A trust -E UTF8 --no-sync >%s/start.err 2>&1",
              as_pg(), pg_bin(), dir, dir);
-    if (system(cmd) != 0 || it_pg_ctl(dir, "start") != 0) {
-        snprintf(err, errcap, "starting PostgreSQL failed: see %.100s/start.err and %.100s/log",
-                 dir, dir);
+    if (system(cmd) != 0) {
+        snprintf(err, errcap, "initdb failed: see %.100s/start.err", dir);
         return -1;
     }
+    uint16_t port = 0;
+    /* The free port may be taken between our close and PostgreSQL's bind: try a few. */
+    for (int attempt = 0;; attempt++) {
+        if (tcp) {
+            char path[4096];
+            snprintf(path, sizeof(path), "%s/port", dir);
+            FILE *f = fopen(path, "w");
+            port = free_tcp_port();
+            if (!f || !port || fprintf(f, "%u\n", port) < 0) {
+                if (f)
+                    fclose(f);
+                snprintf(err, errcap, "cannot pick a TCP port / write %.100s/port", dir);
+                return -1;
+            }
+            fclose(f);
+        }
+        if (it_pg_ctl(dir, "start") == 0)
+            break;
+        if (!tcp || attempt == 2) {
+            snprintf(err, errcap, "starting PostgreSQL failed: see %.100s/start.err and %.100s/log",
+                     dir, dir);
+            return -1;
+        }
+    }
+    char pflag[32] = "";
+    if (tcp)
+        snprintf(pflag, sizeof(pflag), "-p %u ", port);
     snprintf(cmd, sizeof(cmd),
-             "%s%s/psql -h %s -U postgres -d postgres -qc 'CREATE DATABASE ringcount' >>%s/start.err 2>&1",
-             as_pg(), pg_bin(), dir, dir);
+             "%s%s/psql -h %s %s-U postgres -d postgres -qc 'CREATE DATABASE ringcount' >>%s/start.err 2>&1",
+             as_pg(), pg_bin(), dir, pflag, dir);
     if (system(cmd) != 0) {
         snprintf(err, errcap, "CREATE DATABASE failed: see %.100s/start.err", dir);
         return -1;
     }
+    if (port_out)
+        *port_out = port;
     return 0;
+}
+
+int it_pg_start(char *dir, size_t cap, const char *prefix, char *err, size_t errcap)
+{
+    return pg_start(dir, cap, prefix, false, NULL, err, errcap);
+}
+
+int it_pg_start_tcp(char *dir, size_t cap, const char *prefix, uint16_t *port, char *err,
+                    size_t errcap)
+{
+    return pg_start(dir, cap, prefix, true, port, err, errcap);
+}
+
+static void pg_quiet(void *arg, const char *msg)
+{
+    (void)arg;
+    (void)msg;
+}
+
+int it_pg_sql(const char *dir, const char *sql, char *out, size_t cap)
+{
+    char ci[4200];
+    uint16_t port = it_pg_port(dir);
+    if (port)
+        snprintf(ci, sizeof(ci), "host=%s port=%u dbname=ringcount user=postgres connect_timeout=5",
+                 dir, port);
+    else
+        snprintf(ci, sizeof(ci), "host=%s dbname=ringcount user=postgres connect_timeout=5", dir);
+    if (cap)
+        out[0] = '\0';
+    PGconn *c = PQconnectdb(ci);
+    if (!c || PQstatus(c) != CONNECTION_OK) {
+        if (cap)
+            snprintf(out, cap, "connect %s: %s", ci, c ? PQerrorMessage(c) : "out of memory");
+        PQfinish(c);
+        return -1;
+    }
+    PQsetNoticeProcessor(c, pg_quiet, NULL);
+    PGresult *r = PQexec(c, sql);
+    int rc = 0;
+    ExecStatusType st = PQresultStatus(r);
+    if (st == PGRES_TUPLES_OK) {
+        if (cap && PQntuples(r) > 0 && PQnfields(r) > 0 && !PQgetisnull(r, 0, 0))
+            snprintf(out, cap, "%s", PQgetvalue(r, 0, 0));
+    } else if (st != PGRES_COMMAND_OK) {
+        if (cap)
+            snprintf(out, cap, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(c));
+        rc = -1;
+    }
+    PQclear(r);
+    PQfinish(c);
+    return rc;
+}
+
+long long it_pg_i64(const char *dir, const char *sql)
+{
+    char out[512];
+    if (it_pg_sql(dir, sql, out, sizeof(out)) < 0)
+        return IT_PG_ERR;
+    return out[0] ? strtoll(out, NULL, 10) : 0;
 }
 
 void it_pg_destroy(const char *dir)

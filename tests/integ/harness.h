@@ -74,8 +74,28 @@ int it_run(const char *const *args, const char *const *env, int timeout_ms, char
    $RINGCOUNT_PG_BIN or /usr/lib/postgresql/15/bin. Tool output goes to dir/start.err. */
 /* Create and start. 0, or -1 with err saying why (dir[0] is 0 when nothing was created). */
 int it_pg_start(char *dir, size_t cap, const char *prefix, char *err, size_t errcap);
-/* pg_ctl start|stop (fast) of the cluster in dir. 0 or the shell's status. */
+/* pg_ctl start|stop|restart (-m fast) of the cluster in dir. 0 or the shell's status. A cluster
+   of it_pg_start_tcp (dir/port exists) keeps its TCP port. */
 int it_pg_ctl(const char *dir, const char *what);
+/* it_pg_ctl with pg_ctl's shutdown mode: "smart", "fast" or "immediate" (restart -m immediate
+   is a crash: the next start runs recovery). */
+int it_pg_ctl_mode(const char *dir, const char *what, const char *mode);
+/* it_pg_start, and the cluster also listens on 127.0.0.1:*port (a port that was free, written
+   to dir/port and reused by every it_pg_ctl). The unix socket in dir keeps working but carries
+   the port in its name (.s.PGSQL.<port>): clients must pass it (host=dir port=N), as
+   it_pg_sql does. */
+int it_pg_start_tcp(char *dir, size_t cap, const char *prefix, uint16_t *port, char *err,
+                    size_t errcap);
+/* The TCP port of an it_pg_start_tcp cluster (dir/port), 0 for a unix-socket-only one. */
+uint16_t it_pg_port(const char *dir);
+/* Run sql (one statement, or several separated by ';': the last one's result) as postgres on
+   the "ringcount" database over the unix socket in dir (connect_timeout 5 s). 0 with the first
+   column of the first row in out ("" for no row, NULL, or a command), or -1 with the error in
+   out. Never asserts; any thread. */
+int it_pg_sql(const char *dir, const char *sql, char *out, size_t cap);
+/* it_pg_sql's answer as an integer (0 for no row / NULL), IT_PG_ERR on error. */
+#define IT_PG_ERR (-0x7fffffffffffffffLL - 1)
+long long it_pg_i64(const char *dir, const char *sql);
 /* Stop it at once and remove dir (no-op for ""). */
 void it_pg_destroy(const char *dir);
 
