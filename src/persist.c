@@ -1531,11 +1531,17 @@ static int replay_spill(PGconn *c)
     int rc = spill_read(S.spill_dir, S.node_id, &pl, &len, path, sizeof(path));
     if (rc == -ENOENT)
         return 0;
-    if (rc < 0) {
-        log_error("the spill file cannot be used: refusing to start (it is kept)",
+    if (rc == -EBADMSG || rc == -EFBIG) {
+        log_error("the spill file is corrupt or truncated: refusing to start (it is kept)",
                   LOG_S("file", path), LOG_S("error", strerror(-rc)),
                   LOG_S("fix", "inspect it; move it out of --spill-dir to start without its data"));
         return -EBADMSG;
+    }
+    if (rc < 0) { /* fail at start, not at the shutdown that would need it */
+        log_error("--spill-dir cannot be read: refusing to start", LOG_S("file", path),
+                  LOG_S("error", strerror(-rc)),
+                  LOG_S("fix", "make --spill-dir a directory ringcount can write (or create)"));
+        return rc;
     }
     struct spill_cur cur = spill_cur_init(pl, len);
     uint32_t ver = spill_get_u32(&cur), node = spill_get_u32(&cur);
