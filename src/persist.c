@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <libpq-fe.h>
 #include <poll.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +77,14 @@
    file (write + 2 fsyncs: ~10 ms on this VM's disk for 1M keys' 30 MB, 500 ms is ample). */
 #define SPILL_RESERVE_MS 500u
 #define SPILL_PAYLOAD_VERSION 1u
+/* Isolation: a flush failing 5 times in a row with the same deterministic error (not a
+   timeout, deadlock, serialization or connection class: those pass by themselves) is split:
+   first a probe with nothing but its ledger row (if that fails too, no key is to blame: keep
+   retrying), then one part at a time; users and keyed increments are halved from the front
+   until one fails alone 3 times, and that one goes to rc_rejected. 65,536 users = 16 halvings
+   × 20 ms: a bad key is isolated in about a second, and every other key commits. */
+#define ISOLATE_AFTER 5u
+#define ALONE_FAILS 3u
 
 /* ------------------------------------------------------------------ per-worker queues */
 
@@ -130,6 +139,18 @@ enum qk { Q_SET = 1, Q_PREP, Q_BEGIN, Q_LEDGER, Q_TRUNC, Q_META0, Q_EVENTS, Q_US
 enum cst { C_DOWN, C_CONNECTING, C_SETUP, C_READY };
 enum xch { X_NONE, X_SETUP, X_FLUSH, X_CHECK, X_ROLLBACK, X_KILL };
 enum fst { F_NONE, F_SENT, F_UNKNOWN };
+/* The parts of a flush, probed one by one in isolation (ISOLATE_AFTER). */
+enum part { P_PROBE, P_COUNTER, P_EVENTS, P_USERS, P_TN, P_KEYS, P_NPARTS };
+static const char *const PART_NAME[P_NPARTS] = {"ledger", "counter", "events", "user",
+                                                "tenants", "keyed_increment"};
+
+struct reject { /* an item that failed alone: written to rc_rejected by the next flush */
+    char kind[16];
+    char *key;      /* bytea hex literal (\x...) or NULL */
+    char *payload;
+    char sqlstate[6];
+    char error[160];
+};
 
 struct uref { /* a pending user, pointing into its owner's buffer, for sorting */
     const char *s;
@@ -243,6 +264,16 @@ static struct {
     uint64_t retry_backoff;     /* after a failed flush; 0 after a success */
     uint64_t retry_at;          /* no flush before this (back-off after a failure) */
     bool need_rollback;         /* an exchange failed inside a transaction: ROLLBACK first */
+    /* isolation of a failing key (ISOLATE_AFTER) */
+    unsigned fail_streak;       /* consecutive flushes failed with the same SQL error */
+    char fail_state[6];
+    bool iso;
+    enum part iso_part;         /* the part the flush in isolation carries alone */
+    unsigned iso_fails;         /* consecutive failures of iso_part alone */
+    bool iso_clean;             /* every part of this round committed at its first try */
+    size_t ulimit, klimit;      /* users / keyed increments per flush while isolating */
+    struct reject *rej;         /* dead letters waiting for a commit */
+    size_t nrej, caprej, rej_sent;
     bool connected;             /* C_READY (published through set_up with the lag) */
     int old_pids[OLD_PIDS];     /* backends of dropped connections, terminated on reconnect */
     unsigned nold;
@@ -466,6 +497,11 @@ void persist_fini(void)
     free(S.rs);
     free(S.kq);
     free(S.kres);
+    for (size_t i = 0; i < S.nrej; i++) {
+        free(S.rej[i].key);
+        free(S.rej[i].payload);
+    }
+    free(S.rej);
     free(S.f.keys.buf);
     free(S.urefs);
     free(S.f.tnd);
@@ -1839,6 +1875,12 @@ static void send_flush(uint64_t now)
              send_prepared(Q_PRUNE, "rc_key_exp", 0, NULL);
     if (f->prune && S.tn)
         ok = ok && send_prepared(Q_PRUNE, "rc_tn_exp", 0, NULL);
+    S.rej_sent = S.nrej;
+    for (size_t i = 0; ok && i < S.nrej; i++) {
+        const struct reject *j = &S.rej[i];
+        const char *rv[6] = {f->p_node, j->kind, j->key, j->payload, j->sqlstate, j->error};
+        ok = send_prepared(Q_TN, "rc_reject", 6, rv);
+    }
     ok = ok && PQsendQueryParams(S.conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
          q_push(Q_COMMIT);
     if (f->ncl)
@@ -1889,6 +1931,8 @@ static int take_users(struct flush *f)
         return 0;
     if (total > USERS_PER_FLUSH)
         total = USERS_PER_FLUSH;
+    if (S.iso && total > S.ulimit) /* isolating: the first ulimit users, in worker order */
+        total = S.ulimit;
     if (S.capurefs < total) {
         struct uref *nr = realloc(S.urefs, total * sizeof(*nr));
         if (!nr)
@@ -2093,7 +2137,8 @@ static int build_tenants(struct flush *f)
    and '\\' need a backslash inside the double quotes). */
 static int take_keys(struct flush *f)
 {
-    f->nk = S.nkq < KEYS_PER_FLUSH ? S.nkq : KEYS_PER_FLUSH;
+    size_t lim = S.iso ? S.klimit : KEYS_PER_FLUSH;
+    f->nk = S.nkq < lim ? S.nkq : lim;
     f->keys.len = 0;
     if (!f->nk)
         return 0;
@@ -2119,6 +2164,31 @@ static int take_keys(struct flush *f)
     *o = 0;
     f->keys.len = (size_t)(o - f->keys.buf);
     return 0;
+}
+
+/* Isolating: keep only S.iso_part of what build_flush took (the others stay at their
+   watermarks, so flush_applied leaves them pending). */
+static void iso_restrict(struct flush *f)
+{
+    enum part p = S.iso_part;
+    if (p != P_COUNTER) {
+        for (unsigned w = 0; w < S.n; w++)
+            f->incr[w] = S.pw[w].wm_incr;
+        f->cdelta = 0;
+        f->counter = false;
+    }
+    if (p != P_EVENTS)
+        f->events = f->reset = false;
+    if (p != P_USERS) {
+        f->nusers = 0;
+        for (unsigned w = 0; w < S.n; w++)
+            S.pw[w].u.take = S.pw[w].u.head, S.pw[w].u.ntake = 0;
+    }
+    if (p != P_TN)
+        f->tn = false;
+    if (p != P_KEYS)
+        f->nk = 0;
+    f->prune = false;
 }
 
 /* Snapshot the slots into S.f. Returns true if there is anything to send. */
@@ -2175,9 +2245,12 @@ static bool build_flush(uint64_t now)
         S.cl[i].attached = true;
     f->ncl = S.ncl;
     f->prune = S.next_seq % PRUNE_EVERY == 0;
+    if (S.iso)
+        iso_restrict(f);
     /* Idle: one empty flush a second anyway (HEARTBEAT_MS) keeps lastFlushAgeMs meaningful,
-       notices a dead connection, and refreshes the committed value other nodes move. */
-    bool heartbeat = now - S.last_success_ms >= HEARTBEAT_MS;
+       notices a dead connection, and refreshes the committed value other nodes move. While
+       isolating, every flush is sent (an empty one is the ledger probe). */
+    bool heartbeat = now - S.last_success_ms >= HEARTBEAT_MS || S.iso || S.nrej;
     if (!f->counter && !f->events && !f->reset && !f->nusers && !f->ncl && !f->tn && !f->nk &&
         !heartbeat)
         return false;
@@ -2239,6 +2312,56 @@ static void keyed_applied(struct flush *f)
         for (unsigned w = 0; w < S.n; w++)
             wmsum += S.pw[w].wm_incr;
         publish(S.r.counter_final, (__int128)S.r.counter_final - wmsum);
+    }
+}
+
+static void rejects_committed(void)
+{
+    if (!S.rej_sent)
+        return;
+    for (size_t i = 0; i < S.rej_sent; i++) {
+        log_error("key rejected: it failed alone in repeated flushes; written to rc_rejected",
+                  LOG_S("kind", S.rej[i].kind), LOG_S("sqlstate", S.rej[i].sqlstate),
+                  LOG_S("error", S.rej[i].error));
+        free(S.rej[i].key);
+        free(S.rej[i].payload);
+    }
+    metrics_flush_rejected(S.rej_sent);
+    memmove(S.rej, S.rej + S.rej_sent, (S.nrej - S.rej_sent) * sizeof(*S.rej));
+    S.nrej -= S.rej_sent;
+    S.rej_sent = 0;
+}
+
+/* Isolating, and the flush carrying iso_part alone committed: widen its batch again and go on
+   to the next part; a whole round of parts committing at their first try ends isolation. */
+static void iso_committed(void)
+{
+    S.fail_streak = 0;
+    if (!S.iso)
+        return;
+    if (S.iso_fails)
+        S.iso_clean = false;
+    S.iso_fails = 0;
+    if (S.iso_part == P_USERS && S.ulimit < USERS_PER_FLUSH) {
+        S.ulimit *= 2;
+        return; /* more of the users, until the batch is whole again */
+    }
+    if (S.iso_part == P_KEYS && S.klimit < KEYS_PER_FLUSH) {
+        S.klimit *= 2;
+        return;
+    }
+    if (S.iso_part + 1 < P_NPARTS) {
+        if (S.iso_part == P_PROBE)
+            S.iso_clean = true;
+        S.iso_part = (enum part)(S.iso_part + 1);
+        return;
+    }
+    if (S.iso_clean) {
+        S.iso = false;
+        log_info("flush isolation over: every part commits again");
+    } else {
+        S.iso_part = P_COUNTER; /* another round */
+        S.iso_clean = true;
     }
 }
 
@@ -2318,6 +2441,8 @@ static void flush_applied(uint64_t now, bool have_counter, bool counter_null, in
     S.last_success_ms = now;
     S.retry_backoff = 0;
     S.retry_at = 0;
+    rejects_committed();
+    iso_committed();
     if (S.pending_since) /* what still waits arrived after this flush's snapshot */
         S.pending_since = S.flush_snap_ms ? S.flush_snap_ms : now;
     metrics_flush_observe((double)(mono_ns() - S.flush_t0_ns) / 1e9);
@@ -2334,6 +2459,190 @@ static void cluster_answer(void)
     S.ncl -= k;
 }
 
+/* Errors that pass by themselves: a retry, not isolation. SQLSTATE classes 08 connection,
+   40 rollback (serialization, deadlock), 53 resources, 55 lock not available, 57 operator
+   intervention (statement_timeout's 57014, shutdown), 58 system, XX internal. */
+static bool transient_state(const char *ss)
+{
+    static const char *const cls[] = {"08", "40", "53", "55", "57", "58", "XX"};
+    if (strlen(ss) != 5)
+        return true;
+    for (size_t i = 0; i < sizeof(cls) / sizeof(cls[0]); i++)
+        if (memcmp(ss, cls[i], 2) == 0)
+            return true;
+    return false;
+}
+
+static struct reject *reject_new(const char *kind)
+{
+    if (S.nrej == S.caprej) {
+        size_t nc = S.caprej ? S.caprej * 2 : 8;
+        struct reject *nv = realloc(S.rej, nc * sizeof(*nv));
+        if (!nv)
+            return NULL;
+        S.rej = nv;
+        S.caprej = nc;
+    }
+    struct reject *j = &S.rej[S.nrej++];
+    memset(j, 0, sizeof(*j));
+    snprintf(j->kind, sizeof(j->kind), "%s", kind);
+    snprintf(j->sqlstate, sizeof(j->sqlstate), "%s", S.r.sqlstate);
+    snprintf(j->error, sizeof(j->error), "%s", S.r.msg);
+    return j;
+}
+
+static char *fmt_dup(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static char *fmt_dup(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    char *o = NULL;
+    if (vasprintf(&o, fmt, ap) < 0)
+        o = NULL;
+    va_end(ap);
+    return o;
+}
+
+/* iso_part failed alone ALONE_FAILS times with a single item: it leaves the pending state for
+   rc_rejected (written by the next flush, which then commits without it). */
+static void dead_letter(void)
+{
+    struct reject *j;
+    switch (S.iso_part) {
+    case P_COUNTER: {
+        int64_t d = 0;
+        for (unsigned w = 0; w < S.n; w++) { /* what the failed flush carried */
+            d += (int64_t)(S.f.incr[w] - S.pw[w].wm_incr);
+            S.pw[w].wm_incr = S.f.incr[w]; /* its durable waiters time out: 503 "unknown" */
+        }
+        if ((j = reject_new(PART_NAME[S.iso_part])))
+            j->payload = fmt_dup("{\"key\":\"" COUNTER_KEY "\",\"delta\":%lld}", (long long)d);
+        break;
+    }
+    case P_EVENTS: {
+        uint64_t dt = 0;
+        dec_t ds = 0;
+        for (unsigned w = 0; w < S.n; w++) { /* what the failed flush carried */
+            struct pworker *pw = &S.pw[w];
+            dt += S.f.ev[w] - pw->wm_ev;
+            ds += S.f.sum[w] - pw->wm_sum;
+            pw->wm_ev = S.f.ev[w], pw->wm_sum = S.f.sum[w];
+            pw->wm_rg = S.f.rg[w], pw->wm_ep = S.f.ep[w];
+        }
+        char sb[48];
+        sb[fmt_i128(sb, ds)] = 0;
+        if ((j = reject_new(PART_NAME[S.iso_part])))
+            j->payload = fmt_dup("{\"total\":%llu,\"sum_u\":%s}", (unsigned long long)dt, sb);
+        break;
+    }
+    case P_USERS:
+        for (unsigned w = 0; w < S.n; w++) {
+            struct upend *u = &S.pw[w].u;
+            if (!u->n)
+                continue;
+            uint16_t len;
+            memcpy(&len, u->b.buf + u->head, 2);
+            if ((j = reject_new(PART_NAME[S.iso_part]))) {
+                j->key = malloc(3 + 2 * (size_t)len);
+                if (j->key) {
+                    static const char hex[] = "0123456789abcdef";
+                    char *o = j->key;
+                    *o++ = '\\', *o++ = 'x';
+                    for (uint16_t i = 0; i < len; i++) {
+                        unsigned char c = (unsigned char)u->b.buf[u->head + 2 + i];
+                        *o++ = hex[c >> 4], *o++ = hex[c & 15];
+                    }
+                    *o = 0;
+                }
+                j->payload = fmt_dup("{}");
+            }
+            u->head += 2 + (size_t)len;
+            u->take = u->head;
+            u->n--;
+            break;
+        }
+        break;
+    case P_KEYS:
+        if (S.nkq) {
+            if ((j = reject_new(PART_NAME[S.iso_part])))
+                j->payload = fmt_dup("{\"key\":\"%.*s\"}", (int)S.kq[0].klen, S.kq[0].key);
+            /* the database refused it: not committed, and it never will be */
+            reply(S.kq[0].w, &(struct persist_reply){.kind = PERSIST_R_KEYED,
+                                                      .token = S.kq[0].token, .status = -EIO});
+            memmove(S.kq, S.kq + 1, (S.nkq - 1) * sizeof(*S.kq));
+            S.nkq--;
+        }
+        break;
+    default:
+        return;
+    }
+    if (S.nrej && !S.rej[S.nrej - 1].payload) { /* out of memory: it can only be logged */
+        log_error("key rejected (out of memory: not written to rc_rejected)",
+                  LOG_S("kind", PART_NAME[S.iso_part]), LOG_S("error", S.r.msg));
+        free(S.rej[--S.nrej].key);
+    }
+}
+
+/* A flush failed with an SQL error: count the streak, and in isolation narrow the part. */
+static void iso_failed(uint64_t now)
+{
+    if (transient_state(S.r.sqlstate))
+        return;
+    if (strcmp(S.r.sqlstate, S.fail_state) != 0) {
+        memcpy(S.fail_state, S.r.sqlstate, sizeof(S.fail_state));
+        S.fail_streak = 0;
+    }
+    S.fail_streak++;
+    if (!S.iso) {
+        if (S.fail_streak < ISOLATE_AFTER)
+            return;
+        S.iso = true;
+        S.iso_part = P_PROBE;
+        S.iso_fails = 0;
+        S.ulimit = USERS_PER_FLUSH;
+        S.klimit = KEYS_PER_FLUSH;
+        log_warn("flush keeps failing the same way: isolating the failing part",
+                 LOG_S("sqlstate", S.r.sqlstate), LOG_U("failures", S.fail_streak));
+        return;
+    }
+    S.iso_fails++;
+    switch (S.iso_part) {
+    case P_PROBE: /* nothing but the ledger fails: no key to blame, keep probing */
+        return;
+    case P_USERS:
+        if (S.ulimit > 1) {
+            S.ulimit /= 2;
+            S.iso_fails = 0;
+            return;
+        }
+        break;
+    case P_KEYS:
+        if (S.klimit > 1) {
+            S.klimit /= 2;
+            S.iso_fails = 0;
+            return;
+        }
+        break;
+    default:
+        break;
+    }
+    if (S.iso_fails < ALONE_FAILS)
+        return;
+    S.iso_clean = false;
+    if (S.iso_part == P_TN) {
+        /* one part for now: it waits (retried every round) while the others commit */
+        log_rl(&S.rl_err, now, 3, 10000, LOG_ERROR,
+               "tenant counters fail alone: they wait while everything else commits",
+               LOG_S("sqlstate", S.r.sqlstate), LOG_S("error", S.r.msg));
+    } else {
+        dead_letter();
+        S.iso_fails = 0;
+        return; /* the same part again, without that item */
+    }
+    S.iso_fails = 0;
+    S.iso_part = (enum part)(S.iso_part + 1);
+}
+
 static void flush_failed(uint64_t now)
 {
     struct flush *f = &S.f;
@@ -2348,13 +2657,17 @@ static void flush_failed(uint64_t now)
     for (size_t i = 0; i < S.ncl; i++)
         S.cl[i].attached = false;
     f->nk = 0; /* the keyed increments stay first in S.kq */
+    S.rej_sent = 0;
+    iso_failed(now);
     ck_pr_store_64(&S.flush_errors, S.flush_errors + 1);
     metrics_flush_failed();
     /* In pipeline mode an error skips the rest up to the sync, COMMIT included: the session is
        left inside the aborted transaction ("idle in transaction (aborted)") and every later
        statement would fail until a ROLLBACK. */
     S.need_rollback = S.conn && PQtransactionStatus(S.conn) != PQTRANS_IDLE;
-    S.retry_backoff = S.retry_backoff ? S.retry_backoff * 2 : RETRY_MIN_MS;
+    /* bisecting a part: no escalation (16 halvings must not take minutes) */
+    bool bisecting = S.iso && S.iso_part != P_PROBE;
+    S.retry_backoff = bisecting ? RETRY_MIN_MS : S.retry_backoff ? S.retry_backoff * 2 : RETRY_MIN_MS;
     if (S.retry_backoff > RETRY_MAX_MS)
         S.retry_backoff = RETRY_MAX_MS;
     S.retry_at = now + S.retry_backoff;
