@@ -30,9 +30,13 @@ endif
 LDFLAGS += -pie -Wl,-z,relro,-z,now -Wl,-z,noexecstack
 LDLIBS  := -luring -lck -lpq -pthread
 # Objects depend on the flags they were built with, so changing CFLAGS/LDFLAGS (or SAN) rebuilds.
+# `make install-files` alone builds nothing, so it leaves the stamp of $(BUILD) alone (the
+# install test runs it on the ASan build without SAN=1).
 FLAGS_STAMP := $(BUILD)/.flags
+ifneq ($(MAKECMDGOALS),install-files)
 $(shell mkdir -p $(BUILD) && echo '$(CC) $(CFLAGS) $(LDFLAGS)' | cmp -s - $(FLAGS_STAMP) || \
         echo '$(CC) $(CFLAGS) $(LDFLAGS)' > $(FLAGS_STAMP))
+endif
 
 APP_SRC    := $(filter-out src/main.c,$(wildcard src/*.c))
 URING_SRC  := $(filter-out uring/bench%.c,$(wildcard uring/*.c))
@@ -46,7 +50,7 @@ APP_LIB    := $(BUILD)/libapp.a
 UNIT_BIN   := $(patsubst tests/unit/%.c,$(BUILD)/tests/unit/%,$(UNIT_SRC))
 INTEG_BIN  := $(patsubst tests/integ/%.c,$(BUILD)/tests/integ/%,$(INTEG_SRC))
 
-.PHONY: all deps run test check unit integ clean install bench tests-bin
+.PHONY: all deps run test check unit integ clean install install-files bench tests-bin
 all: $(BUILD)/ringcount $(BUILD)/ringbench
 
 $(BUILD)/obj/%.o: %.c $(FLAGS_STAMP)
@@ -93,13 +97,37 @@ run: deps all
 bench: all
 	@tools/bench.sh
 
+# `make install [PREFIX=/usr/local] [DESTDIR=]`: binaries in PREFIX/bin; the unit, with PREFIX
+# substituted into ExecStart, in /etc/systemd/system; the environment file (0600: it may hold
+# the database password) as /etc/default/ringcount and the live settings (0644) as
+# /etc/ringcount/ringcount.conf — both kept if they exist (like nginx.conf), fresh copies in
+# PREFIX/share/ringcount; sysctl.conf in /etc/sysctl.d; the Prometheus config, alert rules,
+# Grafana dashboard and bootstrap SQL in PREFIX/share/ringcount.
+# `make install-files` installs what $(BUILD) holds without building (packaging, tests).
+SHARE := $(DESTDIR)$(PREFIX)/share/ringcount
 install: all
+	@$(MAKE) --no-print-directory install-files
+install-files:
 	install -D -m 0755 $(BUILD)/ringcount $(DESTDIR)$(PREFIX)/bin/ringcount
 	install -D -m 0755 $(BUILD)/ringbench $(DESTDIR)$(PREFIX)/bin/ringbench
 	install -D -m 0755 tools/tune $(DESTDIR)$(PREFIX)/bin/ringcount-tune
-	install -D -m 0644 deploy/ringcount.service $(DESTDIR)/etc/systemd/system/ringcount.service
-	install -D -m 0644 deploy/ringcount.env $(DESTDIR)/etc/default/ringcount
+	install -d -m 0755 $(DESTDIR)/etc/systemd/system $(SHARE)
+	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g; s|/usr/local/share/|$(PREFIX)/share/|g' \
+	  deploy/ringcount.service > $(DESTDIR)/etc/systemd/system/ringcount.service.tmp
+	chmod 0644 $(DESTDIR)/etc/systemd/system/ringcount.service.tmp
+	mv -f $(DESTDIR)/etc/systemd/system/ringcount.service.tmp $(DESTDIR)/etc/systemd/system/ringcount.service
+	install -m 0600 deploy/ringcount.env $(SHARE)/ringcount.env
+	install -m 0644 deploy/ringcount.conf $(SHARE)/ringcount.conf
+	@if [ -e $(DESTDIR)/etc/default/ringcount ]; then \
+	  chmod 0600 $(DESTDIR)/etc/default/ringcount; \
+	  echo "kept $(DESTDIR)/etc/default/ringcount (mode 0600; the new one is $(SHARE)/ringcount.env)"; \
+	else install -D -m 0600 deploy/ringcount.env $(DESTDIR)/etc/default/ringcount; fi
+	@if [ -e $(DESTDIR)/etc/ringcount/ringcount.conf ]; then \
+	  echo "kept $(DESTDIR)/etc/ringcount/ringcount.conf (the new one is $(SHARE)/ringcount.conf)"; \
+	else install -D -m 0644 deploy/ringcount.conf $(DESTDIR)/etc/ringcount/ringcount.conf; fi
 	install -D -m 0644 sysctl.conf $(DESTDIR)/etc/sysctl.d/90-ringcount.conf
+	install -m 0644 deploy/prometheus.yml deploy/ringcount-alerts.yml deploy/grafana-dashboard.json \
+	  deploy/postgres-bootstrap.sql $(SHARE)/
 
 # ---- Fuzzing (issue 7): libFuzzer targets fuzz/fuzz_*.c, built by clang with ASan+UBSan into
 # build/fuzz. `make fuzz FUZZ_SECONDS=N` runs each target N s (default 60) and fails on any crash;

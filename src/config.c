@@ -91,6 +91,9 @@ const struct cfg_opt cfg_opts[] = {
         "bytes per provided receive buffer"),
     OPT("log-level", "RINGCOUNT_LOG_LEVEL", CFG_LOGLEVEL, 0, log_level, "info", 0, 0, "LEVEL",
         "lowest level logged"),
+    /* issue 14: the file SIGHUP re-reads (config.h); deploy/ringcount.conf is the example. */
+    OPT("config-file", "RINGCOUNT_CONFIG_FILE", CFG_STRING, 0, config_file, "", 0, 0, "PATH",
+        "RINGCOUNT_*=VALUE lines read at start and on SIGHUP (over the environment, under flags)"),
 };
 const size_t cfg_nopts = sizeof(cfg_opts) / sizeof(cfg_opts[0]);
 
@@ -464,10 +467,111 @@ static const struct cfg_opt *find_flag(const char *name, size_t n)
     return NULL;
 }
 
-int cfg_load(struct config *c, int argc, char **argv, char **envp, FILE *out, FILE *err)
+/* The command-line flags over c. 0 or -EINVAL after printing why. */
+static int apply_flags(struct config *c, int argc, char **argv, FILE *err)
 {
     char flag[80];
 
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i], *v;
+        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+            fprintf(err, "ringcount: unexpected argument \"%.80s\" (see --help)\n", a);
+            return -EINVAL;
+        }
+        const char *eq = strchr(a + 2, '=');
+        size_t nl = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
+        const struct cfg_opt *o = find_flag(a + 2, nl);
+        if (!o) {
+            fprintf(err, "ringcount: unknown option --%.*s (see --help)\n",
+                     (int)(nl > 80 ? 80 : nl), a + 2);
+            return -EINVAL;
+        }
+        if (eq) {
+            v = eq + 1;
+        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+            v = argv[++i];
+        } else {
+            fprintf(err, "ringcount: option --%s needs a value: --%s %s (see --help)\n",
+                    o->name, o->name, o->meta);
+            return -EINVAL;
+        }
+        snprintf(flag, sizeof(flag), "--%s", o->name);
+        if (apply(o, c, v, "", flag, err) != 0)
+            return -EINVAL;
+    }
+    return 0;
+}
+
+/* --config-file (config.h): apply its lines over c. 0 or -EINVAL after printing why. Main
+   thread only (stdio); the file is bounded by its lines (4 KiB each, more than the longest
+   value: --cors-origins, 2 KiB). */
+static int load_config_file(struct config *c, const char *path, FILE *err)
+{
+    FILE *f = fopen(path, "re");
+    if (!f) {
+        fprintf(err, "ringcount: cannot read --config-file \"%.200s\": %s\n", path,
+                strerror(errno));
+        return -EINVAL;
+    }
+    char line[4096], src[600];
+    unsigned ln = 0;
+    int rc = 0;
+    while (rc == 0 && fgets(line, sizeof(line), f)) {
+        ln++;
+        size_t n = strlen(line);
+        if (n == sizeof(line) - 1 && line[n - 1] != '\n' && !feof(f)) {
+            fprintf(err, "ringcount: %.200s:%u: line longer than %zu bytes\n", path, ln,
+                    sizeof(line) - 2);
+            rc = -EINVAL;
+            break;
+        }
+        while (n > 0 && isspace((unsigned char)line[n - 1]))
+            line[--n] = '\0';
+        char *k = line;
+        while (isspace((unsigned char)*k))
+            k++;
+        if (*k == '\0' || *k == '#')
+            continue;
+        char *eq = strchr(k, '=');
+        if (!eq) {
+            fprintf(err, "ringcount: %.200s:%u: expected RINGCOUNT_NAME=VALUE\n", path, ln);
+            rc = -EINVAL;
+            break;
+        }
+        char *ke = eq, *v = eq + 1;
+        while (ke > k && isspace((unsigned char)ke[-1]))
+            ke--;
+        *ke = '\0';
+        while (isspace((unsigned char)*v))
+            v++;
+        const struct cfg_opt *o = NULL;
+        for (size_t i = 0; i < cfg_nopts && !o; i++)
+            if (strcmp(cfg_opts[i].env, k) == 0)
+                o = &cfg_opts[i];
+        if (!o || o->off == OFF(config_file)) {
+            fprintf(err, "ringcount: %.200s:%u: %s \"%.80s\" (see --help for the names)\n", path,
+                    ln, o ? "a config file cannot name another one:" : "unknown setting", k);
+            rc = -EINVAL;
+            break;
+        }
+        if (*v == '\0')
+            continue; /* empty = unset, as in the environment */
+        snprintf(src, sizeof(src), "%s (%.200s:%u)", o->env, path, ln);
+        if (apply(o, c, v, "", src, err) != 0)
+            rc = -EINVAL;
+    }
+    if (rc == 0 && ferror(f)) {
+        fprintf(err, "ringcount: cannot read --config-file \"%.200s\": %s\n", path,
+                strerror(errno));
+        rc = -EINVAL;
+    }
+    explicit_bzero(line, sizeof(line)); /* it may have held the admin key */
+    fclose(f);
+    return rc;
+}
+
+int cfg_load(struct config *c, int argc, char **argv, char **envp, FILE *out, FILE *err)
+{
     /* --help and --version first, so that they work whatever else is broken. */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
@@ -498,31 +602,11 @@ int cfg_load(struct config *c, int argc, char **argv, char **envp, FILE *out, FI
             return -EINVAL;
     }
 
-    for (int i = 1; i < argc; i++) {
-        const char *a = argv[i], *v;
-        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
-            fprintf(err, "ringcount: unexpected argument \"%.80s\" (see --help)\n", a);
-            return -EINVAL;
-        }
-        const char *eq = strchr(a + 2, '=');
-        size_t nl = eq ? (size_t)(eq - (a + 2)) : strlen(a + 2);
-        const struct cfg_opt *o = find_flag(a + 2, nl);
-        if (!o) {
-            fprintf(err, "ringcount: unknown option --%.*s (see --help)\n",
-                     (int)(nl > 80 ? 80 : nl), a + 2);
-            return -EINVAL;
-        }
-        if (eq) {
-            v = eq + 1;
-        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
-            v = argv[++i];
-        } else {
-            fprintf(err, "ringcount: option --%s needs a value: --%s %s (see --help)\n",
-                    o->name, o->name, o->meta);
-            return -EINVAL;
-        }
-        snprintf(flag, sizeof(flag), "--%s", o->name);
-        if (apply(o, c, v, "", flag, err) != 0)
+    if (apply_flags(c, argc, argv, err) != 0)
+        return -EINVAL;
+    if (c->config_file[0]) {
+        /* over the environment, under the flags: apply them again once the file is in */
+        if (load_config_file(c, c->config_file, err) != 0 || apply_flags(c, argc, argv, err) != 0)
             return -EINVAL;
     }
     return 0;
@@ -822,4 +906,89 @@ int cfg_dump(const struct config *c, char *buf, size_t cap)
         return -ENOSPC;
     buf[w.len] = '\0';
     return (int)w.len;
+}
+
+/* ---------------------------------------------------------------- reload (issue 14) */
+
+bool cfg_same(const struct cfg_opt *o, const struct config *a, const struct config *b)
+{
+    const void *fa = cfield(a, o), *fb = cfield(b, o);
+    switch (o->type) {
+    case CFG_UINT32:
+        return memcmp(fa, fb, sizeof(uint32_t)) == 0;
+    case CFG_UINT64:
+        return memcmp(fa, fb, sizeof(uint64_t)) == 0;
+    case CFG_LISTEN:
+        return strcmp(a->listen_host, b->listen_host) == 0 && a->listen_port == b->listen_port;
+    case CFG_RATE:
+        return a->rate_limit.rate == b->rate_limit.rate &&
+               a->rate_limit.burst == b->rate_limit.burst;
+    case CFG_LOGLEVEL:
+        return memcmp(fa, fb, sizeof(int)) == 0;
+    case CFG_STRING:
+    case CFG_FILE:
+        return strncmp(fa, fb, o->cap) == 0;
+    }
+    return false;
+}
+
+void cfg_copy(const struct cfg_opt *o, struct config *dst, const struct config *src)
+{
+    if (o->type == CFG_LISTEN) {
+        memcpy(dst->listen_host, src->listen_host, sizeof(dst->listen_host));
+        dst->listen_port = src->listen_port;
+        return;
+    }
+    size_t n = o->type == CFG_UINT32 ? sizeof(uint32_t)
+             : o->type == CFG_UINT64 ? sizeof(uint64_t)
+             : o->type == CFG_RATE ? sizeof(struct cfg_rate)
+             : o->type == CFG_LOGLEVEL ? sizeof(int)
+                                       : o->cap;
+    memcpy(field(dst, o), cfield(src, o), n);
+}
+
+int cfg_value_str(const struct cfg_opt *o, const struct config *c, char *out, size_t cap)
+{
+    const void *f = cfield(c, o);
+    uint32_t u32;
+    uint64_t u64;
+    int n;
+
+    switch (o->type) {
+    case CFG_UINT32:
+        memcpy(&u32, f, sizeof(u32));
+        n = snprintf(out, cap, "%u", (unsigned)u32);
+        break;
+    case CFG_UINT64:
+        memcpy(&u64, f, sizeof(u64));
+        n = snprintf(out, cap, "%llu", (unsigned long long)u64);
+        break;
+    case CFG_LISTEN:
+        return cfg_listen_str(c, out, cap);
+    case CFG_RATE:
+        n = c->rate_limit.rate ? snprintf(out, cap, "%u/%u", (unsigned)c->rate_limit.rate,
+                                          (unsigned)c->rate_limit.burst)
+                               : snprintf(out, cap, "0");
+        break;
+    case CFG_LOGLEVEL:
+        n = snprintf(out, cap, "%s", log_level_name((enum log_level)c->log_level));
+        break;
+    default: /* CFG_STRING, CFG_FILE */
+        if (o->flags & (CFG_F_ADMINKEY | CFG_F_SECRET))
+            n = snprintf(out, cap, "%s", ((const char *)f)[0] ? "(set)" : "(unset)");
+        else if (o->flags & CFG_F_CONNINFO)
+            return cfg_mask_conninfo(f, out, cap);
+        else
+            n = snprintf(out, cap, "%s", (const char *)f);
+        break;
+    }
+    return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
+}
+
+const char *cfg_opt_label(const struct cfg_opt *o, char *buf, size_t cap)
+{
+    if (!o->name)
+        return o->env;
+    snprintf(buf, cap, "--%s", o->name);
+    return buf;
 }

@@ -60,6 +60,7 @@ struct config {
     uint32_t buf_count;
     uint32_t buf_size;
     int log_level;                 /* enum log_level */
+    char config_file[512];         /* --config-file: read at start-up and on SIGHUP; "" = none */
 };
 
 enum cfg_type {
@@ -119,5 +120,22 @@ int cfg_mask_conninfo(const char *in, char *out, size_t cap);
 
 /* "ADDR:PORT" as accepted by --listen, IPv6 in brackets. Length or -ENOSPC. */
 int cfg_listen_str(const struct config *c, char *out, size_t cap);
+
+/* ---- reload (SIGHUP, src/live) ----
+   --config-file PATH: lines "RINGCOUNT_NAME=value" with the environment variables' names, in
+   the format of an environment file (blank lines and '#' comments ignored, blanks around name
+   and value trimmed, the value literal: no quotes, no expansion; empty = unset). Its values
+   override the environment and are overridden by flags. An unknown name is refused (a typo
+   must not silently leave the default), as is RINGCOUNT_CONFIG_FILE itself. */
+
+/* Do a and b hold the same value of o's field? */
+bool cfg_same(const struct cfg_opt *o, const struct config *a, const struct config *b);
+/* Copy o's field (for CFG_LISTEN: host and port) from src to dst. */
+void cfg_copy(const struct cfg_opt *o, struct config *dst, const struct config *src);
+/* o's value in c as text for a log line (NUL-terminated): secrets "(set)"/"(unset)", passwords
+   in conninfo masked, a disabled rate limit "0". Length or -ENOSPC. */
+int cfg_value_str(const struct cfg_opt *o, const struct config *c, char *out, size_t cap);
+/* "--name" of o, or its environment variable when it has no flag. */
+const char *cfg_opt_label(const struct cfg_opt *o, char *buf, size_t cap);
 
 #endif

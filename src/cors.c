@@ -71,10 +71,11 @@ static char *allow_origin(const struct cors_conf *c, const char *origin, size_t 
 
 size_t cors_actual(const struct cors_conf *c, const char *origin, size_t n, char *out, size_t cap)
 {
-    if (cap < CORS_HDR_MAX || !cors_allowed(c, origin, n))
+    if (cap < CORS_ACTUAL_MAX || !cors_allowed(c, origin, n))
         return 0;
     char *p = allow_origin(c, origin, n, out);
     p = put(p, "Access-Control-Expose-Headers: RateLimit, RateLimit-Policy, Retry-After\r\n");
+    _Static_assert(29 + CORS_ORIGIN_MAX + 16 + 74 <= CORS_ACTUAL_MAX, "CORS_ACTUAL_MAX");
     return (size_t)(p - out);
 }
 

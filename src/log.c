@@ -4,13 +4,19 @@
 #include "fmt.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
-/* Written once by log_init() before other threads exist, read-only afterwards (log.h). */
+/* Written once by log_init() before other threads exist (log.h); g_min may change later
+   (log_set_level), so it is read with a relaxed atomic load: a plain load on x86-64. */
 static int g_fd = 2;
 static enum log_level g_min = LOG_INFO;
+static char g_path[PATH_MAX]; /* the file behind g_fd at log_init, "" if not a named file */
 
 /* Always kept free at the end of the line: ,"truncated":true (17) + }\n (2). */
 #define TAIL_RESERVE 19
@@ -19,15 +25,58 @@ static enum log_level g_min = LOG_INFO;
 
 static const char *const level_names[] = { "debug", "info", "warn", "error" };
 
+/* The path of the regular file open as fd, or "" (a pipe, socket, tty, or a deleted file). */
+static void remember_path(int fd)
+{
+    struct stat st;
+    char link[64];
+    g_path[0] = '\0';
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))
+        return;
+    snprintf(link, sizeof(link), "/proc/self/fd/%d", fd);
+    ssize_t n = readlink(link, g_path, sizeof(g_path) - 1);
+    if (n <= 0 || g_path[0] != '/') {
+        g_path[0] = '\0';
+        return;
+    }
+    g_path[n] = '\0';
+    static const char del[] = " (deleted)"; /* also memfds: "/memfd:x (deleted)" */
+    if ((size_t)n >= sizeof(del) - 1 && strcmp(g_path + n - (sizeof(del) - 1), del) == 0)
+        g_path[0] = '\0';
+}
+
 void log_init(enum log_level min, int fd)
 {
     g_min = (unsigned)min > LOG_ERROR ? LOG_ERROR : min;
     g_fd = fd < 0 ? 2 : fd;
+    remember_path(g_fd);
+}
+
+void log_set_level(enum log_level min)
+{
+    __atomic_store_n(&g_min, (unsigned)min > LOG_ERROR ? LOG_ERROR : min, __ATOMIC_RELAXED);
+}
+
+enum log_level log_level_get(void)
+{
+    return __atomic_load_n(&g_min, __ATOMIC_RELAXED);
+}
+
+int log_reopen(void)
+{
+    if (!g_path[0])
+        return 0;
+    int fd = open(g_path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOCTTY, 0640);
+    if (fd < 0)
+        return -errno;
+    int rc = dup2(fd, g_fd) < 0 ? -errno : 1; /* atomic: a concurrent line goes to one file */
+    close(fd);
+    return rc;
 }
 
 bool log_enabled(enum log_level lvl)
 {
-    return (unsigned)lvl >= (unsigned)g_min;
+    return (unsigned)lvl >= (unsigned)__atomic_load_n(&g_min, __ATOMIC_RELAXED);
 }
 
 const char *log_level_name(enum log_level lvl)

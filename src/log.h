@@ -2,7 +2,9 @@
  * log — structured logs: one JSON object per line, journald-friendly (SPEC §2.4 "Logs").
  *
  * Owns: the process-wide sink (fd + minimum level). log_init() sets it once from main before any
- * other thread starts; after that it is read-only, so any thread may call every function here.
+ * other thread starts; after that only log_set_level (an atomic store, read relaxed by every
+ * line) and log_reopen (dup2 over the same fd number) change it, so any thread may call every
+ * function here.
  * A line is built in a stack buffer of LOG_LINE_MAX bytes and written with one write(2), so
  * lines from several threads never interleave. Never mallocs; never blocks except in write(2).
  * errno is preserved across every call. Rate limiters (struct log_rl) are caller-owned, so each
@@ -45,6 +47,17 @@ struct log_kv {
 /* Set the minimum level and the fd (fd < 0 means 2). Main thread, before other threads start.
    Until called: LOG_INFO to fd 2. */
 void log_init(enum log_level min, int fd);
+
+/* Change the minimum level (SIGHUP reload). Any thread; lines already being written finish. */
+void log_set_level(enum log_level min);
+/* The current minimum level. */
+enum log_level log_level_get(void);
+/* SIGHUP: if the fd given to log_init was a regular file (e.g. `ringcount 2>>/var/log/rc.log`),
+   open its path again (O_APPEND|O_CREAT, 0640) and dup2 it over the fd, so a file that
+   logrotate renamed or deleted is replaced by a new one. 1 reopened, 0 nothing to reopen (a
+   pipe, a socket or journald: nothing changes), -errno if the open failed (the old file is
+   kept). Main thread. */
+int log_reopen(void);
 
 /* true if a line at lvl would be written. */
 bool log_enabled(enum log_level lvl);

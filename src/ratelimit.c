@@ -61,15 +61,28 @@ struct rl_table *rl_new(uint32_t capacity, uint32_t rate, uint32_t burst, uint64
     t->mask = cap - 1;
     t->lru_head = t->lru_tail = NIL;
     t->seed = mix64(seed + 0x9e3779b97f4a7c15ull);
+    rl_set_policy(t, rate, burst);
+    return t;
+fail:
+    rl_free(t);
+    return NULL;
+}
+
+void rl_set_policy(struct rl_table *t, uint32_t rate, uint32_t burst)
+{
+    if (rate == 0 || burst == 0)
+        return;
+    uint64_t full = (uint64_t)burst * MICRO;
+    for (uint32_t i = 0; i < t->used; i++) {
+        struct rl_entry *x = &t->e[i];
+        uint64_t spent = x->tokens < t->full_mt ? t->full_mt - x->tokens : 0;
+        x->tokens = full > spent ? full - spent : 0;
+    }
     t->rate = rate;
     t->burst = burst;
     t->rate_mt_ms = (uint64_t)rate * 1000u;
     t->full_mt = (uint64_t)burst * MICRO;
     t->window_s = (uint32_t)(((uint64_t)burst + rate - 1) / rate);
-    return t;
-fail:
-    rl_free(t);
-    return NULL;
 }
 
 void rl_free(struct rl_table *t)
@@ -148,6 +161,8 @@ static int look(struct rl_table *t, int family, const uint8_t addr[16], uint64_t
     if (i != NIL) {
         x = &t->e[i];
         lru_unlink(t, i);
+        if (x->tokens > t->full_mt)
+            x->tokens = t->full_mt; /* the burst shrank (rl_set_policy) */
         uint64_t el = now_ms > x->last_ms ? now_ms - x->last_ms : 0;
         /* el * rate_mt_ms cannot overflow: it is only computed when it stays below full_mt */
         uint64_t need = t->full_mt - x->tokens;

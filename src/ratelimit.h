@@ -45,6 +45,11 @@ struct rl_result {
 struct rl_table *rl_new(uint32_t capacity, uint32_t rate, uint32_t burst, uint64_t seed);
 /* Free t (NULL is a no-op). */
 void rl_free(struct rl_table *t);
+/* A new policy (SIGHUP): rate and burst >= 1 (else nothing changes). Clients keep their
+   entries and what they used of the old burst: a client that spent 3 of 3 has 4997 left of a
+   new burst of 5000, one that spent 10 of 5000 has none of a new burst of 3. Walks the table
+   once (65,536 entries: ~0.1 ms), so once per reload, never per request. Owner only. */
+void rl_set_policy(struct rl_table *t, uint32_t rate, uint32_t burst);
 /* Take one token for the client (family AF_INET: addr[0..4), AF_INET6: addr[0..16); any other
    family is one shared bucket) at now_ms; fills r. Returns 1 allowed, 0 denied. */
 int rl_take(struct rl_table *t, int family, const uint8_t addr[16], uint64_t now_ms,

@@ -133,7 +133,7 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
 {
     bool close = !s->req_keepalive || s->env->draining || (s->flags & SESS_CLOSE);
     bool no_body = s->req_head || status == 204 || status == 304;
-    size_t need = HEAD_FIXED_MAX + hdrs_len + (no_body ? 0 : body_len);
+    size_t need = HEAD_FIXED_MAX + hdrs_len + s->req_hdrs_len + (no_body ? 0 : body_len);
     int rc = sess_reserve(s, need);
     if (rc < 0)
         return rc;
@@ -177,6 +177,11 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
     if (hdrs_len) {
         memcpy(p, hdrs, hdrs_len);
         p += hdrs_len;
+    }
+    if (s->req_hdrs_len) {
+        memcpy(p, s->req_hdrs, s->req_hdrs_len);
+        p += s->req_hdrs_len;
+        s->req_hdrs_len = 0; /* one final answer per request */
     }
     *p++ = '\r';
     *p++ = '\n';
@@ -237,6 +242,15 @@ void sess_unpark(struct sess *s)
     kick(s);
 }
 
+/* When the byte at buf[off] arrived: this batch for bytes parsed straight from the receive
+   buffer, else the marks kept for in[] (session.h). */
+static uint64_t arrived_ns(const struct sess *s, const char *buf, size_t off)
+{
+    if (buf != s->in)
+        return s->env->now_ns;
+    return off >= s->in_new_off ? s->in_new_ns : s->in_old_ns;
+}
+
 /* Parse and answer complete requests in buf[0..len). Returns bytes consumed. */
 static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
 {
@@ -272,7 +286,8 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
         s->req_keepalive = req.keep_alive;
         s->req_minor = req.minor;
         s->req_head = req.method == HTTP_M_HEAD;
-        s->req_first_ms = s->req_start_ms; /* latency counts from the first byte */
+        s->req_first_ns = arrived_ns(s, buf, off); /* latency counts from the first byte */
+        s->req_hdrs_len = 0;
         s->req_start_ms = 0;
         s->head_done_ms = 0;
         s->flags &= ~(uint32_t)SESS_SENT100;
@@ -308,6 +323,17 @@ static int in_append(struct sess *s, const char *data, size_t n)
 {
     if (s->in_len + n > (s->env->in_max ? s->env->in_max : SESS_IN_MAX))
         return -ENOBUFS;
+    uint64_t now = s->env->now_ns;
+    if (s->in_len == 0) {
+        s->in_old_ns = s->in_new_ns = now;
+        s->in_new_off = 0;
+    } else if (now != s->in_new_ns) {
+        /* a later batch: what is buffered so far keeps the older marks */
+        if (s->in_new_off == 0)
+            s->in_old_ns = s->in_new_ns;
+        s->in_new_ns = now;
+        s->in_new_off = s->in_len;
+    }
     if (s->in_len + n > s->in_cap) {
         uint32_t cap = s->in_cap ? s->in_cap : 4096;
         while (cap < s->in_len + n)
@@ -337,6 +363,12 @@ static void in_consume(struct sess *s, size_t n)
     }
     memmove(s->in, s->in + n, s->in_len - n);
     s->in_len -= (uint32_t)n;
+    if (n >= s->in_new_off) { /* what is left all came in the newest batch */
+        s->in_new_off = 0;
+        s->in_old_ns = s->in_new_ns;
+    } else {
+        s->in_new_off -= (uint32_t)n;
+    }
 }
 
 int sess_feed(struct sess *s, char *data, size_t n, uint64_t now_ms)

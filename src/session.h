@@ -20,6 +20,7 @@
 
 struct sess;
 struct app_worker;
+struct live;
 
 /* Per-worker environment shared by the worker's sessions. */
 struct sess_env {
@@ -31,6 +32,12 @@ struct sess_env {
     size_t date_len;
     struct app_worker *app;
     void (*kick)(struct sess *s); /* io layer: flush/close this session at the end of the batch */
+    /* Set by the io layer at the start of every event-loop batch: */
+    uint64_t now_ns;            /* CLOCK_MONOTONIC ns (precise, one vDSO read per batch): when
+                                   this batch's bytes arrived, and when its answers were queued
+                                   (request latency); 0 without an io layer (unit tests) */
+    const struct live *live;    /* the reloadable settings for this batch (src/live); NULL: use
+                                   live_current() */
 };
 
 enum {
@@ -53,6 +60,10 @@ enum {
 /* Buffered input bound: a client that keeps pipelining while we cannot answer is cut off here
    (1 MiB >> the largest legal request, ~80 KiB plus chunk framing). */
 #define SESS_IN_MAX (1024u * 1024u)
+/* Header lines attached to the request being answered (struct sess req_hdrs): the CORS fields of
+   a public route (cors.h CORS_ACTUAL_MAX, 640), kept in the session because a parked answer
+   (/stats barrier, durable increment) is written after the request's bytes are gone. */
+#define SESS_REQ_HDRS_MAX 640u
 
 struct sess {
     struct sess_env *env;
@@ -74,8 +85,20 @@ struct sess {
     void *pending_ctx;          /* owned by the handler that parked the session */
     /* metrics (app_note_response): the route of the request being answered and when it arrived */
     uint8_t req_route;          /* enum route_id, ROUTE_NONE until a handler routed it */
-    uint64_t req_first_ms;      /* req_start_ms of the request being answered (0: one recv) */
+    uint64_t req_first_ns;      /* env->now_ns of the batch that brought the request's first
+                                   byte (0 without an io layer) */
     uint64_t req_t0_ns;         /* set by app_handle; 0 = not routed */
+    /* Arrival of the buffered input (in[]), for req_first_ns of requests parsed from it: bytes
+       in[in_new_off..) came in the batch at in_new_ns, older ones at in_old_ns or later (exact
+       for input that arrived in at most two batches; older bytes are dated by the oldest, so a
+       request's latency is never under-stated). */
+    uint64_t in_old_ns, in_new_ns;
+    uint32_t in_new_off;
+    /* Header lines (each ending CRLF) a handler attached to the final answer of the current
+       request, whoever writes it and whenever (a parked answer too): sess_respond appends them
+       after its caller's and clears them; a new request starts with none. */
+    uint16_t req_hdrs_len;
+    char req_hdrs[SESS_REQ_HDRS_MAX];
 };
 
 /* Reset s for a new connection (buffers are kept). */

@@ -13,17 +13,17 @@
 #include "decimal.h"
 #include "fmt.h"
 #include "json.h"
+#include "live.h"
 #include "log.h"
 #include "persist.h"
 #include "ratelimit.h"
 #include "tenants.h"
 #include "uuid.h"
 
-/* Read-only after tnapi_init. */
+/* Read-only after tnapi_init. The CORS origins and the rate limit are reloadable: they come
+   from the request's struct live (src/live). */
 static struct {
     struct tn_store *st;
-    struct cors_conf cors;
-    uint32_t rate, burst; /* rate 0: rate limiting off */
     uint64_t seed;
     uint32_t rl_cap;
     unsigned nworkers;
@@ -31,7 +31,9 @@ static struct {
 
 struct tnapi_worker {
     unsigned idx;
-    struct rl_table *rl;  /* NULL when rate limiting is off */
+    struct rl_table *rl;  /* allocated the first time the rate limit is on, then kept */
+    bool rl_on;           /* the rate limit of live_gen is on (rl is then non-NULL) */
+    uint64_t live_gen;    /* generation of the settings rl was last set from; 0 = never */
     struct uuid_gen gen;
 };
 
@@ -53,11 +55,7 @@ int tnapi_init(const struct config *cfg, unsigned nworkers)
 {
     tn_free(T.st); /* unit tests call app_init more than once */
     memset(&T, 0, sizeof(T));
-    if (cors_init(&T.cors, cfg->cors_origins) < 0)
-        return -EINVAL;
     T.nworkers = nworkers;
-    T.rate = cfg->rate_limit.rate;
-    T.burst = cfg->rate_limit.burst;
     if (getrandom(&T.seed, sizeof(T.seed), 0) != sizeof(T.seed))
         T.seed = (uint64_t)wall_ms();
     /* test hook (tests/integ/test_tenants.c): a tiny table, so LRU eviction shows with a few
@@ -106,11 +104,36 @@ struct tnapi_worker *tnapi_worker_new(unsigned idx)
         return NULL;
     w->idx = idx;
     uuid_gen_init(&w->gen);
-    if (T.rate && !(w->rl = rl_new(T.rl_cap, T.rate, T.burst, T.seed + idx))) {
-        free(w);
-        return NULL;
+    const struct live *L = live_current();
+    if (L && L->rate) { /* the table for the start-up settings: allocation failure is fatal */
+        if (!(w->rl = rl_new(T.rl_cap, L->rate, L->burst, T.seed + idx))) {
+            free(w);
+            return NULL;
+        }
+        w->rl_on = true;
     }
+    w->live_gen = L ? L->gen : 0;
     return w;
+}
+
+/* The settings changed (SIGHUP): follow their rate limit. Once per reload per worker, never per
+   request; the first time the limit is turned on the 3.25 MiB table is allocated here, and it
+   is kept when it is turned off again (a client's bucket then starts full when it comes back). */
+static void follow_settings(struct tnapi_worker *w, const struct live *L)
+{
+    w->live_gen = L->gen;
+    if (!L->rate) {
+        w->rl_on = false;
+        return;
+    }
+    if (w->rl) {
+        rl_set_policy(w->rl, L->rate, L->burst);
+    } else if (!(w->rl = rl_new(T.rl_cap, L->rate, L->burst, T.seed + w->idx))) {
+        log_error("rate limit not applied on this worker: out of memory", LOG_U("worker", w->idx));
+        w->rl_on = false;
+        return;
+    }
+    w->rl_on = true;
 }
 
 void tnapi_worker_free(struct tnapi_worker *w)
@@ -429,6 +452,12 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
     struct rq q = {.s = s};
     const struct http_hdr *origin = http_header(req, "origin", 6);
     const char *pub = public_methods(m->id);
+    const struct live *L = live_get(s->env->live);
+    static const struct cors_conf no_cors; /* without settings (tests): CORS off */
+    const struct cors_conf *cors = L ? &L->cors : &no_cors;
+    if (L && L->gen != w->live_gen)
+        follow_settings(w, L);
+    struct rl_table *rl = w->rl_on ? w->rl : NULL;
     if (req->method == HTTP_M_OPTIONS) {
         /* preflight: CORS only for a public route and a public method */
         char *p = q.hdr;
@@ -438,29 +467,29 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
         q.hlen = (size_t)(p - q.hdr);
         const struct http_hdr *rm = http_header(req, "access-control-request-method", 29);
         if (pub && origin && (!rm || http_has_token(pub, strlen(pub), rm->value, rm->value_len)))
-            q.hlen += cors_preflight(&T.cors, origin->value, origin->value_len, pub, p,
+            q.hlen += cors_preflight(cors, origin->value, origin->value_len, pub, p,
                                      sizeof(q.hdr) - q.hlen);
-        if (pub && w->rl) { /* the fields, without spending a token (rl_peek) */
+        if (pub && rl) { /* the fields, without spending a token (rl_peek) */
             struct rl_result r;
-            rl_peek(w->rl, s->peer_family, s->peer, now_ms, &r);
+            rl_peek(rl, s->peer_family, s->peer, now_ms, &r);
             r.allowed = true; /* a preflight is never refused: no Retry-After */
-            q.hlen += rl_headers(w->rl, &r, q.hdr + q.hlen, sizeof(q.hdr) - q.hlen);
+            q.hlen += rl_headers(rl, &r, q.hdr + q.hlen, sizeof(q.hdr) - q.hlen);
         }
         return sess_respond(s, 204, NULL, q.hdr, q.hlen, NULL, 0), 0;
     }
     bool adm = is_admin(m->id, req->method);
     if (!adm) {
-        if (w->rl) {
+        if (rl) {
             struct rl_result r;
-            rl_take(w->rl, s->peer_family, s->peer, now_ms, &r);
-            q.hlen = rl_headers(w->rl, &r, q.hdr, sizeof(q.hdr));
+            rl_take(rl, s->peer_family, s->peer, now_ms, &r);
+            q.hlen = rl_headers(rl, &r, q.hdr, sizeof(q.hdr));
             if (origin)
-                q.hlen += cors_actual(&T.cors, origin->value, origin->value_len, q.hdr + q.hlen,
+                q.hlen += cors_actual(cors, origin->value, origin->value_len, q.hdr + q.hlen,
                                       sizeof(q.hdr) - q.hlen);
             if (!r.allowed)
                 return fail(&q, 429, "RATE_LIMITED", "too many requests from this address"), 0;
         } else if (origin) {
-            q.hlen = cors_actual(&T.cors, origin->value, origin->value_len, q.hdr, sizeof(q.hdr));
+            q.hlen = cors_actual(cors, origin->value, origin->value_len, q.hdr, sizeof(q.hdr));
         }
     }
     if (adm && admin(s, req) < 0)

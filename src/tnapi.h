@@ -4,9 +4,10 @@
  * RateLimit fields on every public answer) and CORS (public routes only; admin routes never
  * get a CORS field). The data lives in src/tenants; app.c routes the /tenants... paths here.
  *
- * Owns (stated global state, read-only after tnapi_init): the struct tn_store, the parsed
- * --cors-origins and the --rate-limit policy. Per worker: its rate-limit table and its UUID
- * pool (struct tnapi_worker).
+ * Owns (stated global state, read-only after tnapi_init): the struct tn_store. The CORS
+ * origins and the rate-limit policy are the request's reloadable settings (src/live); a worker
+ * follows a new rate limit at its first tenant request after a reload. Per worker: its
+ * rate-limit table and its UUID pool (struct tnapi_worker).
  *
  * Persistence: with --db, src/persist loads the store at start-up and flushes tenants,
  * counters and idempotency records with its other deltas (main wires it: tnapi_store). Without

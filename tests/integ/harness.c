@@ -122,7 +122,7 @@ static int spawn_prepare(struct spawn_spec *sp, char *binbuf, size_t bincap,
         ne++;
     for (size_t i = 0; env && env[i]; i++)
         nx++;
-    sp->envp = calloc(ne + nx + 1, sizeof(char *));
+    sp->envp = calloc(ne + nx + 2, sizeof(char *));
     if (!sp->envp)
         return -ENOMEM;
     size_t k = 0;
@@ -131,6 +131,13 @@ static int spawn_prepare(struct spawn_spec *sp, char *binbuf, size_t bincap,
             sp->envp[k++] = *e;
     for (size_t i = 0; i < nx; i++)
         sp->envp[k++] = (char *)env[i];
+    /* A spill dir of this test process's own (after the test's entries: getenv takes the
+       first): servers of parallel tests all default to --node-id 1, and one test's spill file
+       must never be replayed into another test's database. */
+    static char spill_env[64];
+    snprintf(spill_env, sizeof(spill_env), "RINGCOUNT_SPILL_DIR=/tmp/rc-it-spill-%d",
+             (int)getpid());
+    sp->envp[k++] = spill_env;
     sp->envp[k] = NULL;
     return 0;
 }

@@ -15,7 +15,8 @@
  * relative to the cwd (make runs from the repository root).
  * Environment of the child: the test's own, minus every RINGCOUNT_* variable and DATABASE_URL
  * (a developer's shell must not change what a test sees: no admin key, memory-only), plus the
- * entries the test passes.
+ * entries the test passes, plus RINGCOUNT_SPILL_DIR=/tmp/rc-it-spill-<test pid> unless the test
+ * passes its own (a restarted server of the same test replays what the last one spilled).
  */
 #ifndef IT_HARNESS_H
 #define IT_HARNESS_H

@@ -30,7 +30,7 @@ enum it_load_kind { IT_LOAD_DURABLE, IT_LOAD_FAST, IT_LOAD_EVENT, IT_LOAD_TENANT
 
 /* Event userIds are "u<n>" with n = user_base, user_base + 1, ... modulo IT_LOAD_USERS: each
    event a new user until the pool wraps. */
-#define IT_LOAD_USERS 65536
+#define IT_LOAD_USERS 262144
 #define IT_LOAD_USER_WORDS (IT_LOAD_USERS / 64)
 /* Read timeout of every request. */
 #define IT_LOAD_READ_TIMEOUT_MS 15000

@@ -1,5 +1,6 @@
 /* Unit tests for src/config: defaults, environment, flags, every bound of every numeric setting
-   (driven by the table), value syntaxes, the admin key file, --help and cfg_dump masking. */
+   (driven by the table), value syntaxes, the admin key file, --help and cfg_dump masking, the
+   --config-file that SIGHUP re-reads and the per-setting helpers the reload uses. */
 #include <criterion/criterion.h>
 #include <ctype.h>
 #include <errno.h>
@@ -524,7 +525,7 @@ Test(config, dump_is_json_with_secrets_masked)
     cr_expect(strstr(buf, "\"rate_limit\":\"20/100\""), "%s", buf);
     cr_expect(strstr(buf, "\"max_users\":10000000,"), "%s", buf);
     cr_expect(strstr(buf, "\"cors_origins\":\"https://a.example\""), "%s", buf);
-    cr_expect(strstr(buf, "\"log_level\":\"info\"}"), "%s", buf);
+    cr_expect(strstr(buf, "\"log_level\":\"info\",\"config_file\":\"\"}"), "%s", buf);
     /* every flag appears as a key */
     for (size_t i = 0; i < cfg_nopts; i++) {
         const struct cfg_opt *o = &cfg_opts[i];
@@ -578,4 +579,127 @@ Test(config, mask_conninfo)
     }
     cr_expect_eq(cfg_mask_conninfo("host=abc", out, 8), -ENOSPC);
     cr_expect_eq(cfg_mask_conninfo("host=abc", out, 9), 8);
+}
+
+/* ---------------------------------------------------------------- --config-file (issue 14) */
+
+Test(config, config_file_between_environment_and_flags)
+{
+    static const char body[] =
+        "# live settings\n"
+        "\n"
+        "   RINGCOUNT_RATE_LIMIT = 7/9  \n"
+        "RINGCOUNT_CORS_ORIGINS=https://a.example,https://b.example\n"
+        "RINGCOUNT_LOG_LEVEL=warn\n"
+        "\t# indented comment\n"
+        "RINGCOUNT_FLUSH_MS=\n" /* empty: unset, the environment's value stays */
+        "RINGCOUNT_WORKERS=3";   /* no final newline */
+    char *p = write_tmp(body, sizeof(body) - 1);
+    char path[64], env_cf[128];
+    strcpy(path, p);
+    snprintf(env_cf, sizeof(env_cf), "RINGCOUNT_CONFIG_FILE=%s", path);
+
+    /* the file's values win over the environment ... */
+    cr_assert_eq(load(V(env_cf, "RINGCOUNT_RATE_LIMIT=1/1", "RINGCOUNT_FLUSH_MS=50",
+                        "RINGCOUNT_WORKERS=8"), NULL), 0, "%s", ERR);
+    cr_expect_eq(C.rate_limit.rate, 7);
+    cr_expect_eq(C.rate_limit.burst, 9);
+    cr_expect_str_eq(C.cors_origins, "https://a.example,https://b.example");
+    cr_expect_eq(C.log_level, LOG_WARN);
+    cr_expect_eq(C.flush_ms, 50);
+    cr_expect_eq(C.workers, 3);
+    cr_expect_str_eq(C.config_file, path);
+    /* ... and flags win over the file, in either order on the command line */
+    cr_assert_eq(load(NULL, V("--rate-limit=2/4", "--config-file", path, "--workers=1")), 0, "%s",
+                 ERR);
+    cr_expect_eq(C.rate_limit.rate, 2);
+    cr_expect_eq(C.workers, 1);
+    cr_expect_eq(C.log_level, LOG_WARN, "from the file");
+    unlink(path);
+}
+
+Test(config, config_file_errors_name_the_line)
+{
+    struct { const char *body; const char *want; } cases[] = {
+        {"RINGCOUNT_LOG_LEVEL=info\nRINGCOUNT_RATE_LIMIT=fast\n", ":2)"},
+        {"RINGCOUNT_RATE_LIMT=1/1\n", "unknown setting \"RINGCOUNT_RATE_LIMT\""},
+        {"rate-limit 1/1\n", ":1: expected RINGCOUNT_NAME=VALUE"},
+        {"RINGCOUNT_CONFIG_FILE=/etc/other\n", "cannot name another one"},
+        {"RINGCOUNT_MAX_USERS=0\n", "RINGCOUNT_MAX_USERS"},
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        char *p = write_tmp(cases[i].body, strlen(cases[i].body));
+        char path[64], flag[128];
+        strcpy(path, p);
+        snprintf(flag, sizeof(flag), "--config-file=%s", path);
+        expect_one_error_line(load(NULL, V(flag)));
+        cr_expect(strstr(ERR, cases[i].want), "case %zu: %s", i, ERR);
+        unlink(path);
+    }
+    expect_one_error_line(load(NULL, V("--config-file=/nonexistent/ringcount.conf")));
+    cr_expect(strstr(ERR, "cannot read --config-file \"/nonexistent/ringcount.conf\""), "%s", ERR);
+    /* a secret in the file is never echoed */
+    char *p = write_tmp("RINGCOUNT_ADMIN_KEY=bad key with spaces\n", 40);
+    char path[64], flag[128];
+    strcpy(path, p);
+    snprintf(flag, sizeof(flag), "--config-file=%s", path);
+    expect_one_error_line(load(NULL, V(flag)));
+    cr_expect_null(strstr(ERR, "bad key"), "%s", ERR);
+    unlink(path);
+}
+
+Test(config, same_copy_and_value_text)
+{
+    static struct config a, b;
+    cr_assert_eq(load(NULL, V("--rate-limit=5/10", "--cors-origins=*", "--listen=[::1]:81")), 0);
+    a = C;
+    cr_assert_eq(load(V("RINGCOUNT_ADMIN_KEY=k3y"),
+                      V("--rate-limit=5/11", "--cors-origins=*", "--listen=[::1]:82",
+                        "--db=host=h password=pw")), 0, "%s", ERR);
+    b = C;
+    char v[256], lb[64];
+    for (size_t i = 0; i < cfg_nopts; i++) {
+        const struct cfg_opt *o = &cfg_opts[i];
+        bool differ = o->off == offsetof(struct config, rate_limit) ||
+                      o->off == offsetof(struct config, listen_host) ||
+                      o->off == offsetof(struct config, admin_key) ||
+                      o->off == offsetof(struct config, db);
+        cr_expect_eq(cfg_same(o, &a, &b), !differ, "%s", cfg_opt_label(o, lb, sizeof(lb)));
+        cr_expect(cfg_same(o, &a, &a));
+    }
+    const struct cfg_opt *rate = NULL, *listen = NULL, *key = NULL, *db = NULL, *ll = NULL;
+    for (size_t i = 0; i < cfg_nopts; i++) {
+        const struct cfg_opt *o = &cfg_opts[i];
+        if (o->off == offsetof(struct config, rate_limit)) rate = o;
+        if (o->off == offsetof(struct config, listen_host)) listen = o;
+        if (o->off == offsetof(struct config, admin_key) && !o->name) key = o;
+        if (o->off == offsetof(struct config, db)) db = o;
+        if (o->off == offsetof(struct config, log_level)) ll = o;
+    }
+    cr_assert(rate && listen && key && db && ll);
+    cr_expect_gt(cfg_value_str(rate, &b, v, sizeof(v)), 0);
+    cr_expect_str_eq(v, "5/11");
+    cr_expect_gt(cfg_value_str(listen, &b, v, sizeof(v)), 0);
+    cr_expect_str_eq(v, "[::1]:82");
+    cr_expect_gt(cfg_value_str(key, &b, v, sizeof(v)), 0);
+    cr_expect_str_eq(v, "(set)", "the key itself is never shown");
+    cr_expect_gt(cfg_value_str(key, &a, v, sizeof(v)), 0);
+    cr_expect_str_eq(v, "(unset)");
+    cr_expect_gt(cfg_value_str(db, &b, v, sizeof(v)), 0);
+    cr_expect_null(strstr(v, "pw"), "%s", v);
+    cr_expect_gt(cfg_value_str(ll, &b, v, sizeof(v)), 0);
+    cr_expect_str_eq(v, "info");
+    cr_expect_eq(cfg_value_str(rate, &b, v, 3), -ENOSPC);
+    cr_expect_str_eq(cfg_opt_label(rate, lb, sizeof(lb)), "--rate-limit");
+    cr_expect_str_eq(cfg_opt_label(key, lb, sizeof(lb)), "RINGCOUNT_ADMIN_KEY");
+    /* copy: only that field moves (the listen address: host and port) */
+    cfg_copy(rate, &a, &b);
+    cfg_copy(listen, &a, &b);
+    cr_expect(cfg_same(rate, &a, &b));
+    cr_expect(cfg_same(listen, &a, &b));
+    cr_expect_eq(a.listen_port, 82);
+    cr_expect(!cfg_same(key, &a, &b));
+    cfg_copy(key, &a, &b);
+    cr_expect_str_eq(a.admin_key, "k3y");
+    cr_expect(!cfg_same(db, &a, &b));
 }

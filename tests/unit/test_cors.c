@@ -85,3 +85,24 @@ Test(cors, too_many_origins)
     big[sizeof(big) - 1] = 0;
     cr_assert_eq(cors_init(&c, big), -EINVAL);
 }
+
+/* The fields of an actual answer fit CORS_ACTUAL_MAX for the longest accepted origin (a session
+   keeps them for a parked answer), and a smaller buffer gets nothing rather than a cut line. */
+Test(cors, actual_fields_fit_their_bound)
+{
+    struct cors_conf c;
+    cr_assert_eq(cors_init(&c, "*"), 0);
+    char origin[CORS_ORIGIN_MAX + 1];
+    memset(origin, 'a', CORS_ORIGIN_MAX);
+    memcpy(origin, "https://", 8);
+    origin[CORS_ORIGIN_MAX] = 0;
+    struct cors_conf l;
+    cr_assert_eq(cors_init(&l, origin), 0);
+    char buf[CORS_ACTUAL_MAX];
+    size_t n = cors_actual(&l, origin, CORS_ORIGIN_MAX, buf, sizeof(buf));
+    cr_assert_gt(n, CORS_ORIGIN_MAX);
+    cr_assert_leq(n, CORS_ACTUAL_MAX);
+    cr_assert_eq(cors_actual(&l, origin, CORS_ORIGIN_MAX, buf, sizeof(buf) - 1), 0);
+    cr_assert_eq(cors_actual(&l, origin, CORS_ORIGIN_MAX + 1, buf, sizeof(buf)), 0, "too long");
+    cr_assert_gt(cors_actual(&c, S("https://x.example"), buf, sizeof(buf)), 0);
+}

@@ -588,3 +588,60 @@ Test(log, concurrent_lines_do_not_interleave)
     for (int t = 0; t < NTHREADS; t++)
         cr_expect_eq(seen[t], NLINES);
 }
+
+/* ---- reload (issue 14) ---- */
+
+Test(log, set_level_changes_what_is_written)
+{
+    capture(LOG_INFO);
+    log_debug("hidden");
+    log_set_level(LOG_DEBUG);
+    cr_expect_eq(log_level_get(), LOG_DEBUG);
+    log_debug("shown");
+    log_set_level(LOG_ERROR);
+    log_warn("hidden too");
+    log_error("an error");
+    log_set_level((enum log_level)99); /* out of range: the highest */
+    cr_expect_eq(log_level_get(), LOG_ERROR);
+    cr_assert_eq(drain(), 2, "%s", g_buf);
+    cr_expect(strstr(g_buf, "\"msg\":\"shown\""));
+    cr_expect(strstr(g_buf, "\"msg\":\"an error\""));
+    cr_expect_null(strstr(g_buf, "hidden"));
+}
+
+Test(log, reopen_follows_the_path_of_a_log_file)
+{
+    char path[] = "/tmp/rc-test-log-XXXXXX", moved[64];
+    int fd = mkstemp(path);
+    cr_assert_geq(fd, 0);
+    snprintf(moved, sizeof(moved), "%s.1", path);
+    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 100); /* the fd log_init gets stays fixed */
+    close(fd);
+    log_init(LOG_INFO, dup_fd);
+    log_info("before");
+    cr_assert_eq(rename(path, moved), 0);
+    log_info("after rename, before reopen"); /* still the renamed file */
+    cr_assert_eq(log_reopen(), 1);
+    log_info("after reopen");
+    char buf[4096];
+    FILE *f = fopen(moved, "r");
+    cr_assert_not_null(f);
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    cr_expect(strstr(buf, "\"before\"") && strstr(buf, "before reopen"), "%s", buf);
+    cr_expect_null(strstr(buf, "\"after reopen\""));
+    f = fopen(path, "r");
+    cr_assert_not_null(f, "reopen created %s", path);
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    buf[n] = 0;
+    fclose(f);
+    cr_expect(strstr(buf, "\"after reopen\"") && !strstr(buf, "\"before\""), "%s", buf);
+    unlink(path);
+    unlink(moved);
+    /* a pipe has no path: nothing to reopen */
+    capture(LOG_INFO);
+    cr_expect_eq(log_reopen(), 0);
+    log_init(LOG_INFO, 2);
+    close(dup_fd);
+}

@@ -1,6 +1,6 @@
 /* Unit tests for src/metrics: what a Prometheus scrape of GET /metrics shows an operator —
-   requests by route and status summed over worker slots, a cumulative latency histogram whose
-   _count equals its +Inf bucket, persister figures, connection and io_uring counters from the
+   requests by route and status summed over worker slots, a cumulative latency histogram per
+   route whose _count equals its +Inf bucket, persister figures, connection and io_uring counters from the
    counter slots, process_* figures that match the process, a truncated render that reports the
    length it needs, the watchdog's stalled-worker check, and (when promtool is installed) that
    the text passes `promtool check metrics`. */
@@ -94,8 +94,6 @@ Test(metrics, init_bounds, .fini = teardown)
     /* NULL slot: every hot-path call is a no-op */
     metrics_slot_request(NULL, ROUTE_EVENT, 200, true, 1);
     metrics_slot_tick(NULL, 1);
-    metrics_slot_batch_end(NULL);
-    cr_assert_eq(metrics_slot_now_ns(NULL), 0);
 }
 
 struct req_case {
@@ -139,7 +137,8 @@ Test(metrics, requests_by_route_and_status_summed_over_workers, .init = setup2, 
         cr_expect_eq(u64_of(want_reqs[i].series), want_reqs[i].v, "%s", want_reqs[i].series);
     /* a combination never seen is not rendered; none was observed into the histogram */
     cr_expect_null(value_of("ringcount_http_requests_total{route=\"stats\",code=\"404\"}"));
-    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_count"), 0);
+    cr_expect_null(value_of("ringcount_http_request_duration_seconds_count{route=\"event\"}"));
+    cr_expect_null(strstr(text, "ringcount_http_request_duration_seconds_count"));
     cr_expect(strstr(text, "# TYPE ringcount_http_requests_total counter\n"));
 }
 
@@ -181,35 +180,45 @@ Test(metrics, latency_histogram_is_cumulative_and_exact, .init = setup2, .fini =
     render();
     char series[128];
     for (unsigned b = 0; b < NLES; b++) {
-        snprintf(series, sizeof(series), "ringcount_http_request_duration_seconds_bucket{le=\"%s\"}",
-                 les[b]);
+        snprintf(series, sizeof(series),
+                 "ringcount_http_request_duration_seconds_bucket{route=\"event\",le=\"%s\"}", les[b]);
         cr_expect_eq(u64_of(series), want[b], "bucket le=%s", les[b]);
     }
-    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_count"), want[NLES - 1]);
+    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_count{route=\"event\"}"),
+                 want[NLES - 1]);
     cr_expect_eq(u64_of("ringcount_http_requests_total{route=\"event\",code=\"200\"}"),
                  sizeof(lats) / sizeof(lats[0]));
     /* sum in seconds, µs resolution */
-    double got = f64_of("ringcount_http_request_duration_seconds_sum");
+    double got = f64_of("ringcount_http_request_duration_seconds_sum{route=\"event\"}");
     cr_expect(got > (double)sum_ns / 1e9 - 1e-5 && got < (double)sum_ns / 1e9 + 1e-5,
               "sum %f want %f", got, (double)sum_ns / 1e9);
     cr_expect(strstr(text, "# TYPE ringcount_http_request_duration_seconds histogram\n"));
 }
 
-Test(metrics, batch_clock_is_read_once_per_batch, .init = setup2, .fini = teardown)
+/* Issue 14: one histogram per route, so a slow parked /stats does not hide in /event's figures
+   and an operator can read each route's latency; routes never observed have no series. */
+Test(metrics, latency_histogram_per_route, .init = setup2, .fini = teardown)
 {
-    struct metrics_slot *m = metrics_slot(0);
-    uint64_t a = metrics_slot_now_ns(m);
-    cr_assert_gt(a, 0);
-    struct timespec d = {0, 2000000};
-    nanosleep(&d, NULL);
-    cr_expect_eq(metrics_slot_now_ns(m), a, "cached within the batch");
-    metrics_slot_batch_end(m);
-    uint64_t b = metrics_slot_now_ns(m);
-    cr_expect_geq(b - a, 2000000u, "a new batch reads the clock again");
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    uint64_t mono = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
-    cr_expect(mono >= b && mono - b < 1000000000u, "CLOCK_MONOTONIC ns");
+    for (int i = 0; i < 3; i++)
+        metrics_slot_request(metrics_slot(0), ROUTE_EVENT, 200, true, 50000);      /* 50 µs */
+    metrics_slot_request(metrics_slot(1), ROUTE_STATS, 200, true, 7000000);        /* 7 ms */
+    metrics_slot_request(metrics_slot(1), ROUTE_INCR_V1, 200, true, 12000000);     /* 12 ms */
+    metrics_slot_request(metrics_slot(0), ROUTE_METRICS, 200, false, 0);           /* not observed */
+    render();
+    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_count{route=\"event\"}"), 3);
+    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_bucket{route=\"event\",le=\"0.0001\"}"), 3);
+    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_count{route=\"stats\"}"), 1);
+    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_bucket{route=\"stats\",le=\"0.005\"}"), 0);
+    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_bucket{route=\"stats\",le=\"0.01\"}"), 1);
+    cr_expect_eq(u64_of("ringcount_http_request_duration_seconds_bucket{route=\"increment_v1\",le=\"+Inf\"}"), 1);
+    double ev = f64_of("ringcount_http_request_duration_seconds_sum{route=\"event\"}");
+    cr_expect(ev > 0.000149 && ev < 0.000151, "event sum %f", ev);
+    cr_expect_null(value_of("ringcount_http_request_duration_seconds_count{route=\"metrics\"}"));
+    cr_expect_null(value_of("ringcount_http_request_duration_seconds_count"), "no unlabelled series");
+    /* one family header for all routes */
+    const char *h = strstr(text, "# TYPE ringcount_http_request_duration_seconds histogram\n");
+    cr_assert_not_null(h);
+    cr_expect_null(strstr(h + 1, "# TYPE ringcount_http_request_duration_seconds histogram\n"));
 }
 
 Test(metrics, persister_figures, .init = setup2, .fini = teardown)

@@ -1,5 +1,6 @@
 /* Unit tests for src/ratelimit: burst then refusal, integer refill, headers in draft-10 syntax,
-   IPv4/IPv6 separation, LRU eviction that never refuses a new client. */
+   IPv4/IPv6 separation, LRU eviction that never refuses a new client, a new policy (SIGHUP)
+   that keeps what each client spent. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
 #include <string.h>
@@ -175,4 +176,48 @@ Test(ratelimit, bad_arguments)
     cr_assert_null(rl_new(16, 0, 1, 0));
     cr_assert_null(rl_new(16, 1, 0, 0));
     cr_assert_null(rl_new((1u << 24) + 1, 1, 1, 0));
+}
+
+/* Issue 14: a reload changes rate and burst; clients keep what they spent of the old burst. */
+Test(ratelimit, new_policy_keeps_what_each_client_spent)
+{
+    struct rl_table *t = rl_new(64, 1, 3, 5);
+    cr_assert_not_null(t);
+    uint8_t a[16], b[16];
+    v4(a, 10);
+    v4(b, 11);
+    struct rl_result r;
+    for (int i = 0; i < 3; i++)
+        cr_assert_eq(rl_take(t, AF_INET, a, 1000, &r), 1);
+    cr_assert_eq(rl_take(t, AF_INET, a, 1000, &r), 0, "a spent its burst of 3");
+    cr_assert_eq(rl_take(t, AF_INET, b, 1000, &r), 1, "b spent 1");
+
+    rl_set_policy(t, 1000, 5000);
+    cr_assert_eq(rl_take(t, AF_INET, a, 1000, &r), 1, "raised: a may go on");
+    cr_assert_eq(r.remaining, 4996u, "5000 - the 3 spent - this one");
+    cr_assert_eq(rl_take(t, AF_INET, b, 1000, &r), 1);
+    cr_assert_eq(r.remaining, 4998u);
+    char hdr[RL_HDR_MAX];
+    size_t n = rl_headers(t, &r, hdr, sizeof(hdr));
+    cr_assert(n > 0 && strstr(hdr, "RateLimit-Policy: \"default\";q=5000;w=5\r\n"), "%s", hdr);
+
+    for (int i = 0; i < 10; i++)
+        cr_assert_eq(rl_take(t, AF_INET, b, 1000, &r), 1);
+    /* lowered below what b spent (12): b has nothing left, refills at the new rate */
+    rl_set_policy(t, 1, 2);
+    cr_assert_eq(rl_take(t, AF_INET, b, 1000, &r), 0);
+    cr_assert_eq(r.reset_s, 2);
+    cr_assert_eq(rl_take(t, AF_INET, b, 2000, &r), 1, "one token a second");
+    cr_assert_eq(rl_take(t, AF_INET, a, 1000, &r), 0, "a spent 4 > 2");
+    /* a new client starts with the new burst */
+    uint8_t c[16];
+    v4(c, 12);
+    cr_assert_eq(rl_take(t, AF_INET, c, 1000, &r), 1);
+    cr_assert_eq(r.remaining, 1u);
+    /* invalid policies change nothing */
+    rl_set_policy(t, 0, 5);
+    rl_set_policy(t, 5, 0);
+    n = rl_headers(t, &r, hdr, sizeof(hdr));
+    cr_assert(strstr(hdr, "q=2;w=2"), "%s", hdr);
+    rl_free(t);
 }

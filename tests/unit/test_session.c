@@ -13,6 +13,8 @@
 #include "app.h"
 #include "config.h"
 #include "counters.h"
+#include "metrics.h"
+#include "router.h"
 #include "session.h"
 #include "users.h"
 
@@ -41,12 +43,19 @@ static void on_wake(void *ctx, unsigned target)
     wakes++;
 }
 
+static const char *setup_cors; /* --cors-origins of the next setup_n */
+static bool setup_metrics;     /* metrics slots for the next setup_n (latency tests) */
+
 static void setup_n(unsigned n)
 {
     cr_assert_eq(cnt_init(n), 0);
     cr_assert_eq(users_init(n, 1000000, 4096), 0);
+    if (setup_metrics)
+        cr_assert_eq(metrics_init(n), 0);
     memset(&cfg, 0, sizeof(cfg));
     strcpy(cfg.admin_key, ADMIN_KEY);
+    if (setup_cors)
+        strcpy(cfg.cors_origins, setup_cors);
     cr_assert_eq(app_init(&cfg, n), 0);
     io = (struct app_io){.ctx = NULL, .wake = on_wake};
     aw = app_worker_new(0, &io);
@@ -83,6 +92,7 @@ static void teardown(void)
     app_worker_free(aw1);
     app_fini();
     users_fini();
+    metrics_fini();
     cnt_fini();
 }
 
@@ -1166,4 +1176,168 @@ Test(session, reset_disabled_without_key)
         cr_assert_eq(r[i].status, 403);
         cr_assert(memmem(r[i].body, r[i].body_len, "\"ADMIN_DISABLED\"", 16));
     }
+}
+
+/* ---- CORS on the 1MRC and Increment routes (issue 14) ---- */
+
+static void setup_cors2(void)
+{
+    setup_cors = "http://a.example";
+    setup_n(2);
+    setup_cors = NULL;
+}
+
+TestSuite(session_cors, .init = setup_cors2, .fini = teardown, .timeout = 20);
+
+#define ORIGIN_A "Origin: http://a.example\r\n"
+
+/* A parked /stats is answered after the request's bytes are gone: its CORS fields were kept
+   in the session, and the next request (not a CORS route) gets none. */
+Test(session_cors, parked_stats_answer_carries_its_cors_fields)
+{
+    char req[512];
+    size_t n = mkreq(req, sizeof(req), "GET", "/stats", ORIGIN_A, NULL);
+    n += mkreq(req + n, sizeof(req) - n, "GET", "/health", ORIGIN_A, NULL);
+    feed_n_at(&S, req, n, T0);
+    cr_assert(S.flags & SESS_PENDING, "/stats waits for worker 1");
+    app_on_wake(aw1, T0);
+    app_on_wake(aw, T0);
+    struct buf wire = {0};
+    pump(&S, &wire);
+    struct resp r[3];
+    cr_assert_eq(resp_split(wire.p, wire.len, r, 3), 2);
+    cr_expect_eq(r[0].status, 200);
+    cr_expect(resp_has(&r[0], "Access-Control-Allow-Origin", "http://a.example"), "%.*s",
+              (int)r[0].head_len, r[0].head);
+    cr_expect(resp_has(&r[0], "Vary", "Origin"));
+    size_t vl;
+    cr_expect_null(resp_hdr(&r[1], "Access-Control-Allow-Origin", &vl), "/health is not a CORS route");
+    buf_free(&wire);
+}
+
+Test(session_cors, public_routes_get_cors_admin_routes_never)
+{
+    struct { const char *method, *path, *hdrs, *body; int status; bool cors; } cases[] = {
+        {"OPTIONS", "/event", ORIGIN_A "Access-Control-Request-Method: POST\r\n", NULL, 204, true},
+        {"OPTIONS", "/event", ORIGIN_A "Access-Control-Request-Method: DELETE\r\n", NULL, 204, false},
+        {"POST", "/event", ORIGIN_A, EV_BODY, 200, true},
+        {"POST", "/event", ORIGIN_A, "{", 400, true},      /* a script can read the error too */
+        {"POST", "/event", "Origin: http://b.example\r\n", EV_BODY, 200, false},
+        {"POST", "/event", NULL, EV_BODY, 200, false},
+        {"POST", "/api/v2/increment", ORIGIN_A, "", 204, true},
+        {"GET", "/api/v2/increment", ORIGIN_A, NULL, 200, true},
+        {"GET", "/api/v1/counter", ORIGIN_A, NULL, 200, true},
+        {"POST", "/api/v1/increment", ORIGIN_A, "", 503, true}, /* no database */
+        {"OPTIONS", "/api/v1/increment", ORIGIN_A, NULL, 204, true},
+        {"POST", "/reset", ORIGIN_A "X-API-Key: " ADMIN_KEY "\r\n", "", 200, false},
+        {"OPTIONS", "/reset", ORIGIN_A "Access-Control-Request-Method: POST\r\n", NULL, 204, false},
+        {"GET", "/health", ORIGIN_A, NULL, 200, false},
+        {"GET", "/metrics", ORIGIN_A, NULL, 200, false},
+        {"DELETE", "/event", ORIGIN_A, NULL, 405, false},
+    };
+    char req[1024];
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        sess_init(&S, &env, T0);
+        size_t n = mkreq(req, sizeof(req), cases[i].method, cases[i].path, cases[i].hdrs,
+                         cases[i].body);
+        feed_n_at(&S, req, n, T0);
+        if (S.flags & SESS_PENDING) { /* /reset: a barrier over both workers */
+            app_on_wake(aw1, T0);
+            app_on_wake(aw, T0);
+        }
+        struct buf wire = {0};
+        pump(&S, &wire);
+        struct resp r[2];
+        cr_assert_eq(resp_split(wire.p, wire.len, r, 2), 1, "case %zu", i);
+        cr_expect_eq(r[0].status, cases[i].status, "case %zu: %d", i, r[0].status);
+        size_t vl;
+        const char *acao = resp_hdr(&r[0], "Access-Control-Allow-Origin", &vl);
+        cr_expect_eq(acao != NULL, cases[i].cors, "case %zu %s %s: %.*s", i, cases[i].method,
+                     cases[i].path, (int)r[0].head_len, r[0].head);
+        if (acao && strcmp(cases[i].method, "OPTIONS") == 0) {
+            const char *m = resp_hdr(&r[0], "Access-Control-Allow-Methods", &vl);
+            cr_expect(m && strncmp(m, strcmp(cases[i].path, "/event") == 0
+                                          ? "POST, OPTIONS" : "GET, HEAD, POST, OPTIONS", vl) == 0,
+                      "case %zu", i);
+        }
+        if (acao && strcmp(cases[i].method, "OPTIONS") != 0)
+            cr_expect(resp_has(&r[0], "Access-Control-Expose-Headers",
+                               "RateLimit, RateLimit-Policy, Retry-After"), "case %zu", i);
+        buf_free(&wire);
+    }
+}
+
+/* ---- request latency (issue 14): from the batch of the first byte, precise clock ---- */
+
+static void setup_lat(void)
+{
+    setup_metrics = true;
+    setup_n(1);
+    setup_metrics = false;
+}
+
+TestSuite(session_lat, .init = setup_lat, .fini = teardown, .timeout = 20);
+
+static char mtext[256 * 1024];
+
+/* The cumulative bucket le of route event's latency histogram (0 when absent). */
+static unsigned long long ev_bucket(const char *le)
+{
+    cr_assert_lt(metrics_render(mtext, sizeof(mtext)), sizeof(mtext));
+    char series[160];
+    snprintf(series, sizeof(series),
+             "ringcount_http_request_duration_seconds_bucket{route=\"event\",le=\"%s\"} ", le);
+    const char *p = strstr(mtext, series);
+    return p ? strtoull(p + strlen(series), NULL, 10) : 0;
+}
+
+/* Feed at batch time t_ns (the io layer sets env.now_ns once per batch). */
+static void feed_at_ns(const char *data, size_t n, uint64_t t_ns)
+{
+    env.now_ns = t_ns;
+    cr_assert_eq(feed_n_at(&S, data, n, T0), 0);
+    struct buf wire = {0};
+    pump(&S, &wire);
+    buf_free(&wire);
+}
+
+#define SEC 1000000000ull
+#define MS 1000000ull
+
+Test(session_lat, head_and_body_in_two_batches_count_from_the_first)
+{
+    char req[512];
+    size_t n = mkreq(req, sizeof(req), "POST", "/event", NULL, EV_BODY);
+    size_t head = (size_t)(strstr(req, "\r\n\r\n") + 4 - req);
+    /* one write: 0 in-server time */
+    feed_at_ns(req, n, 100 * SEC);
+    cr_expect_eq(ev_bucket("0.0001"), 1);
+    /* head, then the body 3 ms later (Python's http.client writes them separately) */
+    feed_at_ns(req, head, 200 * SEC);
+    feed_at_ns(req + head, n - head, 200 * SEC + 3 * MS);
+    cr_expect_eq(ev_bucket("0.0001"), 1);
+    cr_expect_eq(ev_bucket("0.0025"), 1, "3 ms is not <= 2.5 ms");
+    cr_expect_eq(ev_bucket("0.005"), 2, "3 ms from the head's batch");
+    /* three batches: from the first one (12 ms) */
+    feed_at_ns(req, 10, 300 * SEC);
+    feed_at_ns(req + 10, head - 10, 300 * SEC + 5 * MS);
+    feed_at_ns(req + head, n - head, 300 * SEC + 12 * MS);
+    cr_expect_eq(ev_bucket("0.01"), 2);
+    cr_expect_eq(ev_bucket("0.025"), 3);
+    cr_expect_eq(ev_bucket("+Inf"), 3);
+}
+
+Test(session_lat, pipelined_requests_are_dated_by_their_own_bytes)
+{
+    char reqs[1024];
+    size_t n1 = mkreq(reqs, sizeof(reqs), "POST", "/event", NULL, EV_BODY);
+    size_t n2 = mkreq(reqs + n1, sizeof(reqs) - n1, "POST", "/event", NULL, EV_BODY);
+    size_t n3 = mkreq(reqs + n1 + n2, sizeof(reqs) - n1 - n2, "POST", "/event", NULL, EV_BODY);
+    /* batch 1: request 1 whole and the start of request 2; batch 2, 7 ms later: the rest of
+       request 2 and all of request 3 */
+    feed_at_ns(reqs, n1 + 20, 50 * SEC);
+    feed_at_ns(reqs + n1 + 20, n2 - 20 + n3, 50 * SEC + 7 * MS);
+    cr_expect_eq(ev_bucket("0.0001"), 2, "requests 1 and 3 waited for nothing");
+    cr_expect_eq(ev_bucket("0.005"), 2);
+    cr_expect_eq(ev_bucket("0.01"), 3, "request 2: 7 ms");
 }

@@ -1,0 +1,440 @@
+/* Integration tests of what a durable answer promises (SPEC §2.2, §4) against a real
+   PostgreSQL 15 — each one fails on the code before the persistence-faults work:
+   - Idempotency-Key on POST /api/v1/increment is arbitrated by the database: a replay on the
+     same node or another node returns the first count and counts nothing;
+   - a durable 503 says whether its increment may still be committed ("outcome":"unknown") or
+     certainly was not ("not_committed");
+   - a flush left open by a killed process (its backend blocked on a lock) can never be taken
+     for a flush of the next process (the ledger key carries a per-start incarnation, and the
+     orphan is ended at start-up): every count the new process acknowledges is in the database;
+   - a keyed tenant increment and its idempotency record commit in the same transaction, even
+     with more than 4,096 records waiting for one flush;
+   - a shutdown that can neither flush nor write its spill file exits non-zero.
+   One private cluster per test (Criterion forks a process per test), unix socket only. */
+#include <criterion/criterion.h>
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "harness.h"
+#include "load.h"
+
+/* kill -9 + restart, lock waits of a few seconds, 10,000 tenant increments: ~20 s each. */
+TestSuite(durable, .timeout = 90);
+
+#define ADMIN_KEY "durable-test-admin-key"
+
+static char pg_dir[128];
+static char spill_dir[160];
+
+static void setup(void)
+{
+    char err[512];
+    cr_assert_eq(it_pg_start(pg_dir, sizeof(pg_dir), "rc-durable", err, sizeof(err)), 0, "%s",
+                 err);
+    snprintf(spill_dir, sizeof(spill_dir), "%s/spill", pg_dir);
+}
+
+static void teardown(void)
+{
+    it_pg_destroy(pg_dir);
+    pg_dir[0] = 0;
+}
+
+/* ringcount on the test cluster with extra args (NULL-terminated, may be NULL). */
+static struct it_server *start_rc(const char *node_id, const char *const *extra)
+{
+    static char ci[256];
+    snprintf(ci, sizeof(ci), "host=%s dbname=ringcount user=postgres", pg_dir);
+    const char *args[32] = {"--workers", "2", "--db", ci, "--node-id", node_id, "--spill-dir",
+                            spill_dir, "--rate-limit", "0"};
+    int k = 10;
+    for (int i = 0; extra && extra[i] && k < 31; i++)
+        args[k++] = extra[i];
+    args[k] = NULL;
+    static const char *const env[] = {"RINGCOUNT_ADMIN_KEY=" ADMIN_KEY, NULL};
+    return it_start(args, env);
+}
+
+static long long db(const char *sql)
+{
+    long long v = it_pg_i64(pg_dir, sql);
+    cr_assert_neq(v, IT_PG_ERR, "%s failed", sql);
+    return v;
+}
+
+static void req(struct it_server *srv, struct it_conn *c, const char *method, const char *path,
+                const char *hdrs, const char *body, struct it_resp *r)
+{
+    int rc = it_load_call(c, method, path, hdrs, body, r, 15000);
+    if (rc != 0) {
+        static char log[8192];
+        it_log_copy(srv, log, sizeof(log));
+        cr_assert_fail("%s %s: %s; server output:\n%s", method, path, strerror(-rc), log);
+    }
+}
+
+static long long count_of(const struct it_resp *r)
+{
+    char v[32];
+    cr_assert_eq(r->status, 200, "%d %s", r->status, r->body);
+    cr_assert_gt(it_json_num(r->body, "count", v, sizeof(v)), 0, "%s", r->body);
+    return strtoll(v, NULL, 10);
+}
+
+#define SQL_COUNTER "SELECT v FROM rc_counters WHERE k = 'increment'"
+
+/* ------------------------------------------------------------------ Idempotency-Key */
+
+Test(durable, idempotency_key_on_any_node, .init = setup, .fini = teardown)
+{
+    struct it_server *a = start_rc("1", NULL), *b = start_rc("2", NULL);
+    struct it_conn *ca = it_conn_new(it_port(a)), *cb = it_conn_new(it_port(b));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+
+    req(a, ca, "POST", "/api/v1/increment", NULL, NULL, r);
+    long long first = count_of(r);
+    req(a, ca, "POST", "/api/v1/increment", "Idempotency-Key: order-42\r\n", NULL, r);
+    long long keyed = count_of(r);
+    cr_assert_eq(keyed, first + 1);
+    /* replays: same node, then the other node — the first result, nothing counted */
+    req(a, ca, "POST", "/api/v1/increment", "Idempotency-Key: order-42\r\n", NULL, r);
+    cr_assert_eq(count_of(r), keyed, "replay on the same node");
+    req(b, cb, "POST", "/api/v1/increment", "Idempotency-Key: order-42\r\n", NULL, r);
+    cr_assert_eq(count_of(r), keyed, "replay on another node");
+    cr_assert_eq(db(SQL_COUNTER), keyed, "the replays counted nothing");
+    cr_assert_eq(db("SELECT v FROM rc_incr_keys WHERE k = 'order-42'"), keyed);
+
+    /* another key counts, on node b, after what node a committed */
+    req(b, cb, "POST", "/api/v1/increment", "Idempotency-Key: order-43\r\n", NULL, r);
+    cr_assert_eq(count_of(r), keyed + 1);
+    /* malformed keys are refused before anything is counted */
+    req(a, ca, "POST", "/api/v1/increment", "Idempotency-Key: \x01" "bad\r\n", NULL, r);
+    cr_assert_eq(r->status, 400, "%d %s", r->status, r->body);
+    cr_assert(strstr(r->body, "INVALID_IDEMPOTENCY_KEY"), "%s", r->body);
+    char k65[100] = "Idempotency-Key: ";
+    memset(k65 + strlen(k65), 'k', 65);
+    strcat(k65, "\r\n");
+    req(a, ca, "POST", "/api/v1/increment", k65, NULL, r);
+    cr_assert_eq(r->status, 400, "65-byte key: %d %s", r->status, r->body);
+    cr_assert_eq(db(SQL_COUNTER), keyed + 1);
+
+    /* the key survives a restart of both nodes */
+    it_conn_free(ca);
+    it_conn_free(cb);
+    cr_assert_eq(it_stop(a), 0);
+    cr_assert_eq(it_stop(b), 0);
+    it_free(a);
+    it_free(b);
+    a = start_rc("1", NULL);
+    ca = it_conn_new(it_port(a));
+    req(a, ca, "POST", "/api/v1/increment", "Idempotency-Key: order-42\r\n", NULL, r);
+    cr_assert_eq(count_of(r), keyed, "replay after a restart");
+    cr_assert_eq(db(SQL_COUNTER), keyed + 1);
+    it_conn_free(ca);
+    cr_assert_eq(it_stop(a), 0);
+    it_free(a);
+    free(r);
+}
+
+/* ------------------------------------------------------------------ 503 outcomes */
+
+Test(durable, unavailable_says_the_outcome, .fini = teardown)
+{
+    /* memory-only: nothing is ever counted by a durable request */
+    const char *const args[] = {"--workers", "1", NULL};
+    struct it_server *m = it_start(args, NULL);
+    struct it_conn *c = it_conn_new(it_port(m));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    req(m, c, "POST", "/api/v1/increment", NULL, NULL, r);
+    cr_assert_eq(r->status, 503, "%d %s", r->status, r->body);
+    cr_assert(strstr(r->body, "\"code\":\"PERSISTENCE_UNAVAILABLE\""), "%s", r->body);
+    cr_assert(strstr(r->body, "\"outcome\":\"not_committed\""), "%s", r->body);
+    it_conn_free(c);
+    cr_assert_eq(it_stop(m), 0);
+    it_free(m);
+
+    /* database gone: the increment was taken and may commit later: "unknown", in time */
+    setup();
+    const char *const extra[] = {"--durable-timeout-ms", "800", NULL};
+    struct it_server *s = start_rc("1", extra);
+    c = it_conn_new(it_port(s));
+    req(s, c, "POST", "/api/v1/increment", NULL, NULL, r);
+    cr_assert_eq(r->status, 200, "%d %s", r->status, r->body);
+    cr_assert_eq(it_pg_ctl_mode(pg_dir, "stop", "immediate"), 0);
+    const char *hdrs[2] = {NULL, "Idempotency-Key: k-503\r\n"};
+    for (int i = 0; i < 2; i++) {
+        uint64_t t0 = it_now_ms();
+        req(s, c, "POST", "/api/v1/increment", hdrs[i], NULL, r);
+        uint64_t took = it_now_ms() - t0;
+        cr_assert_eq(r->status, 503, "%d %s", r->status, r->body);
+        cr_assert(strstr(r->body, "\"outcome\":\"unknown\""), "%s", r->body);
+        cr_assert_leq(took, 800 + 1000, "503 after %llu ms (--durable-timeout-ms 800)",
+                      (unsigned long long)took);
+        char ra[16];
+        cr_assert_gt(it_header(r, "Retry-After", ra, sizeof(ra)), 0);
+    }
+    /* back: the keyed retry returns the increment the 503 left unknown, counted once */
+    cr_assert_eq(it_pg_ctl(pg_dir, "start"), 0);
+    long long got = -1;
+    for (uint64_t end = it_now_ms() + 20000; it_now_ms() < end; usleep(100000)) {
+        req(s, c, "POST", "/api/v1/increment", hdrs[1], NULL, r);
+        if (r->status == 200) {
+            got = count_of(r);
+            break;
+        }
+    }
+    cr_assert_geq(got, 2, "keyed retry after the outage: %d %s", r->status, r->body);
+    req(s, c, "POST", "/api/v1/increment", hdrs[1], NULL, r);
+    cr_assert_eq(count_of(r), got, "a second retry returns the same count");
+    cr_assert_eq(db("SELECT count(*) FROM rc_incr_keys WHERE k = 'k-503'"), 1);
+    it_conn_free(c);
+    cr_assert_eq(it_stop(s), 0);
+    it_free(s);
+    teardown();
+    free(r);
+}
+
+/* ------------------------------------------------------------------ orphaned flush */
+
+/* Send n raw durable increments on fresh connections and never read the answers. */
+static void send_unread(uint16_t port, int n, int *fds)
+{
+    static const char rq[] = "POST /api/v1/increment HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
+    for (int i = 0; i < n; i++) {
+        fds[i] = it_connect(port);
+        cr_assert_geq(fds[i], 0);
+        cr_assert_eq(it_send_all(fds[i], rq, sizeof(rq) - 1), 0);
+    }
+}
+
+Test(durable, orphaned_flush_of_a_killed_process, .init = setup, .fini = teardown)
+{
+    struct it_server *s = start_rc("1", NULL);
+    struct it_conn *c = it_conn_new(it_port(s));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    /* this node's rc_events row exists (an event flushed) */
+    req(s, c, "POST", "/event", NULL, "{\"userId\":\"u0\",\"value\":1}", r);
+    cr_assert_eq(r->status, 200);
+    req(s, c, "POST", "/api/v1/increment", NULL, NULL, r);
+    long long base = count_of(r);
+    cr_assert_eq(db("SELECT count(*) FROM rc_events WHERE node_id = 1"), 1);
+
+    /* A row lock on rc_events: the next flush updates rc_counters and writes its ledger row,
+       then waits on rc_events — with its COMMIT already sent. */
+    char ci[256];
+    snprintf(ci, sizeof(ci), "host=%s dbname=ringcount user=postgres", pg_dir);
+    static char holder_cmd[1024];
+    snprintf(holder_cmd, sizeof(holder_cmd),
+             "runuser -u postgres -- /usr/lib/postgresql/15/bin/psql '%s' -qc 'BEGIN' -c 'SELECT 1 FROM rc_events WHERE "
+             "node_id = 1 FOR UPDATE' -c 'SELECT pg_sleep(6)' -c 'COMMIT' >/dev/null 2>&1 &",
+             ci);
+    cr_assert_eq(system(geteuid() == 0 ? holder_cmd : holder_cmd + 23), 0);
+    for (uint64_t end = it_now_ms() + 3000; it_now_ms() < end; usleep(20000))
+        if (db("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE "
+               "c.relname = 'rc_events' AND l.mode = 'RowShareLock' AND l.granted") > 0)
+            break;
+    int fds[8];
+    send_unread(it_port(s), 8, fds);
+    req(s, c, "POST", "/event", NULL, "{\"userId\":\"u1\",\"value\":1}", r);
+    /* the flush is now blocked on the row lock (its backend waits on a transactionid lock) */
+    bool blocked = false;
+    for (uint64_t end = it_now_ms() + 3000; it_now_ms() < end && !blocked; usleep(20000))
+        blocked = db("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                     "'ringcount-node-1' AND wait_event_type = 'Lock'") > 0;
+    cr_assert(blocked, "the flush never blocked on the row lock");
+    cr_assert_eq(it_signal_wait(s, SIGKILL, 5000), 128 + SIGKILL);
+    it_free(s);
+    it_conn_free(c);
+    for (int i = 0; i < 8; i++)
+        close(fds[i]);
+
+    /* The next process starts while the orphan still waits, and acknowledges increments. */
+    s = start_rc("1", NULL);
+    c = it_conn_new(it_port(s));
+    long long last = 0;
+    int acked = 0;
+    for (uint64_t end = it_now_ms() + 9000; it_now_ms() < end && acked < 50;) {
+        req(s, c, "POST", "/api/v1/increment", NULL, NULL, r);
+        if (r->status == 200) {
+            long long v = count_of(r);
+            cr_assert_gt(v, last, "counts grow");
+            last = v;
+            acked++;
+        }
+    }
+    cr_assert_eq(acked, 50, "durable increments after the restart: %d %s", r->status, r->body);
+    usleep(6500 * 1000); /* the lock holder is gone by now */
+    long long in_db = db(SQL_COUNTER);
+    /* every count acknowledged is committed: the orphan's 8 unacknowledged increments may or
+       may not be there (they were attempted), nothing acknowledged is missing */
+    cr_assert_geq(in_db, last, "acknowledged %lld, database %lld", last, in_db);
+    cr_assert_geq(in_db, base + 50);
+    cr_assert_leq(in_db, base + 50 + 8);
+    cr_assert_eq(db("SELECT count(DISTINCT incarnation) FROM rc_flush_ledger WHERE node_id = 1"),
+                 2, "each process start has its own incarnation");
+    cr_assert_leq(db("SELECT count(*) FROM pg_stat_activity WHERE application_name = "
+                     "'ringcount-node-1'"), 1, "no orphaned backend left");
+    it_conn_free(c);
+    cr_assert_eq(it_stop(s), 0);
+    it_free(s);
+    free(r);
+}
+
+/* ------------------------------------------------------------------ idempotency records */
+
+struct burst {
+    uint16_t port;
+    const char *path;
+    int from, n, ok;
+};
+
+static void *burst_main(void *arg)
+{
+    struct burst *b = arg;
+    struct it_conn *c = malloc(sizeof(*c));
+    struct it_resp *r = malloc(sizeof(*r));
+    if (!c || !r || it_conn_open(c, b->port) != 0)
+        goto out;
+    for (int i = b->from; i < b->from + b->n; i++) {
+        char h[64];
+        snprintf(h, sizeof(h), "Idempotency-Key: key-%d\r\n", i);
+        if (it_load_call(c, "POST", b->path, h, NULL, r, 10000) == 0 && r->status == 200)
+            b->ok++;
+    }
+    it_conn_close(c);
+out:
+    free(c);
+    free(r);
+    return NULL;
+}
+
+Test(durable, idempotency_records_commit_with_their_increments, .init = setup, .fini = teardown)
+{
+    /* 5 s between flushes: the 10,000 keyed increments below all wait for one or two flushes,
+       so at least one carries more than 4,096 records (the old per-flush cap). */
+    const char *const extra[] = {"--flush-ms", "5000", NULL};
+    struct it_server *s = start_rc("1", extra);
+    char tid[64], cid[64], err[256];
+    cr_assert_eq(it_load_make_tenant(it_port(s), ADMIN_KEY, "idem", tid, cid, err, sizeof(err)),
+                 0, "%s", err);
+    char path[200];
+    snprintf(path, sizeof(path), "/tenants/%s/counters/%s/inc", tid, cid);
+    struct burst b[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        b[i] = (struct burst){.port = it_port(s), .path = path, .from = i * 2500, .n = 2500};
+        cr_assert_eq(pthread_create(&th[i], NULL, burst_main, &b[i]), 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    int ok = b[0].ok + b[1].ok + b[2].ok + b[3].ok;
+    cr_assert_eq(ok, 10000);
+    /* Every committed state: the counter's value equals its idempotency records (each keyed
+       increment adds 1 and writes one record). Watched until everything is committed. */
+    char q[400];
+    snprintf(q, sizeof(q),
+             "SELECT (SELECT value FROM rc_tenant_counters WHERE id = '%s') -"
+             " (SELECT count(*) FROM rc_idempotency WHERE counter_id = '%s')", cid, cid);
+    char qv[200];
+    snprintf(qv, sizeof(qv), "SELECT value FROM rc_tenant_counters WHERE id = '%s'", cid);
+    long long v = 0;
+    for (uint64_t end = it_now_ms() + 20000; it_now_ms() < end && v < 10000; usleep(5000)) {
+        long long gap = db(q);
+        cr_assert_eq(gap, 0, "value and records differ by %lld (value %lld)", gap, db(qv));
+        v = db(qv);
+    }
+    cr_assert_eq(v, 10000);
+    cr_assert_eq(db(q), 0);
+    cr_assert_eq(it_stop(s), 0);
+    it_free(s);
+}
+
+/* ------------------------------------------------------------------ loss at shutdown */
+
+Test(durable, shutdown_that_loses_data_exits_non_zero, .init = setup, .fini = teardown)
+{
+    const char *const extra[] = {"--shutdown-timeout-ms", "1500", NULL};
+    struct it_server *s = start_rc("1", extra);
+    struct it_conn *c = it_conn_new(it_port(s));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    cr_assert_eq(it_pg_ctl_mode(pg_dir, "stop", "immediate"), 0);
+    req(s, c, "POST", "/event", NULL, "{\"userId\":\"lost\",\"value\":1}", r);
+    cr_assert_eq(r->status, 200);
+    it_conn_free(c);
+    /* An unreplayed spill file of this node is in the way: the shutdown must not overwrite it
+       (that would lose its data), so this shutdown's pending event has nowhere to go. */
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "mkdir -p %s && echo older > %s/ringcount-node-1.spill", spill_dir,
+             spill_dir);
+    cr_assert_eq(system(cmd), 0);
+    int st = it_signal_wait(s, SIGTERM, 8000);
+    static char log[16384];
+    it_log_copy(s, log, sizeof(log));
+    cr_assert_eq(st, 1, "exit %d; output:\n%s", st, log);
+    cr_assert(strstr(log, "pending data is lost"), "%s", log);
+    it_free(s);
+    /* the file in the way is untouched */
+    snprintf(cmd, sizeof(cmd), "grep -qx older %s/ringcount-node-1.spill", spill_dir);
+    cr_assert_eq(system(cmd), 0);
+    free(r);
+}
+
+/* ------------------------------------------------------------------ a key that fails alone */
+
+Test(durable, a_key_that_fails_alone_goes_to_rc_rejected, .init = setup, .fini = teardown)
+{
+    struct it_server *s = start_rc("1", NULL);
+    struct it_conn *c = it_conn_new(it_port(s));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    /* one user id the database refuses, among 200 it takes */
+    char out[256];
+    cr_assert_eq(it_pg_sql(pg_dir, "ALTER TABLE rc_users ADD CONSTRAINT no_bad CHECK "
+                                   "(id <> convert_to('bad-user', 'UTF8'))", out, sizeof(out)),
+                 0, "%s", out);
+    char body[96];
+    for (int i = 0; i < 200; i++) {
+        snprintf(body, sizeof(body), "{\"userId\":\"%s\",\"value\":1}", i == 77 ? "bad-user" : "");
+        if (i != 77)
+            snprintf(body, sizeof(body), "{\"userId\":\"good-%d\",\"value\":1}", i);
+        req(s, c, "POST", "/event", NULL, body, r);
+        cr_assert_eq(r->status, 200);
+        req(s, c, "POST", "/api/v2/increment", NULL, NULL, r);
+        cr_assert_eq(r->status, 204);
+    }
+    /* isolated within seconds: 5 failures, the ledger probe, then halvings of the users */
+    long long rej = 0;
+    for (uint64_t end = it_now_ms() + 15000; it_now_ms() < end && rej == 0; usleep(50000))
+        rej = db("SELECT count(*) FROM rc_rejected");
+    cr_assert_eq(rej, 1, "the bad key was not isolated");
+    cr_assert_eq(it_pg_sql(pg_dir, "SELECT kind || ' ' || convert_from(key, 'UTF8') || ' ' || "
+                                   "sqlstate FROM rc_rejected", out, sizeof(out)), 0, "%s", out);
+    cr_assert_str_eq(out, "user bad-user 23514");
+    /* everything else committed: 199 users, every event and increment */
+    for (uint64_t end = it_now_ms() + 5000;
+         it_now_ms() < end && db("SELECT count(*) FROM rc_users") != 199; usleep(50000))
+        ;
+    cr_assert_eq(db("SELECT count(*) FROM rc_users"), 199);
+    cr_assert_eq(db("SELECT coalesce(sum(total), 0) FROM rc_events"), 200);
+    cr_assert_eq(db(SQL_COUNTER), 200);
+    /* counted in /metrics, and flushing normally again */
+    req(s, c, "GET", "/metrics", NULL, NULL, r);
+    cr_assert(strstr(r->body, "\nringcount_flush_rejected_keys_total 1\n"), "%s", r->body);
+    req(s, c, "POST", "/api/v1/increment", NULL, NULL, r);
+    cr_assert_eq(count_of(r), 201);
+    req(s, c, "GET", "/readyz", NULL, NULL, r);
+    cr_assert_eq(r->status, 200, "%s", r->body);
+    it_conn_free(c);
+    cr_assert_eq(it_stop(s), 0);
+    it_free(s);
+    free(r);
+}
