@@ -8,7 +8,8 @@ dbargs=()
 if [ "${RINGCOUNT_RUN_DB:-1}" != 0 ]; then
   db=$(tools/pg-local.sh var/pg start)
   echo "PostgreSQL: $db   (stop it with: tools/pg-local.sh var/pg stop)" >&2
-  dbargs=(--db "$db")
+  # what a shutdown cannot commit (database down) is kept here and replayed at the next start
+  dbargs=(--db "$db" --spill-dir "${RINGCOUNT_SPILL_DIR:-var/spill}")
 fi
 export RINGCOUNT_ADMIN_KEY=${RINGCOUNT_ADMIN_KEY:-dev-admin-key}
 echo "ringcount on http://127.0.0.1:8080  (admin key: \$RINGCOUNT_ADMIN_KEY, Ctrl-C stops)" >&2
