@@ -2954,6 +2954,7 @@ static void spill_put_flush(struct spill_buf *b, const struct flush *f)
    replies flush_applied posts are never read. */
 static void spill_pending(uint64_t now)
 {
+    uint64_t t0 = mono_ms();
     struct spill_buf b = {0};
     uint32_t nrec = 0;
     spill_put_u32(&b, SPILL_PAYLOAD_VERSION);
@@ -2995,7 +2996,8 @@ static void spill_pending(uint64_t now)
     } else if (nrec) {
         log_warn("final flush incomplete: pending data written to the spill file, replayed at "
                  "the next start", LOG_S("file", path), LOG_U("flushes", nrec),
-                 LOG_U("bytes", b.len), LOG_B("db_up", S.cst == C_READY));
+                 LOG_U("bytes", b.len), LOG_U("write_ms", mono_ms() - t0),
+                 LOG_B("db_up", S.cst == C_READY));
     }
     spill_buf_free(&b);
 }
