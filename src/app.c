@@ -433,13 +433,14 @@ static int pers_unavailable(struct sess *s, const char *why)
    still be committed later, so the body says "outcome":"unknown" — a client retries it with
    the same Idempotency-Key, never blindly. (A 503 that counted nothing is pers_unavailable:
    "outcome":"not_committed".) */
+#define PERS_UNKNOWN_BODY                                                                       \
+    "{\"error\":{\"code\":\"PERSISTENCE_UNAVAILABLE\",\"message\":\"PostgreSQL did not "         \
+    "commit in time (--durable-timeout-ms); the increment may still be committed: retry "       \
+    "with the same Idempotency-Key\",\"outcome\":\"unknown\"}}"
 static int pers_unknown(struct sess *s)
 {
-    static const char body[] =
-        "{\"error\":{\"code\":\"PERSISTENCE_UNAVAILABLE\",\"message\":\"PostgreSQL did not "
-        "commit in time (--durable-timeout-ms); the increment may still be committed: retry "
-        "with the same Idempotency-Key\",\"outcome\":\"unknown\"}}";
-    return sess_respond(s, 503, SESS_JSON, SESS_HDRS(SESS_RETRY_AFTER_1), body, sizeof(body) - 1);
+    return sess_respond(s, 503, SESS_JSON, SESS_HDRS(SESS_RETRY_AFTER_1), PERS_UNKNOWN_BODY,
+                        sizeof(PERS_UNKNOWN_BODY) - 1);
 }
 
 static int pers_not_committed(struct sess *s, const char *why)
@@ -536,9 +537,8 @@ static void pers_answer_token(struct app_worker *a, struct pwaiter *w,
         if (r)
             sess_respond(w->s, 200, SESS_JSON, w->resp, w->hlen, w->resp + w->hlen, w->blen);
         else /* applied in memory, not confirmed: never a false 2xx; it is flushed later */
-            sess_error(w->s, 503, "PERSISTENCE_UNAVAILABLE",
-                       "PostgreSQL did not commit in time (--durable-timeout-ms)", w->resp,
-                       w->hlen);
+            sess_respond(w->s, 503, SESS_JSON, w->resp, w->hlen, PERS_UNKNOWN_BODY,
+                         sizeof(PERS_UNKNOWN_BODY) - 1);
         free(w->resp);
         w->resp = NULL;
         sess_unpark(w->s);
