@@ -52,11 +52,13 @@
    measured 2,400 failures/s with no back-off). */
 #define RETRY_MIN_MS 20u
 #define RETRY_MAX_MS 1000u
-/* statement_timeout / lock_timeout: 3/4 of min(--db-timeout-ms, --durable-timeout-ms), so a
-   statement stuck behind a lock fails (and is retried) before the durable request waiting on it
-   times out, and before the exchange deadline drops the connection. */
-#define STMT_TIMEOUT_NUM 3u
-#define STMT_TIMEOUT_DEN 4u
+/* statement_timeout / lock_timeout: 1/2 of min(--db-timeout-ms, --durable-timeout-ms), so a
+   statement stuck behind a lock fails (and is retried on the same connection) well before the
+   exchange deadline drops the connection — at 3/4 a loaded 2-core machine was seen to hit the
+   deadline first, turning a lock wait into a reconnect — and before the durable request
+   waiting on it times out. */
+#define STMT_TIMEOUT_NUM 1u
+#define STMT_TIMEOUT_DEN 2u
 /* Backends of dropped connections to terminate from the next connection (a stalled exchange
    leaves its backend running: behind a lock it would commit later, or pile up). */
 #define OLD_PIDS 16u
@@ -2665,9 +2667,14 @@ static void flush_failed(uint64_t now)
        left inside the aborted transaction ("idle in transaction (aborted)") and every later
        statement would fail until a ROLLBACK. */
     S.need_rollback = S.conn && PQtransactionStatus(S.conn) != PQTRANS_IDLE;
-    /* bisecting a part: no escalation (16 halvings must not take minutes) */
+    /* No escalation while bisecting a part (16 halvings must not take minutes), nor after a
+       lock or statement timeout (55P03, 57014): the failed statement already waited its
+       timeout, and the lock may be gone by now. */
     bool bisecting = S.iso && S.iso_part != P_PROBE;
-    S.retry_backoff = bisecting ? RETRY_MIN_MS : S.retry_backoff ? S.retry_backoff * 2 : RETRY_MIN_MS;
+    bool waited = strcmp(S.r.sqlstate, "55P03") == 0 || strcmp(S.r.sqlstate, "57014") == 0;
+    S.retry_backoff = bisecting || waited ? RETRY_MIN_MS
+                      : S.retry_backoff   ? S.retry_backoff * 2
+                                          : RETRY_MIN_MS;
     if (S.retry_backoff > RETRY_MAX_MS)
         S.retry_backoff = RETRY_MAX_MS;
     S.retry_at = now + S.retry_backoff;
