@@ -2042,11 +2042,40 @@ static int tnd_cmp(const void *a, const void *b)
     return memcmp(((const struct tnd *)a)->id, ((const struct tnd *)b)->id, 16);
 }
 
+/* Inside tn_idem_freeze: the counts of tenants and counters (every record collected is of a
+   counter already there: keyed increments wait while frozen), and every counter whose live
+   value moved from what is committed. */
+static int tn_values_snapshot(struct flush *f)
+{
+    uint32_t nidem;
+    ck_pr_fence_load();
+    tn_sizes(S.tn, &f->tn_nt, &f->tn_nc, &nidem);
+    uint32_t nc = f->tn_nc;
+    int rc = wm_reserve(nc);
+    if (rc < 0)
+        return rc;
+    if (f->captnd < nc) {
+        struct tnd *nd = realloc(f->tnd, nc * sizeof(*nd));
+        if (!nd)
+            return -ENOMEM;
+        f->tnd = nd;
+        f->captnd = nc;
+    }
+    for (uint32_t i = 0; i < nc; i++) {
+        const struct tn_counter *c = tn_counter_at(S.tn, i);
+        uint64_t live = (uint64_t)tn_counter_value_stable(S.tn, c);
+        if (live != S.tn_wm[i])
+            f->tnd[f->ntnd++] = (struct tnd){.idx = i, .live = live, .id = c->id};
+    }
+    return 0;
+}
+
 /* The tenant part of a flush, from what the database holds (S.tn_*): new idempotency records
-   (collected first: their increments are then in the value snapshot taken after), new tenants,
-   new counters, and every counter whose live value moved (Σ per-worker deltas and base, minus
-   the committed value), sorted by id. Scans every counter: 1M counters × 4 workers ≈ 4M loads,
-   a few ms per flush at the store's bound; a few thousand counters cost microseconds. */
+   and the values of every counter that moved (Σ per-worker deltas and base, minus the
+   committed value, sorted by id), both read while keyed increments are held off
+   (tn_idem_freeze), then new tenants and new counters. Scans every counter: 1M counters × 4
+   workers ≈ 4M loads, a few ms per flush at the store's bound (keyed increments wait that
+   long); a few thousand counters cost microseconds. */
 static int build_tenants(struct flush *f)
 {
     f->tn = false;
@@ -2061,36 +2090,34 @@ static int build_tenants(struct flush *f)
     memcpy(f->tn_icur, S.tn_icur, sizeof(f->tn_icur));
     uint64_t lost = 0;
     size_t ni = 0;
+    /* Records and values from one frozen instant (tn_idem_freeze): collected first and values
+       read after, a keyed increment landing in between was committed without its record — a
+       kill -9 then, and its replay counts again (seen: 3 of 522). */
+    tn_idem_freeze(S.tn);
+    int rc = 0;
     for (;;) {
         ni += tn_idem_collect(S.tn, f->tn_icur, S.tn_ibuf + ni, S.tn_capibuf - ni, &lost);
         if (ni < S.tn_capibuf)
             break;
         struct tn_idem_out *nb = realloc(S.tn_ibuf, 2 * S.tn_capibuf * sizeof(*nb));
-        if (!nb)
-            return -ENOMEM; /* nothing of the tenants in this flush; the cursor is unchanged */
+        if (!nb) {
+            rc = -ENOMEM; /* nothing of the tenants in this flush; the cursor is unchanged */
+            break;
+        }
         S.tn_ibuf = nb;
         S.tn_capibuf *= 2;
     }
+    if (rc == 0)
+        rc = tn_values_snapshot(f);
+    tn_idem_thaw(S.tn);
+    if (rc < 0)
+        return rc;
     if (lost) {
         S.tn_ilost += lost;
         log_warn("idempotency records overwritten before being persisted (ring full)",
                  LOG_U("records", lost), LOG_U("total", S.tn_ilost));
     }
-    ck_pr_fence_load();
-    uint32_t nt, nc, nidem;
-    tn_sizes(S.tn, &nt, &nc, &nidem);
-    f->tn_nt = nt;
-    f->tn_nc = nc;
-    int rc = wm_reserve(nc);
-    if (rc < 0)
-        return rc;
-    if (f->captnd < nc) {
-        struct tnd *nd = realloc(f->tnd, nc * sizeof(*nd));
-        if (!nd)
-            return -ENOMEM;
-        f->tnd = nd;
-        f->captnd = nc;
-    }
+    uint32_t nt = f->tn_nt, nc = f->tn_nc;
     rc = jstr(&f->j_t, "[") || jstr(&f->j_c, "[") || jstr(&f->j_d, "[") || jstr(&f->j_i, "[");
     for (uint32_t i = S.tn_nt; i < nt && !rc; i++) {
         const struct tn_tenant *t = tn_tenant_at(S.tn, i);
@@ -2105,12 +2132,6 @@ static int build_tenants(struct flush *f)
              jstr(&f->j_c, ",\"label\":") || jtext(&f->j_c, c->label, c->label_len) ||
              jstr(&f->j_c, ",\"md\":") || jint(&f->j_c, c->max_delta) ||
              jstr(&f->j_c, ",\"ms\":") || jint(&f->j_c, c->created_ms) || jstr(&f->j_c, "}");
-    }
-    for (uint32_t i = 0; i < nc; i++) {
-        const struct tn_counter *c = tn_counter_at(S.tn, i);
-        uint64_t live = (uint64_t)tn_counter_value_stable(S.tn, c);
-        if (live != S.tn_wm[i])
-            f->tnd[f->ntnd++] = (struct tnd){.idx = i, .live = live, .id = c->id};
     }
     if (f->ntnd) /* qsort(NULL, 0, ...) is undefined behaviour (UBSan aborts on it) */
         qsort(f->tnd, f->ntnd, sizeof(*f->tnd), tnd_cmp);

@@ -35,6 +35,7 @@ struct idem_stripe {
 
 struct tn_store {
     pthread_mutex_t mu;
+    bool frozen;              /* tn_idem_freeze holds every stripe lock (the persister's flag) */
     ck_sequence_t setseq;     /* around tn_counter_set's base store: tn_counter_value_stable */
     unsigned nworkers;
     uint32_t max_t, max_c;
@@ -548,7 +549,8 @@ size_t tn_idem_collect(struct tn_store *st, uint64_t cur[TN_IDEM_STRIPES],
         struct idem_stripe *s = &st->idem[i];
         if (cur[i] == ck_pr_load_64(&s->seq))
             continue;
-        ck_spinlock_lock(&s->lock);
+        if (!st->frozen)
+            ck_spinlock_lock(&s->lock);
         if (s->seq - cur[i] > s->cap) { /* lapped: the oldest of those were overwritten */
             *lost += s->seq - cur[i] - s->cap;
             cur[i] = s->seq - s->cap;
@@ -566,9 +568,24 @@ size_t tn_idem_collect(struct tn_store *st, uint64_t cur[TN_IDEM_STRIPES],
             o->klen = r->klen;
             memcpy(o->key, r->key, r->klen);
         }
-        ck_spinlock_unlock(&s->lock);
+        if (!st->frozen)
+            ck_spinlock_unlock(&s->lock);
     }
     return n;
+}
+
+void tn_idem_freeze(struct tn_store *st)
+{
+    for (unsigned i = 0; i < TN_IDEM_STRIPES; i++)
+        ck_spinlock_lock(&st->idem[i].lock);
+    st->frozen = true;
+}
+
+void tn_idem_thaw(struct tn_store *st)
+{
+    st->frozen = false;
+    for (unsigned i = 0; i < TN_IDEM_STRIPES; i++)
+        ck_spinlock_unlock(&st->idem[i].lock);
 }
 
 /* ---------------------------------------------------------------- listing, sizes, JSON */

@@ -158,6 +158,11 @@ void tn_idem_cursor(const struct tn_store *st, uint64_t cur[TN_IDEM_STRIPES]);
    Returns the count copied. */
 size_t tn_idem_collect(struct tn_store *st, uint64_t cur[TN_IDEM_STRIPES],
                        struct tn_idem_out *out, size_t cap, uint64_t *lost);
+/* Hold every stripe's lock (keyed increments wait, unkeyed ones do not) so that the records
+   collected and the counter values read until tn_idem_thaw agree: a keyed increment is either
+   in both or in neither. tn_idem_collect then takes no lock itself. Persister only. */
+void tn_idem_freeze(struct tn_store *st);
+void tn_idem_thaw(struct tn_store *st);
 
 /* JSON objects (NUL-terminated, < TN_JSON_MAX bytes; out must hold TN_JSON_MAX). Length.
    Tenant: {"tenant_id","label","created_at"}; counter: {"counter_id","tenant_id","label",
