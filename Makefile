@@ -112,8 +112,8 @@ install-files:
 	install -D -m 0755 $(BUILD)/ringbench $(DESTDIR)$(PREFIX)/bin/ringbench
 	install -D -m 0755 tools/tune $(DESTDIR)$(PREFIX)/bin/ringcount-tune
 	install -d -m 0755 $(DESTDIR)/etc/systemd/system $(SHARE)
-	sed 's|/usr/local/bin/|$(PREFIX)/bin/|g; s|/usr/local/share/|$(PREFIX)/share/|g' \
-	  deploy/ringcount.service > $(DESTDIR)/etc/systemd/system/ringcount.service.tmp
+	sed 's|/usr/local|$(PREFIX)|g' deploy/ringcount.service \
+	  > $(DESTDIR)/etc/systemd/system/ringcount.service.tmp
 	chmod 0644 $(DESTDIR)/etc/systemd/system/ringcount.service.tmp
 	mv -f $(DESTDIR)/etc/systemd/system/ringcount.service.tmp $(DESTDIR)/etc/systemd/system/ringcount.service
 	install -m 0600 deploy/ringcount.env $(SHARE)/ringcount.env
