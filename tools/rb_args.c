@@ -1,0 +1,236 @@
+/* rb_args — see rb_args.h. */
+#include "rb_args.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+const char *const rb_args_scenarios[4] = {"event", "increment", "counter", "raw"};
+
+const char rb_args_usage[] =
+    "usage: ringbench {event|increment|counter|raw} URL [-c CONNS] [-d SECONDS | -n REQUESTS] "
+    "[-p DEPTH] [-R RATE] [-t THREADS] [-m METHOD] [-b BODY] [-H 'Name: value']... [--half] "
+    "[--no-verify] [--timeout SECONDS] [--json] [--out PREFIX]\n";
+
+static const char HELP[] =
+    "  event URL      POST the 1MRC pattern to URL (e.g. http://127.0.0.1:8080/event), then\n"
+    "                 check GET /stats exactly against what was acknowledged (--half: values\n"
+    "                 <i%1000>.5)\n"
+    "  increment URL  POST URL (/api/v1/increment or /api/v2/increment); checks GET URL's count\n"
+    "  counter URL    create a tenant and a counter (admin key from RINGCOUNT_ADMIN_KEY) under\n"
+    "                 URL's path, POST .../counters/{cid}/inc, check the counter's value\n"
+    "  raw URL        any request: -m METHOD (GET; POST with -b), -b BODY, -H 'Name: value'\n"
+    "  -c CONNS       connections in total (64)       -t THREADS  threads, pinned (1)\n"
+    "  -d SECONDS     duration (10)                   -n REQUESTS total requests instead\n"
+    "  -p DEPTH       pipelining: each connection sends DEPTH requests in one write and the\n"
+    "                 next DEPTH once all are answered (open loop: at most DEPTH outstanding)\n"
+    "  -R RATE        open loop: RATE req/s in total, latency from intended send times\n"
+    "  --no-verify    event/increment/counter: send the scenario's requests, accept any 2xx and\n"
+    "                 skip the checks (to load a server without the API, e.g. nginx)\n"
+    "  --timeout S    a connection without a response for S seconds is dropped; also the\n"
+    "                 wait for outstanding responses after the end (5)\n"
+    "  --json         last stdout line: one JSON object with the results\n"
+    "  --out PREFIX   write PREFIX.csv and PREFIX.svg (per-second throughput and p99)\n";
+
+static void usage_exit(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+static void usage_exit(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "ringbench: ");
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n%s", rb_args_usage);
+    exit(2);
+}
+
+static bool parse_u64(const char *s, uint64_t lo, uint64_t hi, uint64_t *out)
+{
+    char *end;
+    if (!*s || *s == '-' || *s == '+') return false;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end || v < lo || v > hi) return false;
+    *out = v;
+    return true;
+}
+
+static bool parse_pos_double(const char *s, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !isfinite(v) || v <= 0) return false;
+    *out = v;
+    return true;
+}
+
+static void add_header(struct rb_opts *o, const char *h)
+{
+    const char *colon = strchr(h, ':');
+    if (!colon || colon == h || strpbrk(h, "\r\n"))
+        usage_exit("-H wants 'Name: value', got '%s'", h);
+    for (const char *q = h; q < colon; q++)
+        if (*q <= ' ' || *q >= 127) usage_exit("-H: bad header name in '%s'", h);
+    size_t nl = (size_t)(colon - h);
+    if (nl == 14 && strncasecmp(h, "content-length", 14) == 0)
+        usage_exit("-H: %s is computed by ringbench", "Content-Length");
+    if (nl == 17 && strncasecmp(h, "transfer-encoding", 17) == 0)
+        usage_exit("-H: %s is not supported", "Transfer-Encoding");
+    if (nl == 4 && strncasecmp(h, "host", 4) == 0) o->has_host = true;
+    if (nl == 12 && strncasecmp(h, "content-type", 12) == 0) o->has_ctype = true;
+    size_t len = strlen(h);
+    char *n = realloc(o->headers, o->headers_len + len + 3);
+    if (!n) {
+        perror("ringbench");
+        exit(1);
+    }
+    o->headers = n;
+    memcpy(o->headers + o->headers_len, h, len);
+    memcpy(o->headers + o->headers_len + len, "\r\n", 3);
+    o->headers_len += len + 2;
+}
+
+/* Options that constrain others, checked once all are read. */
+struct seen {
+    bool d, m, b;
+};
+
+/* Apply option ch (getopt_long's value) with optarg; exits on a bad value. */
+static void set_option(struct rb_opts *o, int ch, char **argv, struct seen *seen)
+{
+    uint64_t v;
+    switch (ch) {
+    case 'c':
+        if (!parse_u64(optarg, 1, 1000000, &v))
+            usage_exit("-c wants 1..1000000 connections, got '%s'", optarg);
+        o->conns = (uint32_t)v;
+        break;
+    case 'd':
+        if (!parse_pos_double(optarg, &o->duration_s) || o->duration_s > 1e7)
+            usage_exit("-d wants a positive number of seconds, got '%s'", optarg);
+        seen->d = true;
+        break;
+    case 'n':
+        if (!parse_u64(optarg, 1, UINT64_MAX / 2, &o->nreq))
+            usage_exit("-n wants a positive request count, got '%s'", optarg);
+        break;
+    case 'p':
+        if (!parse_u64(optarg, 1, 4096, &v))
+            usage_exit("-p wants a depth of 1..4096, got '%s'", optarg);
+        o->depth = (uint32_t)v;
+        break;
+    case 'R':
+        if (!parse_pos_double(optarg, &o->rate) || o->rate > 1e9)
+            usage_exit("-R wants a positive rate (req/s), got '%s'", optarg);
+        break;
+    case 't':
+        if (!parse_u64(optarg, 1, 1024, &v))
+            usage_exit("-t wants 1..1024 threads, got '%s'", optarg);
+        o->threads = (uint32_t)v;
+        break;
+    case 'm':
+        o->method = optarg;
+        seen->m = true;
+        if (!*optarg || strpbrk(optarg, " \t\r\n"))
+            usage_exit("-m wants a method token, got '%s'", optarg);
+        break;
+    case 'b':
+        o->body = optarg;
+        seen->b = true;
+        break;
+    case 'H':
+        add_header(o, optarg);
+        break;
+    case 'J':
+        o->json = true;
+        break;
+    case 'O':
+        if (!*optarg) usage_exit("--out wants a file prefix");
+        o->out = optarg;
+        break;
+    case 'F':
+        o->half = true;
+        break;
+    case 'V':
+        o->no_verify = true;
+        break;
+    case 'T':
+        if (!parse_pos_double(optarg, &o->timeout_s) || o->timeout_s > 3600)
+            usage_exit("--timeout wants 0 < seconds <= 3600, got '%s'", optarg);
+        break;
+    case 'h':
+        printf("%s%s", rb_args_usage, HELP);
+        exit(0);
+    case ':':
+        usage_exit("option %s needs a value", argv[optind - 1]);
+        break;
+    default:
+        usage_exit("unknown option '%s'", argv[optind - 1]);
+    }
+}
+
+/* The scenario and URL after the options, and the rules between options; exits on a
+   violation. */
+static void check_args(int argc, char **argv, struct rb_opts *o, const struct seen *seen)
+{
+    if (argc - optind < 2)
+        usage_exit("%s", argc - optind == 0 ? "missing SCENARIO and URL" : "missing URL");
+    if (argc - optind > 2) usage_exit("unexpected argument '%s'", argv[optind + 2]);
+    const char *sc = argv[optind];
+    size_t k;
+    for (k = 0; k < 4 && strcmp(sc, rb_args_scenarios[k]) != 0; k++)
+        ;
+    if (k == 4) usage_exit("unknown scenario '%s' (event, increment, counter, raw)", sc);
+    o->scen = (enum rb_scenario)k;
+    if (seen->d && o->nreq) usage_exit("-d and -n are exclusive");
+    if (o->nreq) o->duration_s = 0;
+    if (o->threads > o->conns) usage_exit("-t must not exceed -c (each thread needs a connection)");
+    if ((o->conns + o->threads - 1) / o->threads > 65535)
+        usage_exit("at most 65535 connections per thread; add threads");
+    if ((seen->m || seen->b) && o->scen != RB_RAW)
+        usage_exit("-m and -b apply to the raw scenario only");
+    if (o->half && o->scen != RB_EVENT) usage_exit("--half applies to the event scenario only");
+    if (o->no_verify && o->scen == RB_RAW) usage_exit("--no-verify: raw never verifies");
+    o->url_s = argv[optind + 1];
+    char err[256];
+    if (rb_client_parse_url(o->url_s, &o->url, err, sizeof(err)) < 0) usage_exit("%s", err);
+    if (!o->method) o->method = o->body ? "POST" : "GET";
+}
+
+void rb_args_parse(int argc, char **argv, struct rb_opts *o)
+{
+    static const struct option lo[] = {
+        {"json", no_argument, NULL, 'J'},
+        {"out", required_argument, NULL, 'O'},
+        {"half", no_argument, NULL, 'F'},
+        {"timeout", required_argument, NULL, 'T'},
+        {"help", no_argument, NULL, 'h'},
+        {"no-verify", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    struct seen seen = {0};
+    memset(o, 0, sizeof(*o));
+    o->conns = 64;
+    o->depth = 1;
+    o->threads = 1;
+    o->duration_s = 10;
+    o->timeout_s = 5;
+    opterr = 0;
+    int ch;
+    while ((ch = getopt_long(argc, argv, ":c:d:n:p:R:t:m:b:H:h", lo, NULL)) != -1)
+        set_option(o, ch, argv, &seen);
+    check_args(argc, argv, o, &seen);
+}
+
+void rb_args_free(struct rb_opts *o)
+{
+    free(o->headers);
+    o->headers = NULL;
+    o->headers_len = 0;
+}
