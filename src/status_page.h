@@ -1,5 +1,5 @@
 /*
- * status_page — the HTML status page served at GET / (issue 6): one self-contained document
+ * status_page — the HTML status page served at GET / (SPEC §2.4): one self-contained document
  * (inline CSS and script, no external assets) that polls GET /stats every second and draws
  * requests per second and events per second on a canvas, with the totals beside it.
  *

@@ -17,8 +17,9 @@ struct urec {
     char s[];
 };
 
-/* Arena chunks of 1 MiB: 75,000 ids of ~10 bytes fit in two chunks (the 32 MB RSS budget of
-   1M events / 75k users in issue 2), and a chunk is malloc'd at most once per ~40k users. */
+/* Arena chunks of 1 MiB: 75,000 ids of ~10 bytes fit in two chunks (README's 32 MB RSS
+   budget for 1M events / 75k users, the 1MRC pattern of SPEC §2.1), and a chunk is malloc'd
+   at most once per ~40k users. */
 #define ARENA_CHUNK (1u << 20)
 
 struct chunk {

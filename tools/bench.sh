@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench.sh — `make bench`: the side-by-side benchmark suite (issue 5, SPEC §5).
+# bench.sh — `make bench`: the side-by-side benchmark suite (SPEC §5).
 #
 # The server runs on CPU $SERVER_CPU (1) and the load generator on CPU $LOAD_CPU (0), one core
 # each. Every comparison runs one warm-up of each side, then alternates A B A B ... for

@@ -1,9 +1,9 @@
-/* Integration test of CORS on the 1MRC and Increment routes (issue 14) in a real browser: a page
+/* Integration test of CORS on the 1MRC and Increment routes (SPEC §2.3) in a real browser: a page
    served from another origin (a tiny HTTP server in this test, http://127.0.0.1:PAGE) runs in
    headless Chromium and, with --cors-origins naming that origin, POSTs /event (a JSON body: the
    browser sends a preflight first), reads /stats, POSTs and reads /api/v2/increment; the admin
    route /reset stays out of reach (no CORS field ever). With an origin list that does not name
-   the page, every read fails and the event is never sent. Before issue 14 only the tenant
+   the page, every read fails and the event is never sent. Before, only the tenant
    routes had CORS, so the first run failed too.
 
    Chromium is optional (~300 MB): without /usr/bin/chromium the test is skipped, as in

@@ -1,4 +1,4 @@
-/* Fault-injection durability tests (SPEC §4, issue 7) against a real PostgreSQL 15, loopback
+/* Fault-injection durability tests (SPEC §4) against a real PostgreSQL 15, loopback
    only and bounded in time:
    - kill -9 ×20 under mixed load (durable + fast increments, events): every acknowledged durable
      increment survives, nothing is committed that was not attempted, and fast increments and

@@ -1,4 +1,4 @@
-/* Checks that the binaries carry the hardening the Makefile asks for (issue 7, OpenSSF compiler
+/* Checks that the binaries carry the hardening the Makefile asks for (SPEC §5, OpenSSF compiler
    options), the way checksec does, from readelf/objdump output: PIE, full RELRO (GNU_RELRO +
    BIND_NOW), a non-executable stack, the stack protector, CET instrumentation (endbr64 at the
    entry of main) and, outside the ASan build, fortified libc calls (__*_chk imports).

@@ -697,7 +697,7 @@ Test(http, max_connections_rejects_the_sixth)
 }
 
 /* One 512-byte provided buffer per worker: receives keep failing with -ENOBUFS and must be
-   re-armed, never dropping a connection or a byte (issue 2: "-ENOBUFS re-arm"). */
+   re-armed, never dropping a connection or a byte (SPEC §3: ENOBUFS never spins). */
 Test(http, tiny_buffer_ring_loses_nothing)
 {
     const char *args[] = {"--workers", "1", "--buf-count", "1", "--buf-size", "512", NULL};

@@ -1,4 +1,4 @@
-/* Integration tests of the process lifecycle (issue 2 §4, SPEC §2.4, §5): bad configuration
+/* Integration tests of the process lifecycle (SPEC §2.4, §4, §5): bad configuration
    exits 2 naming the culprit, --help, SIGTERM drains (idle keep-alive, a half-sent request, a
    request finished during the drain), a port already in use, /health /livez /readyz /metrics. */
 #include <criterion/criterion.h>

@@ -1,4 +1,4 @@
-/* Integration tests of the operator-facing surface (issue 6, SPEC §2.4 and §5) against the real
+/* Integration tests of the operator-facing surface (SPEC §2.4 and §5) against the real
    server and the shipped files: a live GET /metrics scrape passes `promtool check metrics`, has
    the 0.0.4 Content-Type and counts the traffic just sent; the server speaks READY=1,
    WATCHDOG=1 and STOPPING=1 on a test NOTIFY_SOCKET; GET / is the self-contained HTML status
@@ -177,7 +177,7 @@ Test(ops, metrics_content_type_and_live_counts)
     cr_expect_eq(sample(body, "ringcount_http_requests_total{route=\"event\",code=\"200\"}"), 5);
     cr_expect_eq(sample(body, "ringcount_http_requests_total{route=\"unknown\",code=\"404\"}"), 1);
     cr_expect_eq(sample(body, "ringcount_http_requests_total{route=\"index\",code=\"200\"}"), 1);
-    /* one latency histogram per route (issue 14) */
+    /* one latency histogram per route (SPEC §2.4) */
     cr_expect_eq(sample(body, "ringcount_http_request_duration_seconds_count{route=\"event\"}"), 5);
     cr_expect_eq(sample(body, "ringcount_http_request_duration_seconds_count{route=\"index\"}"), 1);
     cr_expect_eq(sample(body, "ringcount_events_total"), 5);
@@ -637,7 +637,7 @@ Test(ops, unit_passes_systemd_analyze_verify)
     sh(cmd, out, sizeof(out));
 }
 
-/* ------------------------------------------------------------------ latency (issue 14) */
+/* ------------------------------------------------------------------ latency (SPEC §2.4) */
 
 /* Route event's latency histogram from a /metrics body: cumulative counts per bucket bound,
    the sum in seconds and the count. */
@@ -711,8 +711,8 @@ static void lat_client(uint16_t port, bool split)
 }
 
 /* The in-server latency of a request whose head and body arrive in two segments is the time
-   between them (tens of µs on loopback), not up to a 4 ms tick of the coarse clock: before
-   issue 14 such a client showed p99 6 ms where one-write clients showed <= 100 µs. Each
+   between them (tens of µs on loopback), not up to a 4 ms tick of the coarse clock: with
+   that clock such a client showed p99 6 ms where one-write clients showed <= 100 µs. Each
    client's histogram comes from the difference of two scrapes; a round is retried (3 at most)
    because the 2-core test machine is shared. */
 Test(ops, split_segment_latency_matches_one_write)

@@ -1,4 +1,4 @@
-/* Integration tests of persistence (SPEC §2.2, §4, issue 3) against a real PostgreSQL 15:
+/* Integration tests of persistence (SPEC §2.2, §4) against a real PostgreSQL 15:
    the single counter's durable/fast paths and overflow, no-database mode, a graceful restart
    keeping every event, the exact sum and the user set, the counter oracle across kill -9,
    PostgreSQL restarted under load (nothing acknowledged lost, never a false 2xx), a backend

@@ -1,4 +1,4 @@
-/* Integration test of /readyz and the persistence backlog (SPEC §2.4, issue 6): with
+/* Integration test of /readyz and the persistence backlog (SPEC §2.4): with
    --readyz-max-pending 10, PostgreSQL stopped and more than 10 distinct users posted, /readyz
    answers 503 NOT_READY "persistence backlog over cap" while the fast path keeps answering;
    PostgreSQL started again, the backlog is flushed and /readyz is 200 again.

@@ -1,4 +1,4 @@
-/* Integration tests of SIGHUP (issue 14), as nginx users expect of `systemctl reload`: the
+/* Integration tests of SIGHUP (SPEC §5), as nginx users expect of `systemctl reload`: the
    server re-reads --config-file and --admin-key-file and applies what can change live (rate
    limit, CORS origins, admin key, log level) on the connections it already has, logs each
    change, refuses what cannot change live with a line naming it, refuses a bad file as a whole,

@@ -1,4 +1,4 @@
-/* Integration test of the status page (GET /, issue 6) in a real browser: headless Chromium
+/* Integration test of the status page (GET /, SPEC §2.4) in a real browser: headless Chromium
    (Debian `chromium`) loads the page from a running server, runs its script (which polls
    /stats) and the rendered DOM must show the same totals as /stats; a second run saves a
    screenshot (build/statuspage.png, path printed) for a human to look at.

@@ -1,4 +1,4 @@
-/* Integration tests of the multi-tenant counters (issue 4, SPEC §2.3) against the real server:
+/* Integration tests of the multi-tenant counters (SPEC §2.3) against the real server:
    success and every error code of each route and alias, admin auth (401/403/ADMIN_DISABLED),
    idempotent replay and key reuse, 16 connections × 400 increments exact, rate-limit refusal
    with its draft-10 fields, LRU eviction under many client addresses (127.0.0.x sources), CORS

@@ -581,7 +581,7 @@ Test(config, mask_conninfo)
     cr_expect_eq(cfg_mask_conninfo("host=abc", out, 9), 8);
 }
 
-/* ---------------------------------------------------------------- --config-file (issue 14) */
+/* ---------------------------------------------------------------- --config-file (SPEC §5) */
 
 Test(config, config_file_between_environment_and_flags)
 {

@@ -589,7 +589,7 @@ Test(log, concurrent_lines_do_not_interleave)
         cr_expect_eq(seen[t], NLINES);
 }
 
-/* ---- reload (issue 14) ---- */
+/* ---- reload (SIGHUP, SPEC §2.4 logs) ---- */
 
 Test(log, set_level_changes_what_is_written)
 {

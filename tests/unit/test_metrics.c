@@ -195,7 +195,7 @@ Test(metrics, latency_histogram_is_cumulative_and_exact, .init = setup2, .fini =
     cr_expect(strstr(text, "# TYPE ringcount_http_request_duration_seconds histogram\n"));
 }
 
-/* Issue 14: one histogram per route, so a slow parked /stats does not hide in /event's figures
+/* SPEC §2.4: one histogram per route, so a slow parked /stats does not hide in /event's figures
    and an operator can read each route's latency; routes never observed have no series. */
 Test(metrics, latency_histogram_per_route, .init = setup2, .fini = teardown)
 {

@@ -178,7 +178,8 @@ Test(ratelimit, bad_arguments)
     cr_assert_null(rl_new((1u << 24) + 1, 1, 1, 0));
 }
 
-/* Issue 14: a reload changes rate and burst; clients keep what they spent of the old burst. */
+/* SPEC §2.3, on SIGHUP: a reload changes rate and burst; clients keep what they spent of the
+   old burst. */
 Test(ratelimit, new_policy_keeps_what_each_client_spent)
 {
     struct rl_table *t = rl_new(64, 1, 3, 5);

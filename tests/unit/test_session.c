@@ -1178,7 +1178,7 @@ Test(session, reset_disabled_without_key)
     }
 }
 
-/* ---- CORS on the 1MRC and Increment routes (issue 14) ---- */
+/* ---- CORS on the 1MRC and Increment routes (SPEC §2.3) ---- */
 
 static void setup_cors2(void)
 {
@@ -1267,7 +1267,7 @@ Test(session_cors, public_routes_get_cors_admin_routes_never)
     }
 }
 
-/* ---- request latency (issue 14): from the batch of the first byte, precise clock ---- */
+/* ---- request latency (SPEC §2.4): from the batch of the first byte, precise clock ---- */
 
 static void setup_lat(void)
 {
