@@ -45,7 +45,7 @@ const struct cfg_opt cfg_opts[] = {
         10000000, 0, "open connections; past it new ones get 503 and are closed"),
     U32("max-inflight", "RINGCOUNT_MAX_INFLIGHT", max_inflight, "10000", 1, 10000000, 0,
         "durable requests waiting on a commit; past it 429 OVERLOADED"),
-    /* 1e6 keys = 16 flushes of 65,536 users (persist.c USERS_PER_FLUSH) and up to 256 MB of
+    /* 1e6 keys = 16 flushes of 65,536 users (persist_int.h USERS_PER_FLUSH) and up to 256 MB of
        256-byte user ids held in memory: past that, shed new traffic to other nodes. */
     U32("readyz-max-pending", "RINGCOUNT_READYZ_MAX_PENDING", readyz_max_pending, "1000000", 1,
         1000000000, 0, "keys waiting for a flush to PostgreSQL; past it /readyz answers 503"),

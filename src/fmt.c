@@ -1,4 +1,6 @@
 /* fmt — see fmt.h. */
+#include <errno.h>
+#include <stdbool.h>
 #include "fmt.h"
 
 #include <string.h>
@@ -22,4 +24,40 @@ size_t fmt_i64(char *p, int64_t v)
         return fmt_u64(p, (uint64_t)v);
     *p = '-';
     return 1 + fmt_u64(p + 1, (uint64_t)0 - (uint64_t)v);
+}
+
+/* Signed 128-bit integer in decimal (no NUL); out >= 41 bytes. Returns the length. */
+size_t fmt_i128(char *out, __int128 v)
+{
+    char tmp[48];
+    size_t k = 0;
+    unsigned __int128 u = v < 0 ? -(unsigned __int128)v : (unsigned __int128)v;
+    do {
+        tmp[k++] = (char)('0' + (int)(u % 10));
+        u /= 10;
+    } while (u);
+    size_t o = 0;
+    if (v < 0)
+        out[o++] = '-';
+    while (k)
+        out[o++] = tmp[--k];
+    return o;
+}
+
+/* Parse an optionally signed decimal integer (PostgreSQL numeric/bigint text). 0 / -EINVAL. */
+int fmt_parse_i128(const char *s, __int128 *out)
+{
+    bool neg = *s == '-';
+    if (neg || *s == '+')
+        s++;
+    if (!*s)
+        return -EINVAL;
+    unsigned __int128 u = 0;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return -EINVAL;
+        u = u * 10 + (unsigned)(*s - '0');
+    }
+    *out = neg ? -(__int128)u : (__int128)u;
+    return 0;
 }

@@ -12,5 +12,10 @@
 size_t fmt_u64(char *p, uint64_t v);
 /* Write v in decimal at p (no NUL); returns the number of bytes (1..20). */
 size_t fmt_i64(char *p, int64_t v);
+/* Write v in decimal at p (no NUL); returns the number of bytes (1..40). */
+size_t fmt_i128(char *p, __int128 v);
+/* Parse an optionally signed decimal integer ("-12", "+3", "45": PostgreSQL numeric/bigint text)
+   into *out: 0 / -EINVAL (empty, or a non-digit). No overflow check past 39 digits. */
+int fmt_parse_i128(const char *s, __int128 *out);
 
 #endif

@@ -16,7 +16,7 @@
 
 #include "harness.h"
 
-/* Stop + start of PostgreSQL (~1 s each) and a reconnect back-off of up to 5 s (persist.c
+/* Stop + start of PostgreSQL (~1 s each) and a reconnect back-off of up to 1 s (persist_int.h
    BACKOFF_MAX_MS) fit well inside 60 s. */
 TestSuite(readyz, .timeout = 60);
 

@@ -1,6 +1,7 @@
 /* Unit tests for src/fmt: decimal formatting of u64/i64 at every digit-count edge, the exact
    return length, and that nothing is written past it (callers append in place). */
 #include <criterion/criterion.h>
+#include <errno.h>
 #include <inttypes.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -95,5 +96,33 @@ Test(fmt, powers_of_ten_match_printf)
                 check(fmt_i64(buf, neg), buf, want);
             }
         }
+    }
+}
+
+/* 128-bit: the extremes, zero, and a round trip through fmt_parse_i128 (the persister reads
+   PostgreSQL's numeric sums back with it). */
+Test(fmt, i128_round_trip)
+{
+    const __int128 max = (__int128)(((unsigned __int128)1 << 127) - 1), min = -max - 1;
+    static const char *const want[] = {"170141183460469231731687303715884105727",
+                                       "-170141183460469231731687303715884105728", "0", "-1",
+                                       "1000000000000000000000000"};
+    __int128 vals[] = {max, min, 0, -1, (__int128)1000000000000 * 1000000000000};
+    for (size_t i = 0; i < sizeof(vals) / sizeof(vals[0]); i++) {
+        char buf[48];
+        memset(buf, '#', sizeof(buf));
+        check(fmt_i128(buf, vals[i]), buf, want[i]);
+        __int128 back = 42;
+        cr_assert_eq(fmt_parse_i128(want[i], &back), 0, "%s", want[i]);
+        cr_assert(back == vals[i], "%s did not round-trip", want[i]);
+    }
+    __int128 v = 7;
+    cr_assert_eq(fmt_parse_i128("+12", &v), 0);
+    cr_assert(v == 12);
+    static const char *const bad[] = {"", "-", "+", "1.5", "12a", " 1", "--1"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        v = 7;
+        cr_assert_eq(fmt_parse_i128(bad[i], &v), -EINVAL, "\"%s\"", bad[i]);
+        cr_assert(v == 7, "\"%s\" left *out alone", bad[i]);
     }
 }

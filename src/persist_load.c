@@ -1,0 +1,563 @@
+/* persist_load — see persist_int.h: start-up on main (connect, migrate, end orphaned backends,
+   replay a spill file, load the state). */
+
+#include <errno.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "clock.h"
+#include "counters.h"
+#include "fmt.h"
+#include "persist_int.h"
+#include "spill.h"
+#include "users.h"
+
+/* ------------------------------------------------------------------ start-up: schema + load */
+
+static const char *const MIGRATIONS[] = {
+    /* v1 */
+    "CREATE TABLE rc_counters (k text PRIMARY KEY, v bigint NOT NULL);"
+    /* one row per node: its event count and exact sum in micro-units (value * 10^6) */
+    "CREATE TABLE rc_events (node_id integer PRIMARY KEY, total bigint NOT NULL,"
+    "  sum_u numeric NOT NULL);"
+    /* bytea, not text: a userId may hold U+0000 (\\u0000 in JSON), which text cannot store;
+       bytea also orders by bytes, like the flush's sort */
+    "CREATE TABLE rc_users (id bytea PRIMARY KEY);"
+    "CREATE TABLE rc_meta (k text PRIMARY KEY, v bigint NOT NULL);"
+    "INSERT INTO rc_meta VALUES ('users', 0);"
+    "CREATE TABLE rc_flush_ledger (node_id integer NOT NULL, flush_seq bigint NOT NULL,"
+    "  counter_after bigint, committed_at timestamptz NOT NULL DEFAULT now(),"
+    "  PRIMARY KEY (node_id, flush_seq));",
+    /* v2: the multi-tenant counters (SPEC §2.3) */
+    "CREATE TABLE rc_tenants (id uuid PRIMARY KEY, label text UNIQUE NOT NULL,"
+    "  created_at timestamptz NOT NULL);"
+    "CREATE TABLE rc_tenant_counters (id uuid PRIMARY KEY,"
+    "  tenant_id uuid NOT NULL REFERENCES rc_tenants, label text, value bigint NOT NULL,"
+    "  max_delta bigint NOT NULL, created_at timestamptz NOT NULL);"
+    "CREATE TABLE rc_idempotency (tenant_id uuid NOT NULL, key text NOT NULL,"
+    "  counter_id uuid NOT NULL, delta bigint NOT NULL, value bigint NOT NULL,"
+    "  created_at timestamptz NOT NULL, PRIMARY KEY (tenant_id, key));"
+    /* the 24 h expiry DELETE and the start-up load filter on it */
+    "CREATE INDEX rc_idempotency_created ON rc_idempotency (created_at);",
+    /* v3 (SPEC §4, persistence faults): every process start takes a new incarnation, part of
+       the ledger key, so a flush of a killed process still running in an orphaned backend can
+       never collide with (and be mistaken for) a flush of its successor. rc_incr_keys holds the
+       Idempotency-Keys of durable /api/v1/increment, written in the transaction that counts
+       them. rc_rejected is the dead-letter table of keys that failed alone. */
+    "CREATE SEQUENCE rc_incarnation;"
+    "ALTER TABLE rc_flush_ledger ADD COLUMN incarnation bigint NOT NULL DEFAULT 0;"
+    "ALTER TABLE rc_flush_ledger DROP CONSTRAINT rc_flush_ledger_pkey,"
+    "  ADD PRIMARY KEY (node_id, incarnation, flush_seq);"
+    "CREATE TABLE rc_incr_keys (k text PRIMARY KEY, v bigint, node_id integer NOT NULL,"
+    "  ord integer NOT NULL, created_at timestamptz NOT NULL DEFAULT now());"
+    "CREATE INDEX rc_incr_keys_created ON rc_incr_keys (created_at);"
+    "CREATE TABLE rc_rejected (id bigserial PRIMARY KEY, node_id integer NOT NULL,"
+    "  kind text NOT NULL, key bytea, payload text NOT NULL, sqlstate text NOT NULL,"
+    "  error text NOT NULL, rejected_at timestamptz NOT NULL DEFAULT now());",
+};
+#define NMIGRATIONS (sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]))
+
+/* Run sql; true if it returned want. Logs the error otherwise. */
+bool pst_ok_exec(PGconn *c, const char *sql, ExecStatusType want, PGresult **out)
+{
+    PGresult *r = PQexec(c, sql);
+    if (PQresultStatus(r) != want) {
+        log_error("PostgreSQL start-up statement failed", LOG_S("error", PQresultErrorMessage(r)),
+                  LOG_S("sql", sql));
+        PQclear(r);
+        return false;
+    }
+    if (out)
+        *out = r;
+    else
+        PQclear(r);
+    return true;
+}
+
+void pst_quiet_notice(void *arg, const char *msg);
+
+
+void pst_conn_kw_fill(struct conn_kw *k)
+{
+    uint32_t idle = pst.db_timeout_ms / 2000u;
+    snprintf(k->idle, sizeof(k->idle), "%u", idle ? idle : 1u);
+    snprintf(k->tut, sizeof(k->tut), "%u", pst.db_timeout_ms);
+    const char *kw[] = {"keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+                        "tcp_user_timeout", "dbname", "fallback_application_name", NULL};
+    const char *vals[] = {"1", k->idle, "1", "3", k->tut, pst.conninfo, pst.appname, NULL};
+    memcpy(k->kw, kw, sizeof(kw));
+    memcpy(k->vals, vals, sizeof(vals));
+}
+
+static PGconn *connect_blocking(void)
+{
+    struct conn_kw k;
+    pst_conn_kw_fill(&k);
+    const char *const *kw = k.kw, *const *vals = k.vals;
+    uint64_t until = clock_ms(CLOCK_MONOTONIC) + LOAD_RETRY_MS;
+    for (;;) {
+        PGconn *c = PQconnectdbParams(kw, vals, 1);
+        if (c && PQstatus(c) == CONNECTION_OK) {
+            PQsetNoticeProcessor(c, pst_quiet_notice, NULL);
+            return c;
+        }
+        char err[256];
+        snprintf(err, sizeof(err), "%s", c ? PQerrorMessage(c) : "out of memory");
+        err[strcspn(err, "\n")] = 0;
+        PQfinish(c);
+        if (clock_ms(CLOCK_MONOTONIC) >= until) {
+            log_error("cannot connect to PostgreSQL at start-up", LOG_S("error", err),
+                      LOG_S("fix", "check --db / DATABASE_URL and that the server is up"));
+            return NULL;
+        }
+        log_warn("PostgreSQL not reachable yet, retrying", LOG_S("error", err));
+        usleep(250 * 1000);
+    }
+}
+
+static int migrate(PGconn *c)
+{
+    PGresult *r;
+    if (!pst_ok_exec(c, "SELECT pg_advisory_lock(" ADVISORY_KEY ")", PGRES_TUPLES_OK, NULL))
+        return -EIO;
+    int rc = -EIO;
+    if (!pst_ok_exec(c, "CREATE TABLE IF NOT EXISTS rc_schema (version integer NOT NULL)",
+                 PGRES_COMMAND_OK, NULL) ||
+        !pst_ok_exec(c, "SELECT coalesce(max(version), 0) FROM rc_schema", PGRES_TUPLES_OK, &r))
+        goto out;
+    long have = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    if (have > (long)NMIGRATIONS) {
+        log_error("the database schema is newer than this binary", LOG_I("schema", have),
+                  LOG_U("supported", NMIGRATIONS), LOG_S("fix", "run a newer ringcount"));
+        goto out;
+    }
+    for (long v = have + 1; v <= (long)NMIGRATIONS; v++) {
+        char ins[96];
+        snprintf(ins, sizeof(ins), "INSERT INTO rc_schema VALUES (%ld)", v);
+        if (!pst_ok_exec(c, "BEGIN", PGRES_COMMAND_OK, NULL))
+            goto out;
+        if (!pst_ok_exec(c, MIGRATIONS[v - 1], PGRES_COMMAND_OK, NULL) ||
+            !pst_ok_exec(c, ins, PGRES_COMMAND_OK, NULL) ||
+            !pst_ok_exec(c, "COMMIT", PGRES_COMMAND_OK, NULL)) {
+            PQclear(PQexec(c, "ROLLBACK"));
+            goto out;
+        }
+        log_info("database schema migrated", LOG_I("version", v));
+    }
+    rc = 0;
+out:
+    PQclear(PQexec(c, "SELECT pg_advisory_unlock(" ADVISORY_KEY ")"));
+    return rc;
+}
+
+static int load(PGconn *c, uint64_t *nusers, uint64_t *noverflow)
+{
+    char node[16];
+    snprintf(node, sizeof(node), "%u", pst.node_id);
+    const char *pv[1] = {node};
+    PGresult *r;
+
+    if (!pst_ok_exec(c, "SELECT v FROM rc_counters WHERE k = '" COUNTER_KEY "'", PGRES_TUPLES_OK, &r))
+        return -EIO;
+    int64_t counter = PQntuples(r) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
+
+    r = PQexecParams(c, "SELECT total, sum_u::text FROM rc_events WHERE node_id = $1", 1, NULL,
+                     pv, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK)
+        goto bad;
+    uint64_t total = 0;
+    __int128 sum = 0;
+    if (PQntuples(r)) {
+        total = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+        if (fmt_parse_i128(PQgetvalue(r, 0, 1), &sum) < 0)
+            goto bad;
+    }
+    PQclear(r);
+
+    /* A new incarnation: flush_seq restarts at 1 under a ledger key no earlier process used
+       (its last flush may still commit from an orphaned backend after this load). */
+    if (!pst_ok_exec(c, "SELECT nextval('rc_incarnation')", PGRES_TUPLES_OK, &r))
+        return -EIO;
+    pst.incarnation = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    pst.next_seq = 1;
+
+    /* The user set, 100,000 rows per round trip through a binary cursor (raw bytea bytes). */
+    if (!pst_ok_exec(c, "BEGIN", PGRES_COMMAND_OK, NULL) ||
+        !pst_ok_exec(c, "DECLARE rc_u BINARY NO SCROLL CURSOR FOR SELECT id FROM rc_users",
+                 PGRES_COMMAND_OK, NULL))
+        return -EIO;
+    for (;;) {
+        if (!pst_ok_exec(c, "FETCH FORWARD 100000 FROM rc_u", PGRES_TUPLES_OK, &r))
+            return -EIO;
+        int nt = PQntuples(r);
+        for (int i = 0; i < nt; i++) {
+            int rc = users_preload(PQgetvalue(r, i, 0), (size_t)PQgetlength(r, i, 0));
+            if (rc == 1)
+                (*nusers)++;
+            else if (rc == -ENOSPC)
+                (*noverflow)++;
+        }
+        PQclear(r);
+        if (nt == 0)
+            break;
+    }
+    if (!pst_ok_exec(c, "COMMIT", PGRES_COMMAND_OK, NULL))
+        return -EIO;
+
+    /* This node's totals continue in slot 0; the watermark says they are already committed. */
+    struct cnt_slot *s0 = cnt_slot(0);
+    s0->events = total;
+    s0->sum_lo = (uint64_t)sum;
+    s0->sum_hi = (uint64_t)((unsigned __int128)sum >> 64);
+    pst.pw[0].wm_ev = total;
+    pst.pw[0].wm_sum = sum;
+    pst.persisted_total = total;
+    pst_publish(counter, counter);
+    log_info("loaded from PostgreSQL", LOG_I("counter", counter), LOG_U("events", total),
+             LOG_U("incarnation", pst.incarnation));
+    return 0;
+bad:
+    log_error("PostgreSQL load failed", LOG_S("error", PQresultErrorMessage(r)));
+    PQclear(r);
+    return -EIO;
+}
+
+/* Make pst.tn_wm hold n counters (new ones 0: a new row is inserted with value 0). */
+int pst_wm_reserve(size_t n)
+{
+    if (n <= pst.tn_capwm)
+        return 0;
+    size_t nc = pst.tn_capwm ? pst.tn_capwm : 1024;
+    while (nc < n)
+        nc *= 2;
+    uint64_t *nw = realloc(pst.tn_wm, nc * sizeof(*nw));
+    if (!nw)
+        return -ENOMEM;
+    memset(nw + pst.tn_capwm, 0, (nc - pst.tn_capwm) * sizeof(*nw));
+    pst.tn_wm = nw;
+    pst.tn_capwm = nc;
+    return 0;
+}
+
+static bool parse_id(PGresult *r, int row, int col, uint8_t id[16])
+{
+    return !PQgetisnull(r, row, col) &&
+           uuid_parse(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), id) == 0;
+}
+
+/* Tenants, their counters and the idempotency records younger than 24 h (SPEC §2.3: a replay
+   after a restart still returns the first result). Creation order is kept (ORDER BY
+   created_at, id), so list pages read the same after a restart. */
+static int load_tenants(PGconn *c)
+{
+    PGresult *r = NULL;
+    uint32_t nt = 0, nc = 0, ni = 0, skipped = 0;
+    if (!pst_ok_exec(c, "SELECT id::text, label, (extract(epoch FROM created_at) * 1000)::bigint"
+                    " FROM rc_tenants ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        uint8_t id[16];
+        const struct tn_tenant *t;
+        if (!parse_id(r, i, 0, id) ||
+            tn_tenant_restore(pst.tn, id, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
+                              strtoll(PQgetvalue(r, i, 2), NULL, 10), &t) < 0)
+            skipped++;
+        else
+            nt++;
+    }
+    PQclear(r);
+    if (!pst_ok_exec(c, "SELECT id::text, tenant_id::text, label, value, max_delta,"
+                    " (extract(epoch FROM created_at) * 1000)::bigint FROM rc_tenant_counters"
+                    " ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        uint8_t id[16], tid[16];
+        const struct tn_tenant *t;
+        const struct tn_counter *k;
+        bool nolabel = PQgetisnull(r, i, 2);
+        if (!parse_id(r, i, 0, id) || !parse_id(r, i, 1, tid) || !(t = tn_tenant_find(pst.tn, tid)) ||
+            tn_counter_restore(pst.tn, t, id, nolabel ? NULL : PQgetvalue(r, i, 2),
+                               nolabel ? 0 : (size_t)PQgetlength(r, i, 2),
+                               strtoll(PQgetvalue(r, i, 3), NULL, 10),
+                               strtoll(PQgetvalue(r, i, 4), NULL, 10),
+                               strtoll(PQgetvalue(r, i, 5), NULL, 10), &k) < 0) {
+            skipped++;
+            continue;
+        }
+        if (pst_wm_reserve(k->idx + 1u) < 0) {
+            PQclear(r);
+            return -ENOMEM;
+        }
+        pst.tn_wm[k->idx] = (uint64_t)tn_counter_value(pst.tn, k);
+        nc++;
+    }
+    PQclear(r);
+    if (!pst_ok_exec(c, "SELECT tenant_id::text, key, counter_id::text, delta, value,"
+                    " (extract(epoch FROM created_at) * 1000)::bigint FROM rc_idempotency"
+                    " WHERE created_at > now() - interval '24 hours' ORDER BY created_at",
+                 PGRES_TUPLES_OK, &r))
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        uint8_t tid[16], cid[16];
+        const struct tn_tenant *t;
+        const struct tn_counter *k;
+        if (!parse_id(r, i, 0, tid) || !parse_id(r, i, 2, cid) || !(t = tn_tenant_find(pst.tn, tid)) ||
+            !(k = tn_counter_find(pst.tn, t, cid)) ||
+            tn_idem_restore(pst.tn, k, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
+                            strtoll(PQgetvalue(r, i, 3), NULL, 10),
+                            strtoll(PQgetvalue(r, i, 4), NULL, 10),
+                            strtoll(PQgetvalue(r, i, 5), NULL, 10)) < 0)
+            skipped++;
+        else
+            ni++;
+    }
+    PQclear(r);
+    uint32_t idem;
+    tn_sizes(pst.tn, &pst.tn_nt, &pst.tn_nc, &idem);
+    tn_idem_cursor(pst.tn, pst.tn_icur); /* what was loaded is in the database already */
+    if (skipped)
+        log_warn("tenant rows not loaded (malformed, orphaned or over the store's bounds)",
+                 LOG_U("rows", skipped));
+    log_info("tenant counters loaded from PostgreSQL", LOG_U("tenants", nt), LOG_U("counters", nc),
+             LOG_U("idempotency_records", ni));
+    return 0;
+}
+
+/* Backends left by an earlier process of this node (killed while a flush was open, or a
+   stalled exchange it dropped) would commit after this load, so the values loaded would miss
+   them: terminate them and wait (up to 5 s each) until they are gone before reading anything.
+   Matched by application_name, which is this node's (ringcount-node-N) unless --db sets one,
+   in this database only (other deployments sharing the cluster have their own node 1). */
+static int end_orphans(PGconn *c)
+{
+    /* the name the server has for us: ours (ringcount-node-N) unless the conninfo sets one */
+    const char *app = PQparameterStatus(c, "application_name");
+    const char *pv[1] = {app && *app ? app : pst.appname};
+    PGresult *r = PQexecParams(c,
+                               "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid, 5000))"
+                               " FROM pg_stat_activity WHERE application_name = $1"
+                               " AND datname = current_database() AND pid <> pg_backend_pid()",
+                               1, NULL, pv, NULL, NULL, 0);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        /* not fatal: without the privilege (another role's backends) the incarnation in the
+           ledger key still keeps a late commit from being mistaken for ours */
+        log_warn("could not end earlier backends of this node", LOG_S("error",
+                 PQresultErrorMessage(r)));
+    } else if (strcmp(PQgetvalue(r, 0, 0), "0") != 0) {
+        log_warn("ended backends left by an earlier process of this node",
+                 LOG_S("backends", PQgetvalue(r, 0, 0)), LOG_S("application_name", pv[0]));
+    }
+    PQclear(r);
+    return 0;
+}
+
+static int replay_spill(PGconn *c);
+
+int persist_load(void)
+{
+    if (!pst.enabled)
+        return 0;
+    uint64_t t0 = clock_ms(CLOCK_MONOTONIC);
+    PGconn *c = connect_blocking();
+    if (!c)
+        return -EIO;
+    uint64_t nusers = 0, nover = 0;
+    int rc = migrate(c);
+    if (rc == 0)
+        rc = end_orphans(c);
+    if (rc == 0)
+        rc = replay_spill(c);
+    if (rc == 0)
+        rc = load(c, &nusers, &nover);
+    if (rc == 0 && pst.tn)
+        rc = load_tenants(c);
+    PQfinish(c);
+    if (rc == 0) {
+        log_info("start-up load done", LOG_U("users", nusers), LOG_U("users_overflow", nover),
+                 LOG_U("load_ms", clock_ms(CLOCK_MONOTONIC) - t0));
+        pst.last_flush_ms = 0;
+    }
+    return rc;
+}
+
+/* ------------------------------------------------------------------ start-up: spill replay */
+
+/* One spill record (a flush), its text parameters NUL-terminated (copies). */
+struct srec {
+    bool reset;
+    char *seq, *cd, *ev, *sum, *users, *jt, *jc, *jd, *ji, *keys;
+};
+
+static char *srec_str(struct spill_cur *c)
+{
+    size_t n;
+    const uint8_t *p = spill_get_bytes(c, &n);
+    if (c->bad)
+        return NULL;
+    char *o = malloc(n + 1);
+    if (o) {
+        if (n)
+            memcpy(o, p, n);
+        o[n] = 0;
+    }
+    return o;
+}
+
+static void srec_free(struct srec *r)
+{
+    char **f[] = {&r->seq, &r->cd, &r->ev, &r->sum, &r->users, &r->jt, &r->jc, &r->jd, &r->ji,
+                  &r->keys};
+    for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
+        free(*f[i]);
+}
+
+/* Run one named statement with text parameters; true if it succeeded. *dup: it failed with
+   a unique violation (23505). Logs other failures. */
+static bool replay_exec(PGconn *c, const char *name, int n, const char *const *v, bool *dup)
+{
+    PGresult *r = PQexecParams(c, pst_stmt_sql(name), n, NULL, v, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(r);
+    bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+    if (!ok) {
+        const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        if (dup && ss && strcmp(ss, "23505") == 0)
+            *dup = true;
+        else
+            log_error("spill replay statement failed", LOG_S("statement", name),
+                      LOG_S("error", PQresultErrorMessage(r)));
+    }
+    PQclear(r);
+    return ok;
+}
+
+/* Apply one record in its own transaction, keyed in the ledger under the spilling process's
+   incarnation: a record already committed (by this replay before a crash, or because its flush
+   committed after all) is skipped. 1 applied, 0 already there, -EIO. */
+static int replay_record(PGconn *c, const char *node, const char *inc, const struct srec *r)
+{
+    bool dup = false;
+    const char *lv[4] = {node, r->seq, r->cd, inc};
+    if (!pst_ok_exec(c, "BEGIN", PGRES_COMMAND_OK, NULL))
+        return -EIO;
+    bool ok = replay_exec(c, "rc_ledger", 4, lv, &dup);
+    if (ok && r->reset)
+        ok = replay_exec(c, "rc_trunc", 0, NULL, NULL) && replay_exec(c, "rc_meta0", 0, NULL, NULL);
+    const char *ev[3] = {node, r->ev, r->sum};
+    if (ok && *r->ev)
+        ok = replay_exec(c, "rc_events", 3, ev, NULL);
+    const char *uv[1] = {r->users};
+    if (ok && *r->users)
+        ok = replay_exec(c, "rc_users", 1, uv, NULL);
+    const char *names[4] = {"rc_tn_t", "rc_tn_c", "rc_tn_d", "rc_tn_i"};
+    const char *js[4] = {r->jt, r->jc, r->jd, r->ji};
+    for (int i = 0; ok && i < 4; i++)
+        if (*js[i])
+            ok = replay_exec(c, names[i], 1, &js[i], NULL);
+    const char *kn[2] = {node, r->keys}, *kv[1] = {r->keys};
+    if (ok && *r->keys)
+        ok = replay_exec(c, "rc_key_ins", 2, kn, NULL) && replay_exec(c, "rc_key_val", 1, kv, NULL) &&
+             replay_exec(c, "rc_key_get", 1, kv, NULL);
+    if (!ok) {
+        PQclear(PQexec(c, "ROLLBACK"));
+        return dup ? 0 : -EIO;
+    }
+    return pst_ok_exec(c, "COMMIT", PGRES_COMMAND_OK, NULL) ? 1 : -EIO;
+}
+
+/* The spill file of an earlier shutdown (SPEC §4), replayed before anything is loaded: decoded
+   whole first (a file that does not decode is refused, never half-applied), then record by
+   record, then removed. 0 (also: no file) / -EBADMSG (refused: kept, logged) / -EIO. */
+static int replay_spill(PGconn *c)
+{
+    char path[600] = "";
+    void *pl = NULL;
+    size_t len = 0;
+    if (spill_tmp_exists(pst.spill_dir, pst.node_id))
+        log_warn("an incomplete spill file (.tmp) is left in --spill-dir: a crash interrupted "
+                 "writing it; ignored", LOG_S("spill_dir", pst.spill_dir));
+    int rc = spill_read(pst.spill_dir, pst.node_id, &pl, &len, path, sizeof(path));
+    if (rc == -ENOENT)
+        return 0;
+    if (rc == -EBADMSG || rc == -EFBIG) {
+        log_error("the spill file is corrupt or truncated: refusing to start (it is kept)",
+                  LOG_S("file", path), LOG_S("error", strerror(-rc)),
+                  LOG_S("fix", "inspect it; move it out of --spill-dir to start without its data"));
+        return -EBADMSG;
+    }
+    if (rc < 0) { /* fail at start, not at the shutdown that would need it */
+        log_error("--spill-dir cannot be read: refusing to start", LOG_S("file", path),
+                  LOG_S("error", strerror(-rc)),
+                  LOG_S("fix", "make --spill-dir a directory ringcount can write (or create)"));
+        return rc;
+    }
+    struct spill_cur cur = spill_cur_init(pl, len);
+    uint32_t ver = spill_get_u32(&cur), node = spill_get_u32(&cur);
+    uint64_t inc = spill_get_u64(&cur);
+    uint32_t n = spill_get_u32(&cur);
+    struct srec *recs = NULL;
+    uint32_t got = 0;
+    rc = -EBADMSG;
+    if (cur.bad || ver != SPILL_PAYLOAD_VERSION || node != pst.node_id || n > len)
+        goto refuse;
+    if (n && !(recs = calloc(n, sizeof(*recs)))) {
+        rc = -ENOMEM;
+        goto out;
+    }
+    for (; got < n; got++) {
+        struct srec *r = &recs[got];
+        r->seq = srec_str(&cur);
+        r->reset = spill_get_u8(&cur) != 0;
+        r->cd = srec_str(&cur);
+        r->ev = srec_str(&cur);
+        r->sum = srec_str(&cur);
+        r->users = srec_str(&cur);
+        r->jt = srec_str(&cur);
+        r->jc = srec_str(&cur);
+        r->jd = srec_str(&cur);
+        r->ji = srec_str(&cur);
+        r->keys = srec_str(&cur);
+        if (cur.bad || !r->seq || !r->cd || !r->ev || !r->sum || !r->users || !r->jt || !r->jc ||
+            !r->jd || !r->ji || !r->keys) {
+            got++;
+            goto refuse;
+        }
+    }
+    if (!spill_cur_done(&cur))
+        goto refuse;
+    char snode[16], sinc[24];
+    snprintf(snode, sizeof(snode), "%u", node);
+    snprintf(sinc, sizeof(sinc), "%llu", (unsigned long long)inc);
+    uint64_t t0 = clock_ms(CLOCK_MONOTONIC);
+    unsigned applied = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        int r = replay_record(c, snode, sinc, &recs[i]);
+        if (r < 0) {
+            log_error("spill replay failed: refusing to start (the file is kept; records already "
+                      "applied are skipped next time)", LOG_S("file", path), LOG_U("record", i),
+                      LOG_S("fix", "see the statement error above"));
+            rc = -EIO;
+            goto out;
+        }
+        applied += (unsigned)r;
+    }
+    rc = spill_remove(path);
+    if (rc < 0)
+        log_warn("spill file replayed but not removed (a restart skips its records)",
+                 LOG_S("file", path), LOG_S("error", strerror(-rc)));
+    log_info("spill file replayed", LOG_S("file", path), LOG_U("flushes", n),
+             LOG_U("applied", applied), LOG_U("replay_ms", clock_ms(CLOCK_MONOTONIC) - t0));
+    rc = 0;
+    goto out;
+refuse:
+    log_error("the spill file does not decode: refusing to start (it is kept)", LOG_S("file", path),
+              LOG_S("fix", "inspect it; move it out of --spill-dir to start without its data"));
+out:
+    for (uint32_t i = 0; i < got && recs; i++)
+        srec_free(&recs[i]);
+    free(recs);
+    free(pl);
+    return rc;
+}
