@@ -22,6 +22,7 @@ static const char HELP[] =
     "                 check GET /stats exactly against what was acknowledged (--half: values\n"
     "                 <i%1000>.5)\n"
     "  increment URL  POST URL (/api/v1/increment or /api/v2/increment); checks GET URL's count\n"
+    "                 (a URL without a path: /event for event, /api/v2/increment for increment)\n"
     "  counter URL    create a tenant and a counter (admin key from RINGCOUNT_ADMIN_KEY) under\n"
     "                 URL's path, POST .../counters/{cid}/inc, check the counter's value\n"
     "  raw URL        any request: -m METHOD (GET; POST with -b), -b BODY, -H 'Name: value'\n"
@@ -200,6 +201,11 @@ static void check_args(int argc, char **argv, struct rb_opts *o, const struct se
     o->url_s = argv[optind + 1];
     char err[256];
     if (rb_client_parse_url(o->url_s, &o->url, err, sizeof(err)) < 0) usage_exit("%s", err);
+    /* A bare http://host:port means the scenario's own route: nothing these scenarios send is
+       served at / (it was 200,000 errors of 405 in a row). */
+    if (strcmp(o->url.path, "/") == 0 && (o->scen == RB_EVENT || o->scen == RB_INCREMENT))
+        snprintf(o->url.path, sizeof(o->url.path), "%s",
+                 o->scen == RB_EVENT ? "/event" : "/api/v2/increment");
     if (!o->method) o->method = o->body ? "POST" : "GET";
 }
 

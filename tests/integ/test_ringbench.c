@@ -562,6 +562,26 @@ Test(ringbench, event_against_ringcount_exits_0)
     free(r);
 }
 
+/* A URL without a path is the scenario's route: /event, /api/v2/increment. */
+Test(ringbench, bare_url_means_the_scenario_route)
+{
+    struct it_server *srv = it_start((const char *const[]){"--workers", "1", NULL}, NULL);
+    char url[64];
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", it_port(srv));
+    struct result *r = malloc(sizeof(*r));
+    run_rb(r, (const char *const[]){"event", url, "-c", "4", "-n", "2000", "--json", NULL});
+    cr_expect_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+    cr_expect(strstr(r->out, "totalRequests 0 -> 2000"), "%s", r->out);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/", it_port(srv));
+    run_rb(r, (const char *const[]){"increment", url, "-c", "4", "-n", "1000", "--json", NULL});
+    cr_expect_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+    cr_expect(strstr(last_line(r->out), "\"verify\":\"ok\""), "%s", last_line(r->out));
+    cr_expect(strstr(last_line(r->out), "\"204\":1000"), "%s", last_line(r->out));
+    cr_expect_eq(it_stop(srv), 0);
+    it_free(srv);
+    free(r);
+}
+
 Test(ringbench, refused_connections_are_counted_and_fail_the_run)
 {
     /* a port nobody listens on: bind, read the port, close */
