@@ -878,6 +878,9 @@ void pst_spill_pending(uint64_t now)
         memset(&pst.r, 0, sizeof(pst.r));
         pst_flush_applied(now, true, false, 0);
     }
+    /* everything goes, whole: no part held back for isolation, no batch shrunk */
+    pst.iso = false;
+    pst.users_cap = USERS_PER_FLUSH;
     pst_drain_journals();
     for (;;) {
         memset(&pst.r, 0, sizeof(pst.r));
