@@ -14,10 +14,11 @@
  *
  * Invariants:
  *  - the bytes the kernel would send for an in-flight region never change before it completes;
- *  - the output is exactly the sequence of responses the session reported (app_note_response,
- *    wrapped at link time), each well-formed (status line, Content-Length except 204, a body of
- *    that length except for HEAD), with only "100 Continue" interim responses between them,
- *    nothing after a "Connection: close" response, and never more than SESS_OUT_MAX pending;
+ *  - the output is exactly the sequence of responses the session reported (this target's
+ *    sess_ops note_response records them), each well-formed (status line, Content-Length
+ *    except 204, a body of that length except for HEAD), with only "100 Continue" interim
+ *    responses between them, nothing after a "Connection: close" response, and never more
+ *    than SESS_OUT_MAX pending;
  *  - A and B give the same statuses in the same order: how TCP splits the bytes changes nothing.
  */
 #include <errno.h>
@@ -51,16 +52,15 @@ struct rec {
 static struct rec recs[MAX_REC];
 static size_t nrec;
 
-void __real_app_note_response(struct sess *s, int status);
-void __wrap_app_note_response(struct sess *s, int status);
-
-void __wrap_app_note_response(struct sess *s, int status)
+/* The handlers, with every final response recorded on its way to the app's metrics. */
+static void note_response(struct sess *s, int status)
 {
     if (nrec < MAX_REC)
         recs[nrec] = (struct rec){.status = status, .head = s->req_head};
     nrec++;
-    __real_app_note_response(s, status);
+    app_note_response(s, status);
 }
+static const struct sess_ops ops = {.handle = app_handle, .note_response = note_response};
 
 static void on_kick(struct sess *s)
 {
@@ -96,6 +96,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
         .header_timeout_ms = 10000,
         .body_timeout_ms = 30000,
         .idle_timeout_ms = 60000,
+        .ops = &ops,
         .app = aw,
         .kick = on_kick,
     };

@@ -1,6 +1,7 @@
 /* app — see app.h. */
 #include "app.h"
 
+#include "clock.h"
 #include <ck_pr.h>
 #include <errno.h>
 #include <stdlib.h>
@@ -16,6 +17,7 @@
 #include "live.h"
 #include "metrics.h"
 #include "persist.h"
+#include "pwait.h"
 #include "router.h"
 #include "status_page.h"
 #include "tenants.h"
@@ -25,20 +27,7 @@
 enum wait_kind {
     WAIT_STATS,
     WAIT_RESET,
-    WAIT_CLUSTER, /* a /stats barrier, then the persister */
-    WAIT_COMMIT,  /* an answer held until the next PostgreSQL commit (tenant inc ?sync=1) */
-    WAIT_KEYED,   /* a durable increment with an Idempotency-Key (holds a durable_enter slot) */
-};
-
-/* A session waiting on the persister: a durable increment (key = its ticket, FIFO) or a cluster
-   /stats or durable /reset (key = the token of its request). */
-struct pwaiter {
-    struct sess *s; /* NULL: the connection died (tombstone, keeps the FIFO in ticket order) */
-    uint64_t key;
-    uint64_t deadline_ms;
-    enum wait_kind kind;
-    char *resp;     /* WAIT_COMMIT: headers then body of the held answer (malloc'd) */
-    uint16_t hlen, blen;
+    WAIT_CLUSTER, /* a /stats barrier, then the persister (src/pwait) */
 };
 
 struct waiter {
@@ -59,11 +48,7 @@ struct app_worker {
     struct tnapi_worker *tn;  /* multi-tenant counters: rate-limit table, UUID pool */
     char *metrics_buf;        /* GET /metrics scratch: grown on the first scrapes, then reused */
     size_t metrics_cap;
-    struct pwaiter *dur;      /* durable increments waiting for their commit: ring, FIFO */
-    size_t dur_head, dur_len, dur_cap;
-    struct pwaiter *tok;      /* cluster /stats and durable /reset waiting for a reply */
-    size_t ntok, captok;
-    uint64_t next_token;
+    struct pwait *pw;         /* requests parked on the persister */
 };
 
 /* Read-only after app_init. */
@@ -79,11 +64,10 @@ static uint64_t barrier_gen_global;
 static uint64_t reset_gen_global;
 static int ready_flag;
 
+/* Coarse (~2 ns, 4 ms steps): uptime and the tenant routes' rate limit need no better. */
 static uint64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    return clock_ms(CLOCK_MONOTONIC_COARSE);
 }
 
 int app_init(const struct config *cfg, unsigned nworkers)
@@ -121,11 +105,10 @@ struct app_worker *app_worker_new(unsigned idx, const struct app_io *io)
     a->ms = metrics_slot(idx);
     a->io = *io;
     a->wake_buf = calloc(G.nworkers, sizeof(unsigned));
-    a->tn = tnapi_worker_new(idx);
+    a->pw = pwait_new(idx);
+    a->tn = a->pw ? tnapi_worker_new(idx, a->pw) : NULL;
     if (!a->wake_buf || !a->tn) {
-        free(a->wake_buf);
-        tnapi_worker_free(a->tn);
-        free(a);
+        app_worker_free(a);
         return NULL;
     }
     return a;
@@ -138,9 +121,8 @@ void app_worker_free(struct app_worker *a)
     free(a->wait);
     free(a->wake_buf);
     free(a->metrics_buf);
-    free(a->dur);
-    free(a->tok);
     tnapi_worker_free(a->tn);
+    pwait_free(a->pw);
     free(a);
 }
 
@@ -191,20 +173,17 @@ static uint64_t min_gen(enum wait_kind k)
 }
 
 static void answer_stats(struct sess *s);
-static int pers_wait_token(struct app_worker *a, struct sess *s, enum wait_kind k);
-static void pers_poll(struct app_worker *a, uint64_t now_ms);
-static void pers_forget(struct app_worker *a, struct sess *s);
 
 /* The barrier of w is complete: answer it (0), or hand it to the persister (1, parked): a
    cluster /stats, and a /reset that must also be committed to PostgreSQL. */
 static int answer_waiter(struct app_worker *a, struct waiter *w)
 {
     if (w->kind != WAIT_STATS && persist_enabled())
-        return pers_wait_token(a, w->s, w->kind);
+        return pwait_request(a->pw, w->s, w->kind == WAIT_RESET ? PWAIT_RESET : PWAIT_CLUSTER);
     if (w->kind == WAIT_STATS)
         answer_stats(w->s);
     else
-        sess_respond(w->s, 200, SESS_JSON, NULL, 0, "{\"status\":\"reset\"}", 18);
+        sess_respond(w->s, 200, SESS_JSON, NULL, 0, SESS_LIT(PWAIT_BODY_RESET));
     sess_unpark(w->s);
     return 0;
 }
@@ -255,14 +234,14 @@ void app_forget(struct app_worker *a, struct sess *s)
         if (a->wait[i].s != s)
             a->wait[j++] = a->wait[i];
     a->nwait = j;
-    pers_forget(a, s);
+    pwait_forget(a->pw, s);
 }
 
 void app_on_wake(struct app_worker *a, uint64_t now_ms)
 {
     serve_control(a);
     check_waiters(a);
-    pers_poll(a, now_ms);
+    pwait_poll(a->pw, now_ms);
 }
 
 void app_flush(struct app_worker *a)
@@ -415,289 +394,26 @@ static int handle_index(struct sess *s)
 
 /* ---------------------------------------------------------------- persistence (SPEC §2.2, §4) */
 
-static void pers_count(struct sess *s, int64_t v)
+/* POST /api/v1/increment: take the increment, park until the flush that carries it commits;
+   with an Idempotency-Key the database decides (on any node) whether it is new. */
+static int handle_incr_durable(struct app_worker *a, struct sess *s, const struct http_req *req)
 {
-    char body[48], *p = body;
-    p = put(p, "{\"count\":");
-    p += fmt_i64(p, v);
-    *p++ = '}';
-    sess_respond(s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
-}
-
-static int pers_unavailable(struct sess *s, const char *why)
-{
-    return sess_error(s, 503, "PERSISTENCE_UNAVAILABLE", why, SESS_HDRS(SESS_RETRY_AFTER_1));
-}
-
-/* A durable request not confirmed in time (SPEC §2.2, §4): its increment was taken and may
-   still be committed later, so the body says "outcome":"unknown" — a client retries it with
-   the same Idempotency-Key, never blindly. (A 503 that counted nothing is pers_unavailable:
-   "outcome":"not_committed".) */
-#define PERS_UNKNOWN_BODY                                                                       \
-    "{\"error\":{\"code\":\"PERSISTENCE_UNAVAILABLE\",\"message\":\"PostgreSQL did not "         \
-    "commit in time (--durable-timeout-ms); the increment may still be committed: retry "       \
-    "with the same Idempotency-Key\",\"outcome\":\"unknown\"}}"
-static int pers_unknown(struct sess *s)
-{
-    return sess_respond(s, 503, SESS_JSON, SESS_HDRS(SESS_RETRY_AFTER_1), PERS_UNKNOWN_BODY,
-                        sizeof(PERS_UNKNOWN_BODY) - 1);
-}
-
-static int pers_not_committed(struct sess *s, const char *why)
-{
-    char body[320];
-    int n = snprintf(body, sizeof(body),
-                     "{\"error\":{\"code\":\"PERSISTENCE_UNAVAILABLE\",\"message\":\"%s\","
-                     "\"outcome\":\"not_committed\"}}", why);
-    return sess_respond(s, 503, SESS_JSON, SESS_HDRS(SESS_RETRY_AFTER_1), body,
-                        n > 0 && (size_t)n < sizeof(body) ? (size_t)n : 0);
-}
-
-static int pers_overflow(struct sess *s)
-{
-    return sess_error(s, 409, "COUNTER_OVERFLOW",
-                      "the counter is at its maximum (9223372036854775807) and is never wrapped",
-                      NULL, 0);
-}
-
-/* Grow-on-demand storage for waiters: amortised doubling, never per request once warm. */
-static int pers_grow(struct pwaiter **v, size_t *cap, size_t need)
-{
-    if (need <= *cap)
-        return 0;
-    size_t nc = *cap ? *cap * 2 : 64;
-    struct pwaiter *nv = realloc(*v, nc * sizeof(*nv));
-    if (!nv)
-        return -ENOMEM;
-    *v = nv;
-    *cap = nc;
-    return 0;
-}
-
-/* The barrier of a cluster /stats or /reset is done: ask the persister, park until it replies. */
-static int pers_wait_token(struct app_worker *a, struct sess *s, enum wait_kind k)
-{
-    uint64_t tok = ++a->next_token;
-    /* A cluster request is answered after the flush it rides on commits, so it also serves as
-       "wait for the next commit" (WAIT_COMMIT). */
-    if (pers_grow(&a->tok, &a->captok, a->ntok + 1) < 0 ||
-        persist_w_request(a->idx, k == WAIT_RESET ? PERSIST_REQ_RESET : PERSIST_REQ_CLUSTER,
-                          tok) < 0) {
-        sess_error(s, 503, "OVERLOADED", "too many requests waiting for the persister",
-                   SESS_HDRS(SESS_RETRY_AFTER_1));
-        sess_unpark(s);
-        return 0;
-    }
-    a->tok[a->ntok++] = (struct pwaiter){.s = s, .key = tok, .kind = k,
-                                         .deadline_ms = mono_ms() + persist_durable_timeout_ms()};
-    sess_park(s, a);
-    return 1;
-}
-
-int app_answer_after_commit(struct sess *s, const char *hdrs, size_t hlen, const char *body,
-                            size_t blen)
-{
-    struct app_worker *a = s->env->app;
-    if (!persist_enabled())
-        return -ENODEV;
-    if (hlen > UINT16_MAX || blen > UINT16_MAX)
-        return -EINVAL;
-    /* Only ?sync=1 requests take this path, and they wait for a commit anyway. */
-    char *resp = malloc(hlen + blen + 1);
-    if (!resp)
-        return -ENOMEM;
-    memcpy(resp, hdrs, hlen);
-    memcpy(resp + hlen, body, blen);
-    if (pers_wait_token(a, s, WAIT_COMMIT) != 1) {
-        free(resp); /* pers_wait_token answered 503 OVERLOADED */
-        return APP_DONE;
-    }
-    struct pwaiter *w = &a->tok[a->ntok - 1];
-    w->resp = resp;
-    w->hlen = (uint16_t)hlen;
-    w->blen = (uint16_t)blen;
-    return APP_PARKED;
-}
-
-static void pers_answer_token(struct app_worker *a, struct pwaiter *w,
-                              const struct persist_reply *r)
-{
-    if (w->kind == WAIT_KEYED) {
-        if (!r)
-            pers_unknown(w->s);
-        else if (r->status == -EOVERFLOW)
-            pers_overflow(w->s);
-        else
-            pers_count(w->s, r->value);
-        persist_w_durable_leave(a->idx);
-        sess_unpark(w->s);
-        return;
-    }
-    if (w->kind == WAIT_COMMIT) {
-        if (r)
-            sess_respond(w->s, 200, SESS_JSON, w->resp, w->hlen, w->resp + w->hlen, w->blen);
-        else /* applied in memory, not confirmed: never a false 2xx; it is flushed later */
-            sess_respond(w->s, 503, SESS_JSON, w->resp, w->hlen, PERS_UNKNOWN_BODY,
-                         sizeof(PERS_UNKNOWN_BODY) - 1);
-        free(w->resp);
-        w->resp = NULL;
-        sess_unpark(w->s);
-        return;
-    }
-    if (!r) {
-        pers_unavailable(w->s, w->kind == WAIT_RESET
-                                   ? "reset done in memory; PostgreSQL did not confirm it in time "
-                                     "(it is applied when the database is reachable)"
-                                   : "PostgreSQL did not answer in time");
-    } else if (w->kind == WAIT_RESET) {
-        sess_respond(w->s, 200, SESS_JSON, NULL, 0, "{\"status\":\"reset\"}", 18);
-    } else {
-        char body[256], *p = body;
-        p = put(p, "{\"totalRequests\":");
-        p += fmt_u64(p, r->events);
-        p = put(p, ",\"uniqueUsers\":");
-        p += fmt_u64(p, r->users);
-        p = put(p, ",\"sum\":");
-        p += dec_format(r->sum, p);
-        p = put(p, ",\"avg\":");
-        p += dec_format(r->events ? dec_div_round(r->sum, r->events) : 0, p);
-        p = put(p, ",\"scope\":\"cluster\",\"nodes\":");
-        p += fmt_u64(p, r->nodes);
-        *p++ = '}';
-        sess_respond(w->s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
-    }
-    sess_unpark(w->s);
-}
-
-static struct pwaiter *pers_dur_at(struct app_worker *a, size_t i)
-{
-    return &a->dur[(a->dur_head + i) % a->dur_cap];
-}
-
-/* Drain the persister's replies; answer what they cover; 503 what waited too long. */
-static void pers_poll(struct app_worker *a, uint64_t now_ms)
-{
-    struct persist_reply r;
-    while (persist_w_reply_pop(a->idx, &r)) {
-        if (r.kind == PERSIST_R_DURABLE) {
-            while (a->dur_len && pers_dur_at(a, 0)->key <= r.upto) {
-                struct pwaiter *w = pers_dur_at(a, 0);
-                if (w->s) {
-                    pers_count(w->s, (int64_t)(w->key + r.offset));
-                    sess_unpark(w->s);
-                    persist_w_durable_leave(a->idx);
-                }
-                a->dur_head = (a->dur_head + 1) % a->dur_cap;
-                a->dur_len--;
-            }
-            continue;
-        }
-        for (size_t i = 0; i < a->ntok; i++) {
-            if (a->tok[i].key != r.token)
-                continue;
-            pers_answer_token(a, &a->tok[i], &r);
-            a->tok[i] = a->tok[--a->ntok];
-            break;
-        }
-    }
-    while (a->dur_len && pers_dur_at(a, 0)->deadline_ms <= now_ms) {
-        struct pwaiter *w = pers_dur_at(a, 0);
-        if (w->s) {
-            /* Not acknowledged: the increment may still be committed later (never a false 2xx). */
-            pers_unknown(w->s);
-            sess_unpark(w->s);
-            persist_w_durable_leave(a->idx);
-        }
-        a->dur_head = (a->dur_head + 1) % a->dur_cap;
-        a->dur_len--;
-    }
-    for (size_t i = 0; i < a->ntok;) {
-        if (a->tok[i].deadline_ms <= now_ms) {
-            pers_answer_token(a, &a->tok[i], NULL);
-            a->tok[i] = a->tok[--a->ntok];
-        } else {
-            i++;
-        }
-    }
-}
-
-static void pers_forget(struct app_worker *a, struct sess *s)
-{
-    for (size_t i = 0; i < a->dur_len; i++) {
-        struct pwaiter *w = pers_dur_at(a, i);
-        if (w->s == s) {
-            w->s = NULL;
-            persist_w_durable_leave(a->idx);
-        }
-    }
-    for (size_t i = 0; i < a->ntok;) {
-        if (a->tok[i].s == s) {
-            if (a->tok[i].kind == WAIT_KEYED)
-                persist_w_durable_leave(a->idx);
-            free(a->tok[i].resp);
-            a->tok[i] = a->tok[--a->ntok];
-        } else {
-            i++;
-        }
-    }
-}
-
-/* POST /api/v1/increment with Idempotency-Key: the persister inserts the key in the flush that
-   counts it, so the database decides (on any node) whether it is new; park until that commit. */
-static int handle_incr_keyed(struct app_worker *a, struct sess *s, const struct http_hdr *ik)
-{
+    int rc = persist_w_durable_enter(a->idx);
+    if (rc == -ENODEV)
+        return pwait_answer_not_committed(
+                   s, "no database is configured (--db): durable increments are off"), 0;
+    if (rc == -EBUSY)
+        return sess_error(s, 429, "OVERLOADED", "too many durable increments waiting for a commit",
+                          SESS_HDRS(SESS_RETRY_AFTER_1)), 0;
+    const struct http_hdr *ik = http_header(req, "idempotency-key", 15);
+    if (!ik)
+        return pwait_durable(a->pw, s);
     if (!tn_idem_key_valid(ik->value, ik->value_len) || ik->value_len > PERSIST_KEY_MAX) {
         persist_w_durable_leave(a->idx);
         return sess_error(s, 400, "INVALID_IDEMPOTENCY_KEY",
                           "Idempotency-Key must be 1-64 printable ASCII bytes", NULL, 0), 0;
     }
-    uint64_t tok = ++a->next_token;
-    if (pers_grow(&a->tok, &a->captok, a->ntok + 1) < 0 ||
-        persist_w_keyed(a->idx, ik->value, ik->value_len, tok) < 0) {
-        persist_w_durable_leave(a->idx);
-        return pers_not_committed(s, "too many requests waiting for the persister"), 0;
-    }
-    a->tok[a->ntok++] = (struct pwaiter){.s = s, .key = tok, .kind = WAIT_KEYED,
-                                         .deadline_ms = mono_ms() + persist_durable_timeout_ms()};
-    sess_park(s, a);
-    return 1;
-}
-
-/* POST /api/v1/increment: take the increment, park until the flush that carries it commits. */
-static int handle_incr_durable(struct app_worker *a, struct sess *s, const struct http_req *req)
-{
-    int rc = persist_w_durable_enter(a->idx);
-    if (rc == -ENODEV)
-        return pers_not_committed(s, "no database is configured (--db): durable increments are off"), 0;
-    if (rc == -EBUSY)
-        return sess_error(s, 429, "OVERLOADED", "too many durable increments waiting for a commit",
-                          SESS_HDRS(SESS_RETRY_AFTER_1)), 0;
-    const struct http_hdr *ik = http_header(req, "idempotency-key", 15);
-    if (ik)
-        return handle_incr_keyed(a, s, ik);
-    if (a->dur_len == a->dur_cap) { /* grow the ring, unrolled to start at 0 */
-        size_t nc = a->dur_cap ? a->dur_cap * 2 : 64;
-        struct pwaiter *nv = malloc(nc * sizeof(*nv));
-        if (!nv) {
-            persist_w_durable_leave(a->idx);
-            return sess_error(s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1)), 0;
-        }
-        for (size_t i = 0; i < a->dur_len; i++)
-            nv[i] = *pers_dur_at(a, i);
-        free(a->dur);
-        a->dur = nv;
-        a->dur_cap = nc;
-        a->dur_head = 0;
-    }
-    uint64_t ticket;
-    if (persist_w_incr(a->idx, &ticket) < 0) {
-        persist_w_durable_leave(a->idx);
-        return pers_overflow(s), 0;
-    }
-    a->dur[(a->dur_head + a->dur_len++) % a->dur_cap] = (struct pwaiter){
-        .s = s, .key = ticket, .deadline_ms = mono_ms() + persist_durable_timeout_ms()};
-    sess_park(s, a);
-    return 1;
+    return pwait_keyed(a->pw, s, ik->value, ik->value_len);
 }
 
 /* The single counter's routes: v1 POST durable, v1 GET committed; v2 (and /api/v1/counter)
@@ -711,17 +427,18 @@ static int handle_counter(struct app_worker *a, struct sess *s, const struct htt
             return handle_incr_durable(a, s, req);
         int64_t v;
         if (persist_committed(&v) < 0)
-            return pers_unavailable(s, "no database is configured (--db): nothing is committed"), 0;
-        pers_count(s, v);
+            return pwait_answer_unavailable(
+                       s, "no database is configured (--db): nothing is committed"), 0;
+        pwait_answer_count(s, v);
         return 0;
     }
     if (!post) {
-        pers_count(s, persist_live());
+        pwait_answer_count(s, persist_live());
         return 0;
     }
     uint64_t ticket;
     if (persist_w_incr(a->idx, &ticket) < 0)
-        return pers_overflow(s), 0;
+        return pwait_answer_overflow(s), 0;
     sess_respond(s, 204, NULL, NULL, 0, NULL, 0);
     return 0;
 }
@@ -792,7 +509,7 @@ void app_note_response(struct sess *s, int status)
     s->req_route = ROUTE_NONE;
 }
 
-int app_handle(struct sess *s, struct http_req *req)
+enum sess_handled app_handle(struct sess *s, struct http_req *req)
 {
     struct app_worker *a = worker_of(s);
     struct route_match m;
@@ -833,7 +550,8 @@ int app_handle(struct sess *s, struct http_req *req)
             return start_wait(a, s, WAIT_STATS);
         case 1:
             if (!persist_enabled())
-                return pers_unavailable(s, "no database is configured (--db): no cluster totals"), 0;
+                return pwait_answer_unavailable(
+                           s, "no database is configured (--db): no cluster totals"), 0;
             return start_wait(a, s, WAIT_CLUSTER);
         default:
             return sess_error(s, 400, "INVALID_SCOPE", "scope must be node or cluster", NULL, 0), 0;
@@ -866,10 +584,10 @@ int app_handle(struct sess *s, struct http_req *req)
     case ROUTE_METRICS:
     case ROUTE_INDEX: {
         /* Large answers (~6 KiB): no room now (a send in flight, or the 256 KiB output bound
-           under pipelining) -> run again once the socket drained (APP_RETRY, session.h), never
+           under pipelining) -> run again once the socket drained (SESS_H_RETRY, session.h), never
            a 503. Found by fuzz/fuzz_session and tests/integ/test_faults.c (issue 7). */
         int rc = m.id == ROUTE_METRICS ? handle_metrics(a, s) : handle_index(s);
-        return rc == -EAGAIN || (rc == -ENOBUFS && s->out_len) ? APP_RETRY : 0;
+        return rc == -EAGAIN || (rc == -ENOBUFS && s->out_len) ? SESS_H_RETRY : SESS_H_DONE;
     }
     case ROUTE_INCR_V1:
     case ROUTE_INCR_V2:
@@ -880,3 +598,5 @@ int app_handle(struct sess *s, struct http_req *req)
         return 0;
     }
 }
+
+const struct sess_ops app_sess_ops = {.handle = app_handle, .note_response = app_note_response};

@@ -31,17 +31,9 @@ void app_fini(void);
 struct app_worker *app_worker_new(unsigned idx, const struct app_io *io);
 /* Free it. */
 void app_worker_free(struct app_worker *a);
-enum { APP_DONE = 0, APP_PARKED = 1, APP_RETRY = 2 };
-/* Handle one complete request on s: APP_DONE = answered (appended to s->out), APP_PARKED =
-   answered later (sess_unpark), APP_RETRY = nothing done, not enough output room: call again
-   with the same request once the socket drained (read-only routes only). */
-int app_handle(struct sess *s, struct http_req *req);
-/* Hold the answer of s until PostgreSQL commits a flush that starts after this call, then send
-   200 with hdrs (CRLF-terminated lines) and the JSON body (both copied); 503
-   PERSISTENCE_UNAVAILABLE after --durable-timeout-ms. Returns APP_PARKED, APP_DONE (already
-   answered 503 OVERLOADED), or -ENODEV without a database / -ENOMEM (nothing sent). */
-int app_answer_after_commit(struct sess *s, const char *hdrs, size_t hlen, const char *body,
-                            size_t blen);
+/* Handle one complete request on s (struct sess_ops handle): SESS_H_DONE, SESS_H_PARKED or
+   SESS_H_RETRY (session.h). */
+enum sess_handled app_handle(struct sess *s, struct http_req *req);
 /* A wake-up arrived: drain user mailboxes, serve barriers, answer parked requests. */
 void app_on_wake(struct app_worker *a, uint64_t now_ms);
 /* End of an event-loop batch: post the wake-ups this batch made necessary. */
@@ -50,9 +42,11 @@ void app_flush(struct app_worker *a);
 void app_tick(struct app_worker *a, uint64_t now_ms);
 /* The session s died while parked: forget it (the io layer frees it after this returns). */
 void app_forget(struct app_worker *a, struct sess *s);
-/* A final response with this status was appended to s (called by sess_respond): counts it in
-   the worker's metrics by route and status, with its latency when a handler routed it. */
+/* A final response with this status was appended to s (struct sess_ops note_response): counts
+   it in the worker's metrics by route and status, with its latency when a handler routed it. */
 void app_note_response(struct sess *s, int status);
+/* The handlers as the session calls them (sess_env.ops): app_handle, app_note_response. */
+extern const struct sess_ops app_sess_ops;
 /* Server lifecycle for /readyz: ready after start-up, not ready while draining. */
 void app_set_ready(bool ready);
 

@@ -122,5 +122,8 @@ bool http_has_token(const char *v, size_t n, const char *t, size_t tn);
 
 /* Method name, e.g. "POST"; NULL if m is not a valid enum http_method. */
 const char *http_method_name(enum http_method m);
+/* Reason phrase of a status code ("OK", "Not Found", ...); "Unknown" for a code it does not
+   name (src/metrics indexes exactly the named ones). */
+const char *http_status_reason(int status);
 
 #endif

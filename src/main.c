@@ -22,14 +22,12 @@
 #include "notify.h"
 #include "persist.h"
 #include "pgloop.h"
+#include "ring_probe.h"
 #include "server.h"
 #include "tnapi.h"
 #include "users.h"
 
 extern char **environ;
-
-/* Probe lives in uring/ring.c; declared here to keep liburing.h out of src/. */
-int ring_probe(char *why, size_t cap);
 
 static uint64_t mono_ms(void)
 {

@@ -16,9 +16,9 @@
 #include "config.h"
 #include "counters.h"
 #include "router.h"
-#include "session.h"
+#include "http.h"
 
-/* Status codes get a compact index: the ones sess_reason names (about 25), plus "other".
+/* Status codes get a compact index: the ones http_status_reason names (about 25), plus "other".
    48 leaves room for codes added later without touching this file. */
 #define MAX_STATUS 48
 #define STATUS_OTHER MAX_STATUS
@@ -106,7 +106,7 @@ static void build_status_map(void)
     nstatus = 0;
     memset(status_idx, STATUS_OTHER, sizeof(status_idx));
     for (int code = 200; code < 600; code++) { /* 1xx are interim, never a final response */
-        if (strcmp(sess_reason(code), "Unknown") == 0 || nstatus == MAX_STATUS)
+        if (strcmp(http_status_reason(code), "Unknown") == 0 || nstatus == MAX_STATUS)
             continue;
         status_idx[code] = (uint8_t)nstatus;
         status_code[nstatus++] = (uint16_t)code;

@@ -41,7 +41,7 @@ struct metrics_slot *metrics_slot(unsigned w);
 /* ---- worker hot path (slot owner only; NULL slot = no-op) ---- */
 
 /* One final response: route id (enum route_id; out of range counts as ROUTE_NONE), HTTP status
-   (codes sess_reason does not know count as code="other"). observe: also add latency_ns to the
+   (codes http_status_reason does not know count as code="other"). observe: also add latency_ns to the
    route's latency histogram (requests that reached a handler; protocol errors and 408s do not).
    The caller measures latency with its batch clock (struct sess_env now_ns). */
 void metrics_slot_request(struct metrics_slot *m, unsigned route, int status, bool observe,

@@ -7,38 +7,9 @@
 #include <string.h>
 #include <time.h>
 
-#include "app.h"
 #include "fmt.h"
 
 static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
-
-const char *sess_reason(int status)
-{
-    switch (status) {
-    case 100: return "Continue";
-    case 200: return "OK";
-    case 201: return "Created";
-    case 204: return "No Content";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 403: return "Forbidden";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 408: return "Request Timeout";
-    case 409: return "Conflict";
-    case 411: return "Length Required";
-    case 413: return "Content Too Large";
-    case 414: return "URI Too Long";
-    case 415: return "Unsupported Media Type";
-    case 429: return "Too Many Requests";
-    case 431: return "Request Header Fields Too Large";
-    case 500: return "Internal Server Error";
-    case 501: return "Not Implemented";
-    case 503: return "Service Unavailable";
-    case 505: return "HTTP Version Not Supported";
-    default: return "Unknown";
-    }
-}
 
 void sess_env_set_date(struct sess_env *env, int64_t unix_s)
 {
@@ -142,7 +113,7 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
     p += 9;
     p += fmt_u64(p, (uint64_t)status);
     *p++ = ' ';
-    const char *r = sess_reason(status);
+    const char *r = http_status_reason(status);
     size_t rl = strlen(r);
     memcpy(p, r, rl);
     p += rl;
@@ -190,7 +161,7 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
         p += body_len;
     }
     s->out_len = (uint32_t)(p - s->out);
-    app_note_response(s, status);
+    s->env->ops->note_response(s, status);
     return 0;
 }
 
@@ -225,7 +196,7 @@ static void fail(struct sess *s, int status, const char *why)
     s->req_keepalive = false;
     s->req_head = false;
     s->flags |= SESS_CLOSE;
-    sess_error(s, status, status_code_name(status), why ? why : sess_reason(status), NULL, 0);
+    sess_error(s, status, status_code_name(status), why ? why : http_status_reason(status), NULL, 0);
     kick(s);
 }
 
@@ -292,14 +263,14 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
         s->head_done_ms = 0;
         s->flags &= ~(uint32_t)SESS_SENT100;
         uint32_t before = s->out_len;
-        int hr = app_handle(s, &req);
-        if (hr == APP_RETRY && !req.chunked) {
+        enum sess_handled hr = s->env->ops->handle(s, &req);
+        if (hr == SESS_H_RETRY && !req.chunked) {
             /* A read-only handler needs more room than is free now: run it again later (the
                request bytes are untouched; a de-chunked body could not be parsed twice). */
             s->flags |= SESS_OUTFULL;
             break;
         }
-        if (hr != APP_PARKED && s->out_len == before)
+        if (hr != SESS_H_PARKED && s->out_len == before)
             sess_error(s, 503, "OVERLOADED", "response too large for the output buffer now",
                        SESS_HDRS(SESS_RETRY_AFTER_1));
         answered = true;

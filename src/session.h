@@ -22,6 +22,23 @@ struct sess;
 struct app_worker;
 struct live;
 
+/* What a handler did with a request (struct sess_ops handle). */
+enum sess_handled {
+    SESS_H_DONE = 0,   /* answered: the response is appended to s->out */
+    SESS_H_PARKED = 1, /* answered later (sess_unpark); parsing pauses until then */
+    SESS_H_RETRY = 2,  /* nothing done, not enough output room: call again with the same
+                          request once the socket drained (read-only routes only) */
+};
+
+/* The layer above the session (the handlers, src/app), injected so the session depends on
+   nothing above it; called on the owning worker. */
+struct sess_ops {
+    /* One complete request on s (its body decoded in place). */
+    enum sess_handled (*handle)(struct sess *s, struct http_req *req);
+    /* A final response with this status was appended to s (called by sess_respond). */
+    void (*note_response)(struct sess *s, int status);
+};
+
 /* Per-worker environment shared by the worker's sessions. */
 struct sess_env {
     struct http_limits lim;
@@ -30,7 +47,8 @@ struct sess_env {
     bool draining;              /* SIGTERM: answer with Connection: close */
     char date[64];              /* "Date: ...\r\n", refreshed every second by the io layer */
     size_t date_len;
-    struct app_worker *app;
+    const struct sess_ops *ops; /* the handlers (required) */
+    struct app_worker *app;     /* the handlers' per-worker state, opaque to the session */
     void (*kick)(struct sess *s); /* io layer: flush/close this session at the end of the batch */
     /* Set by the io layer at the start of every event-loop batch: */
     uint64_t now_ns;            /* CLOCK_MONOTONIC ns (precise, one vDSO read per batch): when
@@ -53,7 +71,7 @@ enum {
    old buffer, so growing then copies into a new one and retires the old one until the send
    completes. Before a request runs, SESS_RESP_RESERVE bytes must be available: every response
    of the hot routes fits (the largest, /stats, is < 1 KiB); larger ones (/metrics, the status
-   page) reserve their own size and ask for a retry (APP_RETRY) when they cannot. */
+   page) reserve their own size and ask for a retry (SESS_H_RETRY) when they cannot. */
 #define SESS_OUT_INIT 4096u
 #define SESS_OUT_MAX (256u * 1024u)
 #define SESS_RESP_RESERVE 4096u
@@ -83,11 +101,11 @@ struct sess {
     uint8_t peer_family;        /* AF_INET / AF_INET6, for rate limiting */
     uint8_t peer[16];
     void *pending_ctx;          /* owned by the handler that parked the session */
-    /* metrics (app_note_response): the route of the request being answered and when it arrived */
+    /* metrics (sess_ops note_response): the route of the request being answered and when it arrived */
     uint8_t req_route;          /* enum route_id, ROUTE_NONE until a handler routed it */
     uint64_t req_first_ns;      /* env->now_ns of the batch that brought the request's first
                                    byte (0 without an io layer) */
-    uint64_t req_t0_ns;         /* set by app_handle; 0 = not routed */
+    uint64_t req_t0_ns;         /* set by the handler when it routed the request; 0 = not */
     /* Arrival of the buffered input (in[]), for req_first_ns of requests parsed from it: bytes
        in[in_new_off..) came in the batch at in_new_ns, older ones at in_old_ns or later (exact
        for input that arrived in at most two batches; older bytes are dated by the oldest, so a
@@ -136,8 +154,6 @@ int sess_error(struct sess *s, int status, const char *code, const char *msg, co
 void sess_park(struct sess *s, void *ctx);
 /* A parked response was appended: unpark and let the io layer send and resume parsing. */
 void sess_unpark(struct sess *s);
-/* Reason phrase of a status code ("OK", "Not Found", ...). */
-const char *sess_reason(int status);
 /* The buffered-input bound for these limits: SESS_IN_MAX, or more when --max-body asks for it
    (the largest legal request plus chunk framing must always fit). */
 uint32_t sess_env_in_max(const struct http_limits *lim);
@@ -147,7 +163,9 @@ void sess_env_set_date(struct sess_env *env, int64_t unix_s);
 #define SESS_JSON "application/json; charset=utf-8"
 /* A literal header block and its length, for the hdrs/hdrs_len arguments: the length is
    computed, never counted by hand (a miscount once broke the framing of every later answer). */
-#define SESS_HDRS(lit) (lit), (sizeof(lit) - 1)
+#define SESS_HDRS(lit) SESS_LIT(lit)
+/* Any literal (a body) and its length, the same way. */
+#define SESS_LIT(lit) (lit), (sizeof(lit) - 1)
 #define SESS_RETRY_AFTER_1 "Retry-After: 1\r\n"
 
 #endif

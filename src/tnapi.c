@@ -7,7 +7,6 @@
 #include <sys/random.h>
 #include <time.h>
 
-#include "app.h"
 #include "config.h"
 #include "cors.h"
 #include "decimal.h"
@@ -16,6 +15,7 @@
 #include "live.h"
 #include "log.h"
 #include "persist.h"
+#include "pwait.h"
 #include "ratelimit.h"
 #include "tenants.h"
 #include "uuid.h"
@@ -35,6 +35,7 @@ struct tnapi_worker {
     bool rl_on;           /* the rate limit of live_gen is on (rl is then non-NULL) */
     uint64_t live_gen;    /* generation of the settings rl was last set from; 0 = never */
     struct uuid_gen gen;
+    struct pwait *pw;     /* ?sync=1 answers wait here for their commit */
 };
 
 /* Context of one request: the extra header lines every answer of it carries. */
@@ -97,12 +98,13 @@ void tnapi_fini(void)
     memset(&T, 0, sizeof(T));
 }
 
-struct tnapi_worker *tnapi_worker_new(unsigned idx)
+struct tnapi_worker *tnapi_worker_new(unsigned idx, struct pwait *pw)
 {
     struct tnapi_worker *w = calloc(1, sizeof(*w));
     if (!w)
         return NULL;
     w->idx = idx;
+    w->pw = pw;
     uuid_gen_init(&w->gen);
     const struct live *L = live_current();
     if (L && L->rate) { /* the table for the start-up settings: allocation failure is fatal */
@@ -421,7 +423,7 @@ static int inc_counter(struct tnapi_worker *w, struct rq *q, const struct http_r
         /* Answered once the flush carrying this increment (or its idempotent replay's
            original) has committed, like POST /api/v1/increment. */
         char body[128];
-        int pr = app_answer_after_commit(q->s, q->hdr, q->hlen, body, value_json(c, value, body));
+        int pr = pwait_commit(w->pw, q->s, q->hdr, q->hlen, body, value_json(c, value, body));
         if (pr >= 0)
             return pr;
         return fail(q, 503, "PERSISTENCE_UNAVAILABLE", "cannot wait for the commit now");
@@ -522,8 +524,8 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
         break;
     }
     case ROUTE_TN_INC:
-        if (inc_counter(w, &q, req, m) == APP_PARKED)
-            return APP_PARKED; /* ?sync=1: answered after the commit */
+        if (inc_counter(w, &q, req, m) == SESS_H_PARKED)
+            return SESS_H_PARKED; /* ?sync=1: answered after the commit */
         break;
     case ROUTE_TN_SET:
         set_counter(&q, req, m);

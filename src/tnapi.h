@@ -12,7 +12,7 @@
  * Persistence: with --db, src/persist loads the store at start-up and flushes tenants,
  * counters and idempotency records with its other deltas (main wires it: tnapi_store). Without
  * a database they are memory-only (tnapi_init logs it). `?sync=1` holds the answer until the
- * flush carrying the increment commits (app_answer_after_commit); without a database it
+ * flush carrying the increment commits (src/pwait); without a database it
  * answers 503 PERSISTENCE_UNAVAILABLE without counting.
  *
  * Threads: tnapi_init/tnapi_fini main (before/after the workers); tnapi_worker_* and
@@ -31,6 +31,7 @@
 struct config;
 struct tn_store;
 struct tnapi_worker;
+struct pwait;
 
 /* Bounds of the store (SPEC: "bounded memory; say the bound"): see tenants.h for bytes. */
 #define TNAPI_MAX_TENANTS 65536u
@@ -43,8 +44,9 @@ int tnapi_init(const struct config *cfg, unsigned nworkers);
 struct tn_store *tnapi_store(void);
 /* Free it (after the workers are joined). */
 void tnapi_fini(void);
-/* Worker idx's state (rate-limit table, UUID pool). NULL on ENOMEM. */
-struct tnapi_worker *tnapi_worker_new(unsigned idx);
+/* Worker idx's state (rate-limit table, UUID pool); ?sync=1 answers park on pw (the worker's
+   src/pwait). NULL on ENOMEM. */
+struct tnapi_worker *tnapi_worker_new(unsigned idx, struct pwait *pw);
 void tnapi_worker_free(struct tnapi_worker *w);
 /* Tests and fuzzers only (no request running): forget every tenant, counter and idempotency
    record, so replaying the same bytes gives the same answers (fuzz/fuzz_session plays each input
@@ -56,7 +58,7 @@ bool tnapi_route(enum route_id id);
    answered by app.c like any other route): OPTIONS (preflight, CORS for public methods only),
    then for public routes the rate limit (its fields and CORS on every answer), for admin ones
    the check through `admin` (0 when authorised, else it answered 401/403 itself), then the
-   handler. now_ms: the worker's monotonic ms. Returns APP_DONE (0). */
+   handler. now_ms: the worker's monotonic ms. Returns SESS_H_DONE or SESS_H_PARKED (?sync=1). */
 int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
                  const struct route_match *m, uint64_t now_ms,
                  int (*admin)(struct sess *s, const struct http_req *req));

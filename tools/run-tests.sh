@@ -10,7 +10,8 @@
 # prints such a line itself, so it counts as a skip as well.
 #
 # Also checks that docs/SPEC.md is ../shared/SPEC.md verbatim (the contract kept in the repo;
-# ../shared is beside the clone in CI and on the developers' machines).
+# ../shared is beside the clone in CI and on the developers' machines), and that the module
+# graph of src/ and uring/ has no cycle (tools/include-graph.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 passed=0 failed=0 skipped=0 bad=() skips=()
@@ -60,6 +61,12 @@ if [ -f ../shared/SPEC.md ]; then
 else
   skipped=$((skipped + 1)) skips+=("spec: ../shared/SPEC.md not found, docs/SPEC.md not compared")
   echo "spec: [SKIP] ../shared/SPEC.md not found, docs/SPEC.md not compared"
+fi
+
+if tools/include-graph.sh; then
+  passed=$((passed + 1))
+else
+  failed=$((failed + 1)) bad+=("include-graph")
 fi
 
 for dir in "$@"; do

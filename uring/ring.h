@@ -13,9 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* Check that this kernel lets us use io_uring with provided buffer rings. 0, or -errno with a
-   one-line cause and fix written to why (e.g. kernel.io_uring_disabled=2). */
-int ring_probe(char *why, size_t cap);
+#include "ring_probe.h"
 
 /* Create r with sq entries and a CQ of 4x (a CQ overflow is survivable but slow). Tries
    SINGLE_ISSUER|DEFER_TASKRUN, then COOP_TASKRUN, then plain; *mode names what was used.

@@ -576,6 +576,7 @@ static int worker_setup(struct worker *w)
     if (!w->app || !w->conns)
         return -ENOMEM;
     w->slot = cnt_slot(w->idx);
+    w->env.ops = &app_sess_ops;
     w->env.lim.max_line = cfg->max_line;
     w->env.lim.max_head = cfg->max_head;
     w->env.lim.max_fields = cfg->max_fields;

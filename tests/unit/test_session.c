@@ -66,6 +66,7 @@ static void setup_n(unsigned n)
         .header_timeout_ms = 10000,
         .body_timeout_ms = 30000,
         .idle_timeout_ms = 60000,
+        .ops = &app_sess_ops,
         .app = aw,
         .kick = on_kick,
     };
