@@ -58,6 +58,7 @@ int fmt_parse_i128(const char *s, __int128 *out)
             return -EINVAL;
         u = u * 10 + (unsigned)(*s - '0');
     }
-    *out = neg ? -(__int128)u : (__int128)u;
+    /* negate unsigned: -(__int128)u overflows for the minimum (UBSan) */
+    *out = (__int128)(neg ? 0 - u : u);
     return 0;
 }
