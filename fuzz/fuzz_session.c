@@ -282,9 +282,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size > 65536)
         return 0;
     /* Bound the state that outlives one input (users, sums). */
-    if (++iterations % 1024 == 0 || users_count() > 50000) {
+    struct cnt_snapshot snap;
+    cnt_snapshot(&snap);
+    if (++iterations % 1024 == 0 || snap.users > 50000) {
         users_reset_shard(0);
-        cnt_reset_events(cnt_slot(0));
+        cnt_reset_events_to(cnt_slot(0), cnt_slot(0)->reset_gen);
     }
     /* tenants created by A would make B's POST /tenants a 409 DUPLICATE_LABEL */
     if (tnapi_reset() < 0)

@@ -1,19 +1,20 @@
 /* app — see app.h. */
 #include "app.h"
 
-#include "clock.h"
 #include <ck_pr.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "cors.h"
 #include "counters.h"
 #include "decimal.h"
 #include "fmt.h"
 #include "json.h"
+#include "lit.h"
 #include "live.h"
 #include "metrics.h"
 #include "persist.h"
@@ -64,17 +65,11 @@ static uint64_t barrier_gen_global;
 static uint64_t reset_gen_global;
 static int ready_flag;
 
-/* Coarse (~2 ns, 4 ms steps): uptime and the tenant routes' rate limit need no better. */
-static uint64_t mono_ms(void)
-{
-    return clock_ms(CLOCK_MONOTONIC_COARSE);
-}
-
 int app_init(const struct config *cfg, unsigned nworkers)
 {
     memset(&G, 0, sizeof(G));
     G.nworkers = nworkers;
-    G.start_ms = mono_ms();
+    G.start_ms = clock_ms(CLOCK_MONOTONIC_COARSE);
     G.readyz_max_pending = cfg->readyz_max_pending;
     barrier_gen_global = reset_gen_global = 0;
     ready_flag = 0;
@@ -277,11 +272,22 @@ static char *put(char *p, const char *s)
     return p + n;
 }
 
+/* The longest /stats body: its names and punctuation (154 bytes), 7 integers of at most 20
+   digits, 2 decimals of at most DEC_FMT_MAX (48) bytes and the persistence object
+   (PERSIST_STATS_MAX, 320): 154 + 140 + 96 + 320 = 710 bytes. */
+#define STATS_BODY_MAX                                                                          \
+    (LIT_LEN("{\"totalRequests\":,\"uniqueUsers\":,\"sum\":,\"avg\":,\"server\":{"             \
+             "\"uptimeSeconds\":,\"workers\":,\"connections\":,\"requestsPerSecond\":,"         \
+             "\"usersOverflow\":,\"persistence\":}}") +                                        \
+     7 * 20 + 2 * DEC_FMT_MAX + PERSIST_STATS_MAX)
+#define STATS_BODY_CAP 1024
+_Static_assert(STATS_BODY_MAX <= STATS_BODY_CAP, "the /stats body fits its buffer");
+
 static void answer_stats(struct sess *s)
 {
     struct cnt_snapshot snap;
     cnt_snapshot(&snap);
-    char body[1024], *p = body;
+    char body[STATS_BODY_CAP], *p = body;
     p = put(p, "{\"totalRequests\":");
     p += fmt_u64(p, snap.events);
     p = put(p, ",\"uniqueUsers\":");
@@ -291,7 +297,7 @@ static void answer_stats(struct sess *s)
     p = put(p, ",\"avg\":");
     p += dec_format(snap.events ? dec_div_round(snap.sum, snap.events) : 0, p);
     p = put(p, ",\"server\":{\"uptimeSeconds\":");
-    p += fmt_u64(p, (mono_ms() - G.start_ms) / 1000);
+    p += fmt_u64(p, (clock_ms(CLOCK_MONOTONIC_COARSE) - G.start_ms) / 1000);
     p = put(p, ",\"workers\":");
     p += fmt_u64(p, G.nworkers);
     p = put(p, ",\"connections\":");
@@ -344,20 +350,20 @@ static int admin_check(struct sess *s, const struct http_req *req)
         sess_error(s, 403, "ADMIN_DISABLED", "no admin key is configured on this server", NULL, 0);
         return -1;
     }
-    const struct http_hdr *h = http_header(req, "x-api-key", 9);
+    const struct http_hdr *h = http_header(req, LIT("x-api-key"));
     const char *key = NULL;
     size_t klen = 0;
     if (h) {
         key = h->value;
         klen = h->value_len;
-    } else if ((h = http_header(req, "authorization", 13)) && h->value_len > 7 &&
-               strncasecmp(h->value, "Bearer ", 7) == 0) {
+    } else if ((h = http_header(req, LIT("authorization"))) && h->value_len > 7 &&
+               strncasecmp(h->value, LIT("Bearer ")) == 0) {
         key = h->value + 7;
         klen = h->value_len - 7;
     }
     if (!key) {
         sess_error(s, 401, "UNAUTHORIZED", "admin key required (X-API-Key or Bearer)",
-                   "WWW-Authenticate: Bearer\r\n", 26);
+                   SESS_HDRS("WWW-Authenticate: Bearer\r\n"));
         return -1;
     }
     if (!key_equal(L, key, klen)) {
@@ -405,7 +411,7 @@ static int handle_incr_durable(struct app_worker *a, struct sess *s, const struc
     if (rc == -EBUSY)
         return sess_error(s, 429, "OVERLOADED", "too many durable increments waiting for a commit",
                           SESS_HDRS(SESS_RETRY_AFTER_1)), 0;
-    const struct http_hdr *ik = http_header(req, "idempotency-key", 15);
+    const struct http_hdr *ik = http_header(req, LIT("idempotency-key"));
     if (!ik)
         return pwait_durable(a->pw, s);
     if (!tn_idem_key_valid(ik->value, ik->value_len) || ik->value_len > PERSIST_KEY_MAX) {
@@ -450,11 +456,11 @@ static int stats_scope(const struct http_req *req)
     while (q && q < end) {
         const char *amp = memchr(q, '&', (size_t)(end - q));
         const char *e = amp ? amp : end;
-        if ((size_t)(e - q) >= 6 && memcmp(q, "scope=", 6) == 0) {
+        if ((size_t)(e - q) >= 6 && memcmp(q, LIT("scope=")) == 0) {
             size_t n = (size_t)(e - q) - 6;
-            if (n == 7 && memcmp(q + 6, "cluster", 7) == 0)
+            if (n == 7 && memcmp(q + 6, LIT("cluster")) == 0)
                 return 1;
-            return n == 4 && memcmp(q + 6, "node", 4) == 0 ? 0 : -1;
+            return n == 4 && memcmp(q + 6, LIT("node")) == 0 ? 0 : -1;
         }
         q = amp ? amp + 1 : end;
     }
@@ -477,8 +483,8 @@ static bool cors_route(enum route_id id)
 static size_t cors_preflight_for(struct sess *s, const struct http_req *req, const char *methods,
                                  char *out, size_t cap)
 {
-    const struct http_hdr *origin = http_header(req, "origin", 6);
-    const struct http_hdr *rm = http_header(req, "access-control-request-method", 29);
+    const struct http_hdr *origin = http_header(req, LIT("origin"));
+    const struct http_hdr *rm = http_header(req, LIT("access-control-request-method"));
     const struct live *L = live_get(s->env->live);
     if (!origin || !L || (rm && !http_has_token(methods, strlen(methods), rm->value, rm->value_len)))
         return 0;
@@ -490,7 +496,7 @@ static size_t cors_preflight_for(struct sess *s, const struct http_req *req, con
 _Static_assert(CORS_ACTUAL_MAX <= SESS_REQ_HDRS_MAX, "CORS fields fit the session");
 static void cors_attach(struct sess *s, const struct http_req *req)
 {
-    const struct http_hdr *origin = http_header(req, "origin", 6);
+    const struct http_hdr *origin = http_header(req, LIT("origin"));
     const struct live *L = live_get(s->env->live);
     if (origin && L)
         s->req_hdrs_len = (uint16_t)cors_actual(&L->cors, origin->value, origin->value_len,
@@ -522,7 +528,7 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
         return sess_error(s, 404, "NOT_FOUND", "no such route", NULL, 0), 0;
     /* SPEC §2.3: tenant routes do their own OPTIONS (CORS), rate limiting and admin split */
     if (m.status == 0 && tnapi_route(m.id))
-        return tnapi_handle(a->tn, s, req, &m, mono_ms(), admin_check);
+        return tnapi_handle(a->tn, s, req, &m, clock_ms(CLOCK_MONOTONIC_COARSE), admin_check);
     bool cors = m.status == 0 && cors_route(m.id);
     if (m.status == 405 || req->method == HTTP_M_OPTIONS) {
         char hdr[128 + CORS_HDR_MAX], *p = hdr;
@@ -561,10 +567,10 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
             return 0;
         return start_wait(a, s, WAIT_RESET);
     case ROUTE_HEALTH:
-        sess_respond(s, 200, SESS_JSON, NULL, 0, "{\"status\":\"healthy\"}", 20);
+        sess_respond(s, 200, SESS_JSON, NULL, 0, LIT("{\"status\":\"healthy\"}"));
         return 0;
     case ROUTE_LIVEZ:
-        sess_respond(s, 200, SESS_JSON, NULL, 0, "{\"status\":\"ok\"}", 15);
+        sess_respond(s, 200, SESS_JSON, NULL, 0, LIT("{\"status\":\"ok\"}"));
         return 0;
     case ROUTE_READYZ:
         /* Backlog over --readyz-max-pending: memory grows with every new key, so a balancer
@@ -579,7 +585,7 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
             sess_error(s, 503, "NOT_READY",
                        "PostgreSQL unreachable or behind (--ready-max-lag-ms)", NULL, 0);
         else
-            sess_respond(s, 200, SESS_JSON, NULL, 0, "{\"status\":\"ready\"}", 18);
+            sess_respond(s, 200, SESS_JSON, NULL, 0, LIT("{\"status\":\"ready\"}"));
         return 0;
     case ROUTE_METRICS:
     case ROUTE_INDEX: {

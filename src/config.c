@@ -11,6 +11,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "lit.h"
+
 #define OFF(f) offsetof(struct config, f)
 #define CAP(f) sizeof(((struct config *)0)->f)
 #define OPT(nm, ev, ty, fl, f, d, lo, hi, mt, h)                                               \
@@ -221,9 +223,9 @@ static bool origin_ok(const char *s, size_t n)
 {
     size_t skip;
 
-    if (n > 7 && memcmp(s, "http://", 7) == 0)
+    if (n > 7 && memcmp(s, LIT("http://")) == 0)
         skip = 7;
-    else if (n > 8 && memcmp(s, "https://", 8) == 0)
+    else if (n > 8 && memcmp(s, LIT("https://")) == 0)
         skip = 8;
     else
         return false;
@@ -474,7 +476,7 @@ static int apply_flags(struct config *c, int argc, char **argv, FILE *err)
 
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i], *v;
-        if (strncmp(a, "--", 2) != 0 || a[2] == '\0') {
+        if (strncmp(a, LIT("--")) != 0 || a[2] == '\0') {
             fprintf(err, "ringcount: unexpected argument \"%.80s\" (see --help)\n", a);
             return -EINVAL;
         }
@@ -488,7 +490,7 @@ static int apply_flags(struct config *c, int argc, char **argv, FILE *err)
         }
         if (eq) {
             v = eq + 1;
-        } else if (i + 1 < argc && strncmp(argv[i + 1], "--", 2) != 0) {
+        } else if (i + 1 < argc && strncmp(argv[i + 1], LIT("--")) != 0) {
             v = argv[++i];
         } else {
             fprintf(err, "ringcount: option --%s needs a value: --%s %s (see --help)\n",
@@ -675,7 +677,7 @@ void cfg_usage(FILE *out)
 int cfg_mask_conninfo(const char *in, char *out, size_t cap)
 {
     size_t o = 0, i = 0, n = strlen(in);
-    bool uri = strncmp(in, "postgresql://", 13) == 0 || strncmp(in, "postgres://", 11) == 0;
+    bool uri = strncmp(in, LIT("postgresql://")) == 0 || strncmp(in, LIT("postgres://")) == 0;
 
 /* Copy len bytes from s, or fail with -ENOSPC (one byte always kept for the NUL). */
 #define EMIT(s, len)                                                                           \
@@ -686,6 +688,7 @@ int cfg_mask_conninfo(const char *in, char *out, size_t cap)
         memcpy(out + o, (s), l_);                                                              \
         o += l_;                                                                               \
     } while (0)
+#define EMIT_LIT(lit) EMIT(lit, LIT_LEN(lit))
 
     if (cap == 0)
         return -ENOSPC;
@@ -701,7 +704,7 @@ int cfg_mask_conninfo(const char *in, char *out, size_t cap)
             const char *colon = memchr(in + start, ':', at - start);
             if (colon) {
                 EMIT(in + start, (size_t)(colon - in) + 1 - start);
-                EMIT("***", 3);
+                EMIT_LIT("***");
                 i = at;
             }
         }
@@ -716,16 +719,16 @@ int cfg_mask_conninfo(const char *in, char *out, size_t cap)
                 end++;
             const char *eq = memchr(in + i, '=', end - i);
             size_t kl = eq ? (size_t)(eq - (in + i)) : 0;
-            if (eq && ((kl == 8 && memcmp(in + i, "password", 8) == 0) ||
-                       (kl == 11 && memcmp(in + i, "sslpassword", 11) == 0))) {
+            if (eq && ((kl == 8 && memcmp(in + i, LIT("password")) == 0) ||
+                       (kl == 11 && memcmp(in + i, LIT("sslpassword")) == 0))) {
                 EMIT(in + i, kl + 1);
-                EMIT("***", 3);
+                EMIT_LIT("***");
             } else {
                 EMIT(in + i, end - i);
             }
             i = end;
             if (i < n) {
-                EMIT("&", 1);
+                EMIT_LIT("&");
                 i++;
             }
         }
@@ -764,9 +767,9 @@ int cfg_mask_conninfo(const char *in, char *out, size_t cap)
             }
             size_t kl = ke - ks;
             EMIT(in + ks, vs - ks);
-            if ((kl == 8 && memcmp(in + ks, "password", 8) == 0) ||
-                (kl == 11 && memcmp(in + ks, "sslpassword", 11) == 0))
-                EMIT("***", 3);
+            if ((kl == 8 && memcmp(in + ks, LIT("password")) == 0) ||
+                (kl == 11 && memcmp(in + ks, LIT("sslpassword")) == 0))
+                EMIT_LIT("***");
             else
                 EMIT(in + vs, i - vs);
         }
@@ -775,7 +778,7 @@ int cfg_mask_conninfo(const char *in, char *out, size_t cap)
     return (int)o;
 garbled:
     /* Cannot tell keys from values any more: hide the rest rather than risk a password. */
-    EMIT("***", 3);
+    EMIT_LIT("***");
     out[o] = '\0';
     return (int)o;
 #undef EMIT
@@ -839,7 +842,7 @@ int cfg_dump(const struct config *c, char *buf, size_t cap)
     char tmp[2048], key[64];
     bool first = true;
 
-    dw_raw(&w, "{", 1);
+    dw_raw(&w, LIT("{"));
     for (size_t i = 0; i < cfg_nopts; i++) {
         const struct cfg_opt *o = &cfg_opts[i];
         const void *f = cfield(c, o);
@@ -857,10 +860,10 @@ int cfg_dump(const struct config *c, char *buf, size_t cap)
             key[k] = '\0';
         }
         if (!first)
-            dw_raw(&w, ",", 1);
+            dw_raw(&w, LIT(","));
         first = false;
         dw_str(&w, key);
-        dw_raw(&w, ":", 1);
+        dw_raw(&w, LIT(":"));
         switch (o->type) {
         case CFG_UINT32:
             memcpy(&u32, f, sizeof(u32));
@@ -901,7 +904,7 @@ int cfg_dump(const struct config *c, char *buf, size_t cap)
             break;
         }
     }
-    dw_raw(&w, "}", 1);
+    dw_raw(&w, LIT("}"));
     if (w.full)
         return -ENOSPC;
     buf[w.len] = '\0';

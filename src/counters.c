@@ -39,17 +39,6 @@ unsigned cnt_count(void)
     return nslots;
 }
 
-void cnt_reset_events(struct cnt_slot *s)
-{
-    ck_sequence_write_begin(&s->seq);
-    ck_pr_store_64(&s->events, 0);
-    ck_pr_store_64(&s->sum_lo, 0);
-    ck_pr_store_64(&s->sum_hi, 0);
-    ck_sequence_write_end(&s->seq);
-    ck_pr_store_64(&s->users, 0);
-    ck_pr_store_64(&s->users_overflow, 0);
-}
-
 void cnt_reset_events_to(struct cnt_slot *s, uint64_t gen)
 {
     ck_sequence_write_begin(&s->seq);

@@ -68,10 +68,9 @@ static inline void cnt_add(uint64_t *field, uint64_t d)
     ck_pr_store_64(field, *field + d);
 }
 
-/* Owner only: zero this slot's event aggregate and user count (POST /reset). */
-void cnt_reset_events(struct cnt_slot *s);
-/* Owner only: cnt_reset_events, and inside the same seq write section record reset generation
-   gen and bump ev_epoch, so a reader never sees zeroed events with the old generation. */
+/* Owner only: zero this slot's event aggregate and user count (POST /reset), and inside the
+   same seq write section record reset generation gen and bump ev_epoch, so a reader never sees
+   zeroed events with the old generation. */
 void cnt_reset_events_to(struct cnt_slot *s, uint64_t gen);
 /* Any thread: slot s's events, sum, reset generation and epoch, read consistently. */
 void cnt_read_events(struct cnt_slot *s, uint64_t *events, dec_t *sum, uint64_t *reset_gen,

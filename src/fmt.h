@@ -18,4 +18,11 @@ size_t fmt_i128(char *p, __int128 v);
    into *out: 0 / -EINVAL (empty, or a non-digit). No overflow check past 39 digits. */
 int fmt_parse_i128(const char *s, __int128 *out);
 
+/* RFC 3339 "YYYY-MM-DDTHH:MM:SS.mmmZ" (UTC, ms) of unix ms at p, no NUL: the log's "ts" and
+   the tenants' created_at. Days to civil date by hand (H. Hinnant's algorithm, proleptic
+   Gregorian) rather than gmtime_r, which takes glibc's tz lock on every call; years clamp to
+   0000..9999. Returns 24. */
+#define FMT_TIME_LEN 24
+size_t fmt_time_ms(char *p, int64_t unix_ms);
+
 #endif

@@ -11,6 +11,8 @@
 
 #include <string.h>
 
+#include "lit.h"
+
 /* Character classes (bit flags in cls[]). */
 enum {
     C_TCHAR = 1,  /* token (RFC 9110 §5.6.2) */
@@ -101,23 +103,23 @@ static int method_lookup(const char *m, size_t n)
 {
     switch (n) {
     case 3:
-        if (!memcmp(m, "GET", 3)) return HTTP_M_GET;
-        if (!memcmp(m, "PUT", 3)) return HTTP_M_PUT;
+        if (!memcmp(m, LIT("GET"))) return HTTP_M_GET;
+        if (!memcmp(m, LIT("PUT"))) return HTTP_M_PUT;
         break;
     case 4:
-        if (!memcmp(m, "POST", 4)) return HTTP_M_POST;
-        if (!memcmp(m, "HEAD", 4)) return HTTP_M_HEAD;
+        if (!memcmp(m, LIT("POST"))) return HTTP_M_POST;
+        if (!memcmp(m, LIT("HEAD"))) return HTTP_M_HEAD;
         break;
     case 5:
-        if (!memcmp(m, "PATCH", 5)) return HTTP_M_PATCH;
-        if (!memcmp(m, "TRACE", 5)) return HTTP_M_TRACE;
+        if (!memcmp(m, LIT("PATCH"))) return HTTP_M_PATCH;
+        if (!memcmp(m, LIT("TRACE"))) return HTTP_M_TRACE;
         break;
     case 6:
-        if (!memcmp(m, "DELETE", 6)) return HTTP_M_DELETE;
+        if (!memcmp(m, LIT("DELETE"))) return HTTP_M_DELETE;
         break;
     case 7:
-        if (!memcmp(m, "OPTIONS", 7)) return HTTP_M_OPTIONS;
-        if (!memcmp(m, "CONNECT", 7)) return HTTP_M_CONNECT;
+        if (!memcmp(m, LIT("OPTIONS"))) return HTTP_M_OPTIONS;
+        if (!memcmp(m, LIT("CONNECT"))) return HTTP_M_CONNECT;
         break;
     }
     return -1;
@@ -147,9 +149,9 @@ static int parse_target(struct http_req *req, const char *t, size_t n)
         return 0;
     } else {
         size_t s;
-        if (n >= 7 && ci_eq(t, "http://", 7))
+        if (n >= 7 && ci_eq(t, LIT("http://")))
             s = 7;
-        else if (n >= 8 && ci_eq(t, "https://", 8))
+        else if (n >= 8 && ci_eq(t, LIT("https://")))
             s = 8;
         else {
             req->error = "invalid request-target";
@@ -249,7 +251,7 @@ static int te_parse(const char *v, size_t n, const char **err)
             *err = "empty or invalid transfer-coding";
             return -400;
         }
-        bool is_chunked = p - t == 7 && ci_eq(t, "chunked", 7);
+        bool is_chunked = p - t == 7 && ci_eq(t, LIT("chunked"));
         while (p < e && IS_WS(*p))
             p++;
         if (p < e && *p == ';') {
@@ -300,7 +302,7 @@ static int on_header(struct http_req *req, struct hstate *st, const struct http_
 
     switch (h->name_len) {
     case 4:
-        if (!name_is(n, "host", 4)) break;
+        if (!name_is(n, LIT("host"))) break;
         /* RFC 9112 §3.2: more than one Host, or an invalid one, is a 400. */
         if (req->has_host) {
             req->error = "duplicate Host";
@@ -313,16 +315,16 @@ static int on_header(struct http_req *req, struct hstate *st, const struct http_
         req->has_host = true;
         break;
     case 6:
-        if (name_is(n, "expect", 6) && vn == 12 && ci_eq(v, "100-continue", 12))
+        if (name_is(n, LIT("expect")) && vn == 12 && ci_eq(v, LIT("100-continue")))
             req->expect_continue = req->minor == 1;
         break;
     case 10:
-        if (!name_is(n, "connection", 10)) break;
-        st->conn_close |= http_has_token(v, vn, "close", 5);
-        st->conn_keep |= http_has_token(v, vn, "keep-alive", 10);
+        if (!name_is(n, LIT("connection"))) break;
+        st->conn_close |= http_has_token(v, vn, LIT("close"));
+        st->conn_keep |= http_has_token(v, vn, LIT("keep-alive"));
         break;
     case 14: {
-        if (!name_is(n, "content-length", 14)) break;
+        if (!name_is(n, LIT("content-length"))) break;
         /* Any second Content-Length, even an equal one, is a 400: a proxy that keeps the other
            one would frame the message differently (RFC 9112 §6.3 allows us to reject). */
         if (st->have_cl) {
@@ -355,7 +357,7 @@ static int on_header(struct http_req *req, struct hstate *st, const struct http_
         break;
     }
     case 17: {
-        if (!name_is(n, "transfer-encoding", 17)) break;
+        if (!name_is(n, LIT("transfer-encoding"))) break;
         /* RFC 9112 §6.1: a server MUST NOT treat 1.0 bodies as chunked; rejecting is safer. */
         if (req->minor == 0) {
             req->error = "Transfer-Encoding in HTTP/1.0";

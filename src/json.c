@@ -4,6 +4,8 @@
 #include <errno.h>
 #include <string.h>
 
+#include "lit.h"
+
 struct jp {
     const unsigned char *p, *end;
 };
@@ -314,11 +316,11 @@ static int jp_skip(struct jp *j, unsigned depth)
         }
     }
     case 't':
-        return jp_lit(j, "true", 4) ? 0 : JSON_E_SYNTAX;
+        return jp_lit(j, LIT("true")) ? 0 : JSON_E_SYNTAX;
     case 'f':
-        return jp_lit(j, "false", 5) ? 0 : JSON_E_SYNTAX;
+        return jp_lit(j, LIT("false")) ? 0 : JSON_E_SYNTAX;
     case 'n':
-        return jp_lit(j, "null", 4) ? 0 : JSON_E_SYNTAX;
+        return jp_lit(j, LIT("null")) ? 0 : JSON_E_SYNTAX;
     default:
         return jp_number(j, &is_int);
     }
@@ -356,7 +358,7 @@ static int jp_field(struct jp *j, struct json_field *f)
     case 'I':
     case '-':
         if (f->type == JSON_T_NUMBER &&
-            (jp_lit(j, "NaN", 3) || jp_lit(j, "Infinity", 8) || jp_lit(j, "-Infinity", 9))) {
+            (jp_lit(j, LIT("NaN")) || jp_lit(j, LIT("Infinity")) || jp_lit(j, LIT("-Infinity")))) {
             f->err = JSON_E_NONFINITE;
             return 0;
         }
@@ -388,7 +390,7 @@ static int jp_field(struct jp *j, struct json_field *f)
     case 't':
     case 'f': {
         bool b = *j->p == 't';
-        if (!(b ? jp_lit(j, "true", 4) : jp_lit(j, "false", 5)))
+        if (!(b ? jp_lit(j, LIT("true")) : jp_lit(j, LIT("false"))))
             return JSON_E_SYNTAX;
         if (f->type == JSON_T_BOOL)
             *(bool *)f->out = b;
@@ -517,7 +519,7 @@ ssize_t json_escape(char *dst, size_t cap, const char *src, size_t n)
         } else if (c < 0x20) {
             if (cap - o < 6)
                 return -ENOSPC;
-            memcpy(dst + o, "\\u00", 4);
+            memcpy(dst + o, LIT("\\u00"));
             dst[o + 4] = hex[c >> 4];
             dst[o + 5] = hex[c & 15];
             o += 6;
@@ -527,7 +529,7 @@ ssize_t json_escape(char *dst, size_t cap, const char *src, size_t n)
             if (k == 0) {
                 if (cap - o < 6)
                     return -ENOSPC;
-                memcpy(dst + o, "\\ufffd", 6);
+                memcpy(dst + o, LIT("\\ufffd"));
                 o += 6;
                 p++;
             } else {

@@ -1,7 +1,9 @@
 /* log — see log.h. One JSON line per call, built on the stack, one write(2). */
 #include "log.h"
 
+#include "clock.h"
 #include "fmt.h"
+#include "lit.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -141,7 +143,7 @@ static size_t esc_unit(const unsigned char *s, size_t n, char out[6], size_t *ou
         return 1;
     }
     if (c < 0x20 || c == 0x7f) {
-        memcpy(out, "\\u00", 4);
+        memcpy(out, LIT("\\u00"));
         out[4] = hex[c >> 4];
         out[5] = hex[c & 15];
         *outn = 6;
@@ -154,7 +156,7 @@ static size_t esc_unit(const unsigned char *s, size_t n, char out[6], size_t *ou
     }
     size_t len = utf8_seq(s, n);
     if (len == 0) {
-        memcpy(out, "\\ufffd", 6);
+        memcpy(out, LIT("\\ufffd"));
         *outn = 6;
         return 1;
     }
@@ -199,7 +201,7 @@ static bool lw_str(struct lw *w, const char *s, size_t n, bool may_cut)
                 w->len = start;
                 return false;
             }
-            lw_put(w, ELLIPSIS "\"", 4); /* fits: reserved */
+            lw_put(w, LIT(ELLIPSIS "\"")); /* fits: reserved */
             return true;
         }
         memcpy(w->p + w->len, out, outn);
@@ -210,57 +212,6 @@ static bool lw_str(struct lw *w, const char *s, size_t n, bool may_cut)
     return true;
 }
 
-static void put2(char *p, unsigned v)
-{
-    p[0] = (char)('0' + v / 10 % 10);
-    p[1] = (char)('0' + v % 10);
-}
-
-/* "YYYY-MM-DDTHH:MM:SS.mmmZ" (24 bytes) in UTC. Days→civil by hand (H. Hinnant's algorithm)
-   rather than gmtime_r, which takes glibc's tz lock on every call. */
-static void fmt_ts(char out[24])
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-
-    int64_t secs = ts.tv_sec;
-    int64_t days = secs / 86400, sod = secs % 86400;
-    if (sod < 0) {
-        sod += 86400;
-        days--;
-    }
-    int64_t z = days + 719468;
-    int64_t era = (z >= 0 ? z : z - 146096) / 146097;
-    unsigned doe = (unsigned)(z - era * 146097);
-    unsigned yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = (int64_t)yoe + era * 400;
-    unsigned doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    unsigned mp = (5 * doy + 2) / 153;
-    unsigned d = doy - (153 * mp + 2) / 5 + 1;
-    unsigned m = mp < 10 ? mp + 3 : mp - 9;
-    if (m <= 2)
-        y++;
-
-    unsigned yy = (unsigned)(y < 0 ? 0 : y > 9999 ? 9999 : y);
-    put2(out, yy / 100);
-    put2(out + 2, yy % 100);
-    out[4] = '-';
-    put2(out + 5, m);
-    out[7] = '-';
-    put2(out + 8, d);
-    out[10] = 'T';
-    put2(out + 11, (unsigned)(sod / 3600));
-    out[13] = ':';
-    put2(out + 14, (unsigned)(sod / 60 % 60));
-    out[16] = ':';
-    put2(out + 17, (unsigned)(sod % 60));
-    out[19] = '.';
-    unsigned ms = (unsigned)(ts.tv_nsec / 1000000);
-    out[20] = (char)('0' + ms / 100);
-    put2(out + 21, ms % 100);
-    out[23] = 'Z';
-}
-
 /* Append one ,"key":value field; false (nothing appended) if it does not fit. */
 static bool lw_field(struct lw *w, const struct log_kv *f)
 {
@@ -268,13 +219,13 @@ static bool lw_field(struct lw *w, const struct log_kv *f)
     char num[24];
     size_t nn;
 
-    if (!lw_put(w, ",", 1) || !lw_str(w, f->k ? f->k : "", f->k ? strlen(f->k) : 0, false) ||
-        !lw_put(w, ":", 1))
+    if (!lw_put(w, LIT(",")) || !lw_str(w, f->k ? f->k : "", f->k ? strlen(f->k) : 0, false) ||
+        !lw_put(w, LIT(":")))
         goto undo;
     switch (f->t) {
     case 's':
         if (!f->v.s) {
-            if (!lw_put(w, "null", 4))
+            if (!lw_put(w, LIT("null")))
                 goto undo;
         } else if (!lw_str(w, f->v.s, f->n == (size_t)-1 ? strlen(f->v.s) : f->n, true)) {
             goto undo;
@@ -296,14 +247,14 @@ static bool lw_field(struct lw *w, const struct log_kv *f)
         break;
     case 'j':
         if (!f->v.s || f->n == 0) {
-            if (!lw_put(w, "null", 4))
+            if (!lw_put(w, LIT("null")))
                 goto undo;
         } else if (!lw_put(w, f->v.s, f->n)) {
             goto undo;
         }
         break;
     default: /* unknown type: keep the key, say so */
-        if (!lw_put(w, "null", 4))
+        if (!lw_put(w, LIT("null")))
             goto undo;
         break;
     }
@@ -339,12 +290,12 @@ void log_write(enum log_level lvl, const char *msg, const struct log_kv *kv, siz
     const char *lname = log_level_name(lvl);
 
     /* The fixed head always fits: 7 + 24 + 11 + 5 + 8 = 55 bytes of 4077. */
-    lw_put(&w, "{\"ts\":\"", 7);
-    fmt_ts(buf + w.len);
+    lw_put(&w, LIT("{\"ts\":\""));
+    fmt_time_ms(buf + w.len, (int64_t)clock_ms(CLOCK_REALTIME));
     w.len += 24;
-    lw_put(&w, "\",\"level\":\"", 11);
+    lw_put(&w, LIT("\",\"level\":\""));
     lw_put(&w, lname, strlen(lname));
-    lw_put(&w, "\",\"msg\":", 8);
+    lw_put(&w, LIT("\",\"msg\":"));
     lw_str(&w, msg ? msg : "", msg ? strlen(msg) : 0, true);
 
     for (size_t i = 0; i < n; i++)
@@ -353,8 +304,8 @@ void log_write(enum log_level lvl, const char *msg, const struct log_kv *kv, siz
 
     w.lim = sizeof(buf); /* release the reserve */
     if (dropped)
-        lw_put(&w, ",\"truncated\":true", 17);
-    lw_put(&w, "}\n", 2);
+        lw_put(&w, LIT(",\"truncated\":true"));
+    lw_put(&w, LIT("}\n"));
     write_all(g_fd, buf, w.len);
     errno = saved_errno;
 }

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "clock.h"
 #include "config.h"
 #include "counters.h"
 #include "live.h"
@@ -28,13 +29,6 @@
 #include "users.h"
 
 extern char **environ;
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 /* CPUs of our affinity mask, in order: one worker each unless --workers says otherwise. */
 static unsigned pick_cpus(unsigned want, int *cpus, unsigned cap)
@@ -63,18 +57,18 @@ static unsigned pick_cpus(unsigned want, int *cpus, unsigned cap)
    at half of WatchdogSec send WATCHDOG=1 while every worker loop is turning. Returns the signal. */
 static int wait_signal(const sigset_t *sigs, struct notify *nt)
 {
-    uint64_t since = mono_ms();
+    uint64_t since = clock_ms(CLOCK_MONOTONIC);
     struct log_rl rl = {0};
     char last_status[160] = "";
     for (;;) {
-        uint64_t now = mono_ms(), wait = notify_watchdog_wait_ms(nt, now);
+        uint64_t now = clock_ms(CLOCK_MONOTONIC), wait = notify_watchdog_wait_ms(nt, now);
         if (wait > 1000)
             wait = 1000;
         struct timespec ts = {.tv_sec = (time_t)(wait / 1000), .tv_nsec = (long)(wait % 1000) * 1000000L};
         int sig = sigtimedwait(sigs, NULL, &ts);
         if (sig > 0)
             return sig;
-        now = mono_ms();
+        now = clock_ms(CLOCK_MONOTONIC);
         metrics_process_refresh();
         if (notify_watchdog_due(nt, now)) {
             unsigned stale = metrics_workers_stale(now, since, WORKER_STALL_MS);
@@ -184,17 +178,14 @@ int main(int argc, char **argv)
     while ((sig = wait_signal(&sigs, &nt)) == SIGHUP) {
         /* systemd: RELOADING=1 until READY=1 (MONOTONIC_USEC ties them to this reload) */
         char msg[64];
-        struct timespec now;
-        clock_gettime(CLOCK_MONOTONIC, &now);
         snprintf(msg, sizeof(msg), "RELOADING=1\nMONOTONIC_USEC=%llu",
-                 (unsigned long long)now.tv_sec * 1000000ull +
-                     (unsigned long long)now.tv_nsec / 1000u);
+                 (unsigned long long)(clock_ns(CLOCK_MONOTONIC) / 1000u));
         notify_send(&nt, msg);
         log_info("SIGHUP: reloading");
         live_reload(argc, argv, environ);
         notify_ready(&nt, status);
     }
-    uint64_t t0 = mono_ms();
+    uint64_t t0 = clock_ms(CLOCK_MONOTONIC);
     log_info("draining", LOG_S("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT"));
     notify_stopping(&nt, "draining");
     app_set_ready(false);
@@ -215,18 +206,18 @@ int main(int argc, char **argv)
                 break;
         }
         persist_workers_stopped();
-        uint64_t spent = mono_ms() - t0;
+        uint64_t spent = clock_ms(CLOCK_MONOTONIC) - t0;
         uint64_t left = spent < cfg.shutdown_timeout_ms ? cfg.shutdown_timeout_ms - spent : 0;
-        uint64_t tf = mono_ms();
+        uint64_t tf = clock_ms(CLOCK_MONOTONIC);
         pgl_stop(pgl, left < 1000 ? 1000 : (uint32_t)left);
         lost = persist_lost();
-        log_info("final flush done", LOG_U("flush_ms", mono_ms() - tf));
+        log_info("final flush done", LOG_U("flush_ms", clock_ms(CLOCK_MONOTONIC) - tf));
         pgl_free(pgl);
     }
     srv_free(srv);
     struct cnt_snapshot snap;
     cnt_snapshot(&snap);
-    log_info("stopped", LOG_U("drain_ms", mono_ms() - t0), LOG_U("events", snap.events));
+    log_info("stopped", LOG_U("drain_ms", clock_ms(CLOCK_MONOTONIC) - t0), LOG_U("events", snap.events));
     app_fini();
     persist_fini();
     users_fini();

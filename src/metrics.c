@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "counters.h"
 #include "router.h"
@@ -93,13 +94,6 @@ static struct {
     uint64_t max_vsize; /* UINT64_MAX = unlimited (rendered as -1, as client_golang does) */
     uint64_t start_unix_ms;
 } PR;
-
-static uint64_t clock_ms(clockid_t id)
-{
-    struct timespec ts;
-    clock_gettime(id, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void build_status_map(void)
 {

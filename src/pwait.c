@@ -37,12 +37,7 @@ struct pwait {
     size_t ntok, captok;
     uint64_t next_token;
 };
-
-/* CLOCK_MONOTONIC_COARSE, like the worker's now_ms the deadlines are compared with. */
-static uint64_t now_coarse_ms(void)
-{
-    return clock_ms(CLOCK_MONOTONIC_COARSE);
-}
+/* Deadlines are CLOCK_MONOTONIC_COARSE ms, the clock of the worker's now_ms (pwait_poll). */
 
 struct pwait *pwait_new(unsigned idx)
 {
@@ -193,7 +188,7 @@ static struct waiter *tok_push(struct pwait *pw, struct sess *s, uint64_t tok, e
 {
     struct waiter *w = &pw->tok[pw->ntok++];
     *w = (struct waiter){.s = s, .key = tok, .kind = k,
-                         .deadline_ms = now_coarse_ms() + persist_durable_timeout_ms()};
+                         .deadline_ms = clock_ms(CLOCK_MONOTONIC_COARSE) + persist_durable_timeout_ms()};
     sess_park(s, pw);
     return w;
 }
@@ -291,7 +286,7 @@ enum sess_handled pwait_durable(struct pwait *pw, struct sess *s)
         return SESS_H_DONE;
     }
     pw->dur[(pw->dur_head + pw->dur_len++) % pw->dur_cap] = (struct waiter){
-        .s = s, .key = ticket, .deadline_ms = now_coarse_ms() + persist_durable_timeout_ms()};
+        .s = s, .key = ticket, .deadline_ms = clock_ms(CLOCK_MONOTONIC_COARSE) + persist_durable_timeout_ms()};
     sess_park(s, pw);
     return SESS_H_PARKED;
 }

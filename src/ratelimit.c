@@ -94,11 +94,6 @@ void rl_free(struct rl_table *t)
     free(t);
 }
 
-uint32_t rl_count(const struct rl_table *t)
-{
-    return t->used;
-}
-
 static void lru_unlink(struct rl_table *t, uint32_t i)
 {
     struct rl_entry *x = &t->e[i];

@@ -59,8 +59,6 @@ int rl_take(struct rl_table *t, int family, const uint8_t addr[16], uint64_t now
    client is still inserted / refreshed in the LRU. Returns 1 if a request would be allowed. */
 int rl_peek(struct rl_table *t, int family, const uint8_t addr[16], uint64_t now_ms,
             struct rl_result *r);
-/* Clients currently in the table (<= capacity). */
-uint32_t rl_count(const struct rl_table *t);
 /* Write the header lines for r (each ending CRLF): RateLimit-Policy, RateLimit and, when denied,
    Retry-After. Returns the length, or 0 if cap < RL_HDR_MAX. */
 size_t rl_headers(const struct rl_table *t, const struct rl_result *r, char *out, size_t cap);

@@ -4,6 +4,8 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "lit.h"
+
 #define M(x) (1u << (x))
 
 struct route {
@@ -35,7 +37,7 @@ static const struct route routes[] = {
 
 /* SPEC §2.3: the tenant routes are patterns, matched by segments after "/tenants". */
 static const struct route tenant_routes[] = {
-    {"/tenants", 8, ROUTE_TENANTS, M(HTTP_M_POST), "POST, OPTIONS", "tenants"},
+    {LIT("/tenants"), ROUTE_TENANTS, M(HTTP_M_POST), "POST, OPTIONS", "tenants"},
     {NULL, 0, ROUTE_TENANT, M(HTTP_M_GET) | M(HTTP_M_POST), "GET, HEAD, POST, OPTIONS", "tenant"},
     {NULL, 0, ROUTE_TN_COUNTERS, M(HTTP_M_GET) | M(HTTP_M_POST), "GET, HEAD, POST, OPTIONS",
      "tenant_counters"},
@@ -110,7 +112,7 @@ int route_match(enum http_method meth, const char *path, size_t n, struct route_
     for (size_t i = 0; i <= sizeof(routes) / sizeof(routes[0]); i++) {
         const struct route *r = i < sizeof(routes) / sizeof(routes[0]) ? &routes[i] : NULL;
         if (!r) { /* last: the tenant patterns */
-            if (n < 8 || memcmp(path, "/tenants", 8) != 0 || !(r = tenant_match(path, n, m)))
+            if (n < 8 || memcmp(path, LIT("/tenants")) != 0 || !(r = tenant_match(path, n, m)))
                 break;
         } else if (r->len != n || memcmp(r->path, path, n) != 0) {
             continue;

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "fmt.h"
+#include "lit.h"
 
 static const char CONTINUE_100[] = "HTTP/1.1 100 Continue\r\n\r\n";
 
@@ -109,7 +110,7 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
     if (rc < 0)
         return rc;
     char *p = s->out + s->out_len;
-    memcpy(p, "HTTP/1.1 ", 9);
+    memcpy(p, LIT("HTTP/1.1 "));
     p += 9;
     p += fmt_u64(p, (uint64_t)status);
     *p++ = ' ';
@@ -122,7 +123,7 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
     memcpy(p, s->env->date, s->env->date_len);
     p += s->env->date_len;
     if (ctype) {
-        memcpy(p, "Content-Type: ", 14);
+        memcpy(p, LIT("Content-Type: "));
         p += 14;
         size_t cl = strlen(ctype);
         memcpy(p, ctype, cl);
@@ -131,18 +132,18 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
         *p++ = '\n';
     }
     if (status != 204 && status != 304) {
-        memcpy(p, "Content-Length: ", 16);
+        memcpy(p, LIT("Content-Length: "));
         p += 16;
         p += fmt_u64(p, body_len);
         *p++ = '\r';
         *p++ = '\n';
     }
     if (close) {
-        memcpy(p, "Connection: close\r\n", 19);
+        memcpy(p, LIT("Connection: close\r\n"));
         p += 19;
         s->flags |= SESS_CLOSE;
     } else if (s->req_minor == 0) {
-        memcpy(p, "Connection: keep-alive\r\n", 24);
+        memcpy(p, LIT("Connection: keep-alive\r\n"));
         p += 24;
     }
     if (hdrs_len) {

@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 static const uint8_t magic_head[8] = { 'R', 'C', 'S', 'P', 'I', 'L', 'L', 0 };
 static const uint8_t magic_tail[8] = { 'R', 'C', 'S', 'P', 'E', 'N', 'D', 0 };
 
@@ -208,13 +210,6 @@ static int rename_noreplace(int dfd, const char *tmp, const char *name)
     return 0;
 }
 
-static uint64_t now_unix_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
 /* ---- the file ---- */
 
 int spill_write(const char *dir, uint32_t node_id, const void *payload, size_t len, char *path,
@@ -268,7 +263,7 @@ int spill_write(const char *dir, uint32_t node_id, const void *payload, size_t l
     le_put(hdr + OFF_VERSION, SPILL_VERSION, 4);
     le_put(hdr + OFF_NODE, node_id, 4);
     le_put(hdr + OFF_LEN, (uint64_t)len, 8);
-    le_put(hdr + OFF_TIME, now_unix_ms(), 8);
+    le_put(hdr + OFF_TIME, clock_ms(CLOCK_REALTIME), 8);
     le_put(hdr + OFF_HCRC, spill_crc32c(0, hdr, OFF_HCRC), 4);
     le_put(trl, spill_crc32c(0, payload, len), 4);
     memcpy(trl + 4, magic_tail, 8);

@@ -630,53 +630,6 @@ static char *put(char *p, const char *s)
     return p + n;
 }
 
-static char *put2(char *p, unsigned v)
-{
-    *p++ = (char)('0' + v / 10 % 10);
-    *p++ = (char)('0' + v % 10);
-    return p;
-}
-
-size_t tn_fmt_time(int64_t unix_ms, char *out)
-{
-    int64_t ms = unix_ms % 1000, secs = unix_ms / 1000;
-    if (ms < 0) {
-        ms += 1000;
-        secs--;
-    }
-    int64_t days = secs / 86400, sod = secs % 86400;
-    if (sod < 0) {
-        sod += 86400;
-        days--;
-    }
-    /* civil_from_days (H. Hinnant): proleptic Gregorian, valid far beyond any clock value */
-    int64_t z = days + 719468, era = (z >= 0 ? z : z - 146096) / 146097;
-    int64_t doe = z - era * 146097;
-    int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    int64_t y = yoe + era * 400, doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    int64_t mp = (5 * doy + 2) / 153, d = doy - (153 * mp + 2) / 5 + 1;
-    int64_t m = mp < 10 ? mp + 3 : mp - 9;
-    y += m <= 2;
-    char *p = out;
-    p = put2(p, (unsigned)(y / 100 % 100));
-    p = put2(p, (unsigned)(y % 100));
-    *p++ = '-';
-    p = put2(p, (unsigned)m);
-    *p++ = '-';
-    p = put2(p, (unsigned)d);
-    *p++ = 'T';
-    p = put2(p, (unsigned)(sod / 3600));
-    *p++ = ':';
-    p = put2(p, (unsigned)(sod / 60 % 60));
-    *p++ = ':';
-    p = put2(p, (unsigned)(sod % 60));
-    *p++ = '.';
-    *p++ = (char)('0' + ms / 100);
-    p = put2(p, (unsigned)(ms % 100));
-    *p++ = 'Z';
-    return (size_t)(p - out);
-}
-
 static char *put_label(char *p, const char *label, size_t n)
 {
     if (!n)
@@ -705,7 +658,7 @@ size_t tn_tenant_json(const struct tn_tenant *t, char *out)
     p = put(p, ",\"label\":");
     p = put_label(p, t->label, t->label_len);
     p = put(p, ",\"created_at\":\"");
-    p += tn_fmt_time(t->created_ms, p);
+    p += fmt_time_ms(p, t->created_ms);
     p = put(p, "\"}");
     *p = 0;
     return (size_t)(p - out);
@@ -725,7 +678,7 @@ size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, ch
     p = put(p, ",\"max_delta\":");
     p += fmt_i64(p, c->max_delta);
     p = put(p, ",\"created_at\":\"");
-    p += tn_fmt_time(c->created_ms, p);
+    p += fmt_time_ms(p, c->created_ms);
     p = put(p, "\"}");
     *p = 0;
     return (size_t)(p - out);

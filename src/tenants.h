@@ -169,7 +169,5 @@ void tn_idem_thaw(struct tn_store *st);
    "value","max_delta","created_at"} with the live value. created_at: RFC 3339 UTC with ms. */
 size_t tn_tenant_json(const struct tn_tenant *t, char *out);
 size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out);
-/* RFC 3339 "YYYY-MM-DDTHH:MM:SS.mmmZ" of unix ms (24 bytes, no NUL). Returns 24. */
-size_t tn_fmt_time(int64_t unix_ms, char *out);
 
 #endif

@@ -7,11 +7,13 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "clock.h"
 #include "config.h"
 #include "cors.h"
 #include "decimal.h"
 #include "fmt.h"
 #include "json.h"
+#include "lit.h"
 #include "live.h"
 #include "log.h"
 #include "persist.h"
@@ -45,20 +47,13 @@ struct rq {
     size_t hlen;
 };
 
-static int64_t wall_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME_COARSE, &ts); /* vDSO: no syscall */
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 int tnapi_init(const struct config *cfg, unsigned nworkers)
 {
     tn_free(T.st); /* unit tests call app_init more than once */
     memset(&T, 0, sizeof(T));
     T.nworkers = nworkers;
     if (getrandom(&T.seed, sizeof(T.seed), 0) != sizeof(T.seed))
-        T.seed = (uint64_t)wall_ms();
+        T.seed = (uint64_t)(int64_t)clock_ms(CLOCK_REALTIME_COARSE);
     /* test hook (tests/integ/test_tenants.c): a tiny table, so LRU eviction shows with a few
        dozen client addresses instead of 65,537 */
     const char *dbg = getenv("RINGCOUNT_DEBUG_RL_CAPACITY");
@@ -266,7 +261,7 @@ static int create_tenant(struct tnapi_worker *w, struct rq *q, const struct http
     if (!f[0].present || f[0].err != JSON_OK || !tn_label_valid(label, ll))
         return fail(q, 400, "INVALID_LABEL", "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
     const struct tn_tenant *t;
-    int rc = tn_tenant_create(T.st, &w->gen, label, ll, wall_ms(), &t);
+    int rc = tn_tenant_create(T.st, &w->gen, label, ll, (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &t);
     if (rc == -EEXIST)
         return fail(q, 409, "DUPLICATE_LABEL", "a tenant with this label exists");
     if (rc == -ENOSPC)
@@ -304,7 +299,7 @@ static int create_counter(struct tnapi_worker *w, struct rq *q, const struct htt
         return fail(q, 400, "INVALID_MAX_DELTA", "max_delta must be an integer >= 1");
     const struct tn_counter *c;
     int rc = tn_counter_create(T.st, &w->gen, t, has_label ? label : NULL, ll, initial, max_delta,
-                               wall_ms(), &c);
+                               (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &c);
     if (rc == -ENOSPC)
         return fail(q, 409, "TOO_MANY_COUNTERS", "the counter limit (1048576) is reached");
     if (rc < 0)
@@ -402,14 +397,14 @@ static int inc_counter(struct tnapi_worker *w, struct rq *q, const struct http_r
     if (sync && !persist_enabled())
         return fail(q, 503, "PERSISTENCE_UNAVAILABLE",
                     "?sync=1 needs PostgreSQL (--db); this server is memory-only");
-    const struct http_hdr *ik = http_header(req, "idempotency-key", 15);
+    const struct http_hdr *ik = http_header(req, LIT("idempotency-key"));
     int64_t value;
     int rc;
     if (ik) {
         if (!tn_idem_key_valid(ik->value, ik->value_len))
             return fail(q, 400, "INVALID_IDEMPOTENCY_KEY",
                         "Idempotency-Key must be 1-64 printable ASCII characters");
-        rc = tn_idem_inc(T.st, w->idx, c, ik->value, ik->value_len, delta, wall_ms(), &value);
+        rc = tn_idem_inc(T.st, w->idx, c, ik->value, ik->value_len, delta, (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &value);
         if (rc == -EEXIST)
             return fail(q, 409, "IDEMPOTENCY_KEY_REUSED",
                         "this Idempotency-Key was used for a different request");
@@ -452,7 +447,7 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
                  int (*admin)(struct sess *s, const struct http_req *req))
 {
     struct rq q = {.s = s};
-    const struct http_hdr *origin = http_header(req, "origin", 6);
+    const struct http_hdr *origin = http_header(req, LIT("origin"));
     const char *pub = public_methods(m->id);
     const struct live *L = live_get(s->env->live);
     static const struct cors_conf no_cors; /* without settings (tests): CORS off */
@@ -467,7 +462,7 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
         p = put(p, m->allow);
         p = put(p, "\r\n");
         q.hlen = (size_t)(p - q.hdr);
-        const struct http_hdr *rm = http_header(req, "access-control-request-method", 29);
+        const struct http_hdr *rm = http_header(req, LIT("access-control-request-method"));
         if (pub && origin && (!rm || http_has_token(pub, strlen(pub), rm->value, rm->value_len)))
             q.hlen += cors_preflight(cors, origin->value, origin->value_len, pub, p,
                                      sizeof(q.hdr) - q.hlen);

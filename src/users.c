@@ -372,14 +372,6 @@ int users_preload(const char *s, size_t n)
     return cnt_slot(o)->users_overflow != ov ? -ENOSPC : 0;
 }
 
-uint64_t users_count(void)
-{
-    uint64_t t = 0;
-    for (unsigned i = 0; i < nshards; i++)
-        t += ck_pr_load_64(&cnt_slot(i)->users);
-    return t;
-}
-
 int users_init(unsigned n, uint64_t max, size_t mbox_bytes)
 {
     if (n == 0 || max == 0 || mbox_bytes < 4096 || (mbox_bytes & (mbox_bytes - 1)))

@@ -36,8 +36,6 @@ size_t users_pending_wakes(unsigned w, unsigned *out, size_t cap);
 void users_wake_ack(unsigned w);
 /* Worker w (owner): forget every user of its shard (POST /reset). Drains its mailboxes first. */
 void users_reset_shard(unsigned w);
-/* Number of distinct users (sum of shard counts). Any thread. */
-uint64_t users_count(void);
 /* Journal hook for the persister: called by owner w on its own thread for every user newly
    inserted into its shard (s, n), and with s == NULL, n == 0 when its shard is reset (a marker:
    records before it belong to the forgotten set). */

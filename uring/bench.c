@@ -11,6 +11,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 /* Receive buffers: 4 KiB holds a 16-deep batch of nginx 204 responses (16 x ~150 B = 2.4 KB)
    in one completion; a response that straddles buffers is stitched by the caller. Two buffers
    per connection (at most one filled and one in flight per turn), 64..8192 of them: 256
@@ -78,9 +80,7 @@ struct eng {
 
 uint64_t bench_now_ns(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+    return clock_ns(CLOCK_MONOTONIC);
 }
 
 const char *bench_end_name(enum bench_end why)

@@ -12,6 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "config.h"
 #include "log.h"
 #include "persist.h"
@@ -51,13 +52,6 @@ struct pgl {
     uint64_t timer_at;
     struct __kernel_timespec ts, ts_upd;
 };
-
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
 
 static void wake_worker(void *ctx, unsigned w)
 {
@@ -126,7 +120,7 @@ static void sync_timer(struct pgl *p, uint64_t now, uint32_t delay_ms)
 static void loop(struct pgl *p)
 {
     arm_stop(p);
-    uint64_t now = mono_ms();
+    uint64_t now = clock_ms(CLOCK_MONOTONIC);
     uint32_t delay = persist_p_run(now, 0);
     for (;;) {
         if (persist_p_finished())
@@ -162,7 +156,7 @@ static void loop(struct pgl *p)
             } /* UD_IGNORE, and anything else: a worker's wake-up (handled by the run below) */
         }
         io_uring_cq_advance(&p->ring, seen);
-        now = mono_ms();
+        now = clock_ms(CLOCK_MONOTONIC);
         delay = persist_p_run(now, revents);
     }
 }
@@ -253,7 +247,7 @@ int pgl_stop(struct pgl *p, uint32_t timeout_ms)
 {
     if (!p || !p->started)
         return 0;
-    ck_pr_store_64(&p->deadline_ms, mono_ms() + timeout_ms);
+    ck_pr_store_64(&p->deadline_ms, clock_ms(CLOCK_MONOTONIC) + timeout_ms);
     ck_pr_fence_store();
     uint64_t one = 1;
     ssize_t r = write(p->evfd, &one, sizeof(one));

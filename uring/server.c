@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "app.h"
+#include "clock.h"
 #include "config.h"
 #include "counters.h"
 #include "live.h"
@@ -100,21 +101,11 @@ struct srv {
     int aux_fd; /* the persister's ring fd (-1 until srv_set_aux_wake_fd): app_io.wake target n */
 };
 
-static uint64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-}
-
-/* Precise: request latency is measured with it (struct sess_env now_ns); one vDSO read per
-   batch, ~20 ns, no system call. The coarse clock above (timeouts) lags it by up to a tick. */
-static uint64_t mono_ns(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
+/* now_ms is CLOCK_MONOTONIC_COARSE (timeouts); env.now_ns is CLOCK_MONOTONIC, precise: request
+   latency is measured with it (struct sess_env now_ns); one vDSO read per batch, ~20 ns, no
+   system call. The coarse clock lags it by up to a tick. */
+#define mono_ms() clock_ms(CLOCK_MONOTONIC_COARSE)
+#define mono_ns() clock_ns(CLOCK_MONOTONIC)
 
 static inline uint32_t conn_idx(const struct worker *w, const struct conn *c)
 {

@@ -1,5 +1,5 @@
 /* Unit tests for src/counters: init bounds, exact 128-bit event sums (past 2^64, negative,
-   across slots), the plain per-worker fields, cnt_reset_events, and that a snapshot taken while
+   across slots), the plain per-worker fields, cnt_reset_events_to, and that a snapshot taken while
    two writers add events never sees an event's count without its value (GET /stats is never
    torn, SPEC §2.1). */
 #include <criterion/criterion.h>
@@ -113,7 +113,7 @@ Test(counters, reset_events, .fini = fini)
         cnt_add(&s->requests, 7);
         cnt_add(&s->conns_open, 1);
     }
-    cnt_reset_events(cnt_slot(0));
+    cnt_reset_events_to(cnt_slot(0), 0);
     struct cnt_snapshot snap;
     cnt_snapshot(&snap);
     cr_assert_eq(snap.events, 2);
@@ -123,7 +123,7 @@ Test(counters, reset_events, .fini = fini)
     cr_assert_eq(snap.requests, 14, "requests are not event aggregates");
     cr_assert_eq(snap.conns_open, 2);
 
-    cnt_reset_events(cnt_slot(1));
+    cnt_reset_events_to(cnt_slot(1), 0);
     cnt_event_add(cnt_slot(0), 42);
     cnt_snapshot(&snap);
     cr_assert_eq(snap.events, 1);

@@ -126,3 +126,17 @@ Test(fmt, i128_round_trip)
         cr_assert(v == 7, "\"%s\" left *out alone", bad[i]);
     }
 }
+
+/* The log's "ts" and the tenants' created_at (RFC 3339, UTC, ms). */
+Test(fmt, time_ms)
+{
+    char buf[32];
+    cr_assert_eq(fmt_time_ms(buf, 0), FMT_TIME_LEN);
+    cr_assert_arr_eq(buf, "1970-01-01T00:00:00.000Z", 24);
+    fmt_time_ms(buf, 951782400123ll); /* leap day 2000 */
+    cr_assert_arr_eq(buf, "2000-02-29T00:00:00.123Z", 24);
+    fmt_time_ms(buf, 1795000000999ll);
+    cr_assert_arr_eq(buf, "2026-11-18T11:06:40.999Z", 24);
+    fmt_time_ms(buf, -1); /* before the epoch: the last ms of 1969 */
+    cr_assert_arr_eq(buf, "1969-12-31T23:59:59.999Z", 24);
+}

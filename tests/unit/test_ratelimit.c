@@ -100,7 +100,6 @@ Test(ratelimit, families_and_addresses_are_separate)
     cr_assert_eq(rl_take(t, AF_INET6, c, 0, &r), 1);
     c[15] = 1;
     cr_assert_eq(rl_take(t, AF_INET6, c, 0, &r), 0);
-    cr_assert_eq(rl_count(t), 4);
     rl_free(t);
 }
 
@@ -120,7 +119,6 @@ Test(ratelimit, lru_eviction_never_refuses_new_clients)
     for (uint32_t i = 0; i < 1000; i++) {
         v4(a, 5000 + i);
         cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 1, "new client %u refused", i);
-        cr_assert_leq(rl_count(t), 16);
     }
     /* the most recent 16 are still remembered (and still empty) */
     for (uint32_t i = 1000 - 16; i < 1000; i++) {

@@ -3,7 +3,7 @@
    cases (1 and 256 bytes, ids differing only in the last byte, prefixes, NUL bytes).
    "Nothing lost / nothing corrupted" is checked by re-observing every id after the drains: a
    record mangled in a mailbox would have been stored as some other id, so the correct id would
-   then be new and users_count() would grow. */
+   then be new and users_total() would grow. */
 #include <criterion/criterion.h>
 #include <errno.h>
 #include <pthread.h>
@@ -12,6 +12,14 @@
 
 #include "counters.h"
 #include "users.h"
+
+/* Distinct users: the shards' counts, as GET /stats sums them. */
+static uint64_t users_total(void)
+{
+    struct cnt_snapshot snap;
+    cnt_snapshot(&snap);
+    return snap.users;
+}
 
 static void fini(void)
 {
@@ -54,13 +62,13 @@ static uint64_t overflow_total(unsigned n)
 /* Observe every id from every worker again; the set must not grow. */
 static void recheck(unsigned n, const char *ids, size_t stride, const size_t *lens, size_t nids)
 {
-    uint64_t before = users_count();
+    uint64_t before = users_total();
     for (size_t i = 0; i < nids; i++)
         for (unsigned w = 0; w < n; w++)
             cr_assert_eq(users_observe(w, ids + i * stride, lens[i]), 0, "id %zu is new again",
                          i);
     settle(n);
-    cr_assert_eq(users_count(), before, "a re-observed id was missing (lost or corrupted)");
+    cr_assert_eq(users_total(), before, "a re-observed id was missing (lost or corrupted)");
 }
 
 Test(users, init_rejects_bad_arguments, .fini = fini)
@@ -83,7 +91,7 @@ Test(users, single_shard_exact, .fini = fini)
     cr_assert_eq(users_observe(0, "alic", 4), 1, "a prefix is another id");
     cr_assert_eq(users_observe(0, "alicee", 6), 1);
     cr_assert_eq(users_observe(0, "bob", 3), 0);
-    cr_assert_eq(users_count(), 5);
+    cr_assert_eq(users_total(), 5);
     cr_assert_eq(cnt_slot(0)->users, 5);
     cr_assert_eq(users_drain(0), 0, "one shard has no mailboxes");
     unsigned wk[4];
@@ -121,8 +129,8 @@ static void edge_ids(unsigned nsh)
             for (unsigned w = 0; w < nsh; w++)
                 users_observe(w, ids[i], lens[i]);
     settle(nsh);
-    cr_assert_eq(users_count(), want, "%u shards: %llu distinct, want %llu", nsh,
-                 (unsigned long long)users_count(), (unsigned long long)want);
+    cr_assert_eq(users_total(), want, "%u shards: %llu distinct, want %llu", nsh,
+                 (unsigned long long)users_total(), (unsigned long long)want);
     cr_assert_eq(overflow_total(nsh), 0);
     recheck(nsh, &ids[0][0], sizeof(ids[0]), lens, k);
 }
@@ -149,13 +157,13 @@ Test(users, max_users_bound_one_shard, .fini = fini)
         int n = snprintf(id, sizeof(id), "u%d", i);
         cr_assert_eq(users_observe(0, id, (size_t)n), i < 10 ? 1 : 0, "u%d", i);
     }
-    cr_assert_eq(users_count(), 10);
+    cr_assert_eq(users_total(), 10);
     cr_assert_eq(cnt_slot(0)->users_overflow, 5);
     for (int i = 0; i < 10; i++) {
         int n = snprintf(id, sizeof(id), "u%d", i);
         cr_assert_eq(users_observe(0, id, (size_t)n), 0);
     }
-    cr_assert_eq(users_count(), 10);
+    cr_assert_eq(users_total(), 10);
     cr_assert_eq(cnt_slot(0)->users_overflow, 5, "a known user is not an overflow");
 }
 
@@ -168,7 +176,7 @@ Test(users, max_users_bound_three_shards, .fini = fini)
         users_observe((unsigned)i % 3, id, (size_t)n);
     }
     settle(3);
-    cr_assert_eq(users_count(), 50);
+    cr_assert_eq(users_total(), 50);
     cr_assert_eq(overflow_total(3), 70);
 }
 
@@ -206,7 +214,7 @@ Test(users, mailbox_wrap_and_spill, .fini = fini)
     cr_assert_gt(woke1, 0, "the owner was never asked to wake");
     cr_assert(spilled, "the mailbox never filled: spill path not exercised");
     settle(2);
-    cr_assert_eq(users_count(), N);
+    cr_assert_eq(users_total(), N);
     cr_assert_eq(overflow_total(2), 0);
     recheck(2, &ids[0][0], sizeof(ids[0]), lens, N);
 }
@@ -317,8 +325,8 @@ Test(users, three_workers_three_threads_exact, .fini = fini, .timeout = 30)
     for (unsigned t = 0; t < NT; t++)
         cr_assert_gt(args[t].wakes, 0, "worker %u never asked for a wake-up", t);
     settle(NT);
-    cr_assert_eq(users_count(), NIDS, "%llu distinct, want %d",
-                 (unsigned long long)users_count(), NIDS);
+    cr_assert_eq(users_total(), NIDS, "%llu distinct, want %d",
+                 (unsigned long long)users_total(), NIDS);
     cr_assert_eq(overflow_total(NT), 0);
     recheck(NT, &mt_ids[0][0], sizeof(mt_ids[0]), mt_lens, NIDS);
 }
@@ -336,13 +344,13 @@ Test(users, reset_shard, .fini = fini)
     cr_assert_eq(users_observe(0, "extra", 5), 0);
     cr_assert_eq(cnt_slot(0)->users_overflow, 1);
     users_reset_shard(0);
-    cnt_reset_events(cnt_slot(0)); /* what POST /reset does next (app.c serve_control) */
-    cr_assert_eq(users_count(), 0);
+    cnt_reset_events_to(cnt_slot(0), cnt_slot(0)->reset_gen); /* what POST /reset does next (app.c serve_control) */
+    cr_assert_eq(users_total(), 0);
     for (int i = 0; i < 10; i++) {
         int n = snprintf(id, sizeof(id), "r%d", i);
         cr_assert_eq(users_observe(0, id, (size_t)n), 1, "r%d is new after the reset", i);
     }
-    cr_assert_eq(users_count(), 10);
+    cr_assert_eq(users_total(), 10);
     cr_assert_eq(users_observe(0, "extra", 5), 0, "the bound still holds after a reset");
 }
 
@@ -361,20 +369,20 @@ Test(users, reset_shard_drains_queued_first, .fini = fini)
     cr_assert_gt(owned0, 0);
     cr_assert_gt(owned1, 0);
     users_reset_shard(1);
-    cnt_reset_events(cnt_slot(1));
+    cnt_reset_events_to(cnt_slot(1), cnt_slot(1)->reset_gen);
     cr_assert_eq(users_drain(1), 0, "the reset drained the mailbox");
-    cr_assert_eq(users_count(), (uint64_t)owned0);
+    cr_assert_eq(users_total(), (uint64_t)owned0);
     /* the reservation of the drained-then-reset users was returned */
     for (int i = 0; i < 40; i++) {
         int n = snprintf(id, sizeof(id), "q%d", i);
         users_observe(1, id, (size_t)n);
     }
     settle(2);
-    cr_assert_eq(users_count(), 40);
+    cr_assert_eq(users_total(), 40);
     cr_assert_eq(overflow_total(2), 0);
 }
 
-/* Regression: users_reset_shard() alone must bring users_count() down (the shard's counter
+/* Regression: users_reset_shard() alone must bring users_total() down (the shard's counter
    slot is zeroed with the shard). */
 Test(users, reset_shard_alone_updates_count, .fini = fini)
 {
@@ -382,8 +390,8 @@ Test(users, reset_shard_alone_updates_count, .fini = fini)
     cr_assert_eq(users_observe(0, "a", 1), 1);
     cr_assert_eq(users_observe(0, "b", 1), 1);
     users_reset_shard(0);
-    cr_assert_eq(users_count(), 0, "users_count() = %llu after users_reset_shard",
-                 (unsigned long long)users_count());
+    cr_assert_eq(users_total(), 0, "users_total() = %llu after users_reset_shard",
+                 (unsigned long long)users_total());
 }
 
 Test(users, hash_depends_on_every_byte_and_length)
