@@ -287,29 +287,33 @@ static void answer_stats(struct sess *s)
 {
     struct cnt_snapshot snap;
     cnt_snapshot(&snap);
-    char body[STATS_BODY_CAP], *p = body;
-    p = put(p, "{\"totalRequests\":");
-    p += fmt_u64(p, snap.events);
-    p = put(p, ",\"uniqueUsers\":");
-    p += fmt_u64(p, snap.users);
-    p = put(p, ",\"sum\":");
-    p += dec_format(snap.sum, p);
-    p = put(p, ",\"avg\":");
-    p += dec_format(snap.events ? dec_div_round(snap.sum, snap.events) : 0, p);
-    p = put(p, ",\"server\":{\"uptimeSeconds\":");
-    p += fmt_u64(p, (clock_ms(CLOCK_MONOTONIC_COARSE) - G.start_ms) / 1000);
-    p = put(p, ",\"workers\":");
-    p += fmt_u64(p, G.nworkers);
-    p = put(p, ",\"connections\":");
-    p += fmt_u64(p, snap.conns_open);
-    p = put(p, ",\"requestsPerSecond\":");
-    p += fmt_u64(p, snap.rps);
-    p = put(p, ",\"usersOverflow\":");
-    p += fmt_u64(p, snap.users_overflow);
-    p = put(p, ",\"persistence\":");
-    p += persist_stats_json(p, PERSIST_STATS_MAX);
-    p = put(p, "}}");
-    sess_respond(s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
+    char body[STATS_BODY_CAP], pers[PERSIST_STATS_MAX];
+    size_t plen = persist_stats_json(pers, sizeof(pers));
+    struct json_w w;
+    json_w_init(&w, body, sizeof(body));
+    json_w_lit(&w, "{\"totalRequests\":");
+    json_w_u64(&w, snap.events);
+    json_w_lit(&w, ",\"uniqueUsers\":");
+    json_w_u64(&w, snap.users);
+    json_w_lit(&w, ",\"sum\":");
+    json_w_dec(&w, snap.sum);
+    json_w_lit(&w, ",\"avg\":");
+    json_w_dec(&w, snap.events ? dec_div_round(snap.sum, snap.events) : 0);
+    json_w_lit(&w, ",\"server\":{\"uptimeSeconds\":");
+    json_w_u64(&w, (clock_ms(CLOCK_MONOTONIC_COARSE) - G.start_ms) / 1000);
+    json_w_lit(&w, ",\"workers\":");
+    json_w_u64(&w, G.nworkers);
+    json_w_lit(&w, ",\"connections\":");
+    json_w_u64(&w, snap.conns_open);
+    json_w_lit(&w, ",\"requestsPerSecond\":");
+    json_w_u64(&w, snap.rps);
+    json_w_lit(&w, ",\"usersOverflow\":");
+    json_w_u64(&w, snap.users_overflow);
+    json_w_lit(&w, ",\"persistence\":");
+    json_w_raw(&w, pers, plen);
+    json_w_lit(&w, "}}");
+    ssize_t n = json_w_end(&w); /* never < 0: STATS_BODY_MAX <= STATS_BODY_CAP */
+    sess_respond(s, 200, SESS_JSON, NULL, 0, body, n < 0 ? 0 : (size_t)n);
 }
 
 static int handle_event(struct app_worker *a, struct sess *s, struct http_req *req)

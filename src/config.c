@@ -6,11 +6,11 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <postgresql/libpq-fe.h> /* no -I/usr/include/postgresql in the Makefile */
-#include <stdarg.h>
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "json.h"
 #include "lit.h"
 
 #define OFF(f) offsetof(struct config, f)
@@ -792,57 +792,20 @@ int cfg_listen_str(const struct config *c, char *out, size_t cap)
     return n < 0 || (size_t)n >= cap ? -ENOSPC : n;
 }
 
-/* A bounded JSON writer for cfg_dump. */
-struct dw {
-    char *p;
-    size_t len, cap;
-    bool full;
-};
-
-static void dw_raw(struct dw *w, const char *s, size_t n)
+/* A NUL-terminated string as a JSON string. */
+static void dw_str(struct json_w *w, const char *s)
 {
-    if (w->full || n >= w->cap - w->len) { /* keep one byte for the NUL */
-        w->full = true;
-        return;
-    }
-    memcpy(w->p + w->len, s, n);
-    w->len += n;
-}
-
-static void dw_str(struct dw *w, const char *s)
-{
-    int n;
-
-    if (w->full)
-        return;
-    n = log_json_str(w->p + w->len, w->cap - w->len - 1, s, strlen(s));
-    if (n < 0)
-        w->full = true;
-    else
-        w->len += (size_t)n;
-}
-
-__attribute__((format(printf, 2, 3))) static void dw_fmt(struct dw *w, const char *fmt, ...)
-{
-    char tmp[128];
-    va_list ap;
-
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0 || (size_t)n >= sizeof(tmp))
-        w->full = true;
-    else
-        dw_raw(w, tmp, (size_t)n);
+    json_w_str(w, s, strlen(s));
 }
 
 int cfg_dump(const struct config *c, char *buf, size_t cap)
 {
-    struct dw w = { .p = buf, .len = 0, .cap = cap, .full = cap == 0 };
+    struct json_w w;
     char tmp[2048], key[64];
     bool first = true;
 
-    dw_raw(&w, LIT("{"));
+    json_w_init(&w, buf, cap);
+    json_w_lit(&w, "{");
     for (size_t i = 0; i < cfg_nopts; i++) {
         const struct cfg_opt *o = &cfg_opts[i];
         const void *f = cfield(c, o);
@@ -860,18 +823,18 @@ int cfg_dump(const struct config *c, char *buf, size_t cap)
             key[k] = '\0';
         }
         if (!first)
-            dw_raw(&w, LIT(","));
+            json_w_lit(&w, ",");
         first = false;
         dw_str(&w, key);
-        dw_raw(&w, LIT(":"));
+        json_w_lit(&w, ":");
         switch (o->type) {
         case CFG_UINT32:
             memcpy(&u32, f, sizeof(u32));
-            dw_fmt(&w, "%u", (unsigned)u32);
+            json_w_u64(&w, u32);
             break;
         case CFG_UINT64:
             memcpy(&u64, f, sizeof(u64));
-            dw_fmt(&w, "%llu", (unsigned long long)u64);
+            json_w_u64(&w, u64);
             break;
         case CFG_LISTEN:
             if (cfg_listen_str(c, tmp, sizeof(tmp)) < 0)
@@ -880,11 +843,15 @@ int cfg_dump(const struct config *c, char *buf, size_t cap)
                 dw_str(&w, tmp);
             break;
         case CFG_RATE:
-            if (c->rate_limit.rate == 0)
+            if (c->rate_limit.rate == 0) {
                 dw_str(&w, "0");
-            else
-                dw_fmt(&w, "\"%u/%u\"", (unsigned)c->rate_limit.rate,
-                       (unsigned)c->rate_limit.burst);
+                break;
+            }
+            json_w_lit(&w, "\"");
+            json_w_u64(&w, c->rate_limit.rate);
+            json_w_lit(&w, "/");
+            json_w_u64(&w, c->rate_limit.burst);
+            json_w_lit(&w, "\"");
             break;
         case CFG_LOGLEVEL:
             dw_str(&w, log_level_name((enum log_level)c->log_level));
@@ -904,11 +871,9 @@ int cfg_dump(const struct config *c, char *buf, size_t cap)
             break;
         }
     }
-    dw_raw(&w, LIT("}"));
-    if (w.full)
-        return -ENOSPC;
-    buf[w.len] = '\0';
-    return (int)w.len;
+    json_w_lit(&w, "}");
+    ssize_t n = json_w_end(&w);
+    return n < 0 ? -ENOSPC : (int)n;
 }
 
 /* ---------------------------------------------------------------- reload (issue 14) */

@@ -4,7 +4,9 @@
 #include <errno.h>
 #include <string.h>
 
+#include "fmt.h"
 #include "lit.h"
+#include "utf8.h"
 
 struct jp {
     const unsigned char *p, *end;
@@ -36,40 +38,6 @@ static inline const unsigned char *plain_run(const unsigned char *p, const unsig
     while (p < end && *p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\')
         p++;
     return p;
-}
-
-/* Length of the valid UTF-8 sequence at p (p < end, *p >= 0x80), or 0 if invalid: rejects
-   overlongs (C0, C1, E0 80-9F, F0 80-8F), surrogates (ED A0-BF), > U+10FFFF (F4 90+, F5-FF),
-   stray continuation bytes and sequences cut short by end or by a non-continuation byte. */
-static inline size_t utf8_seq(const unsigned char *p, const unsigned char *end)
-{
-    unsigned c = p[0], lo = 0x80, hi = 0xBF;
-    size_t avail = (size_t)(end - p);
-
-    if (c < 0x80)
-        return 1;
-    if (c < 0xC2)
-        return 0;
-    if (c < 0xE0)
-        return avail >= 2 && (p[1] & 0xC0) == 0x80 ? 2 : 0;
-    if (c < 0xF0) {
-        if (c == 0xE0)
-            lo = 0xA0;
-        else if (c == 0xED)
-            hi = 0x9F;
-        return avail >= 3 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 ? 3 : 0;
-    }
-    if (c < 0xF5) {
-        if (c == 0xF0)
-            lo = 0x90;
-        else if (c == 0xF4)
-            hi = 0x8F;
-        return avail >= 4 && p[1] >= lo && p[1] <= hi && (p[2] & 0xC0) == 0x80 &&
-                       (p[3] & 0xC0) == 0x80
-                   ? 4
-                   : 0;
-    }
-    return 0;
 }
 
 static inline int hex4(const unsigned char *p, unsigned *out)
@@ -125,7 +93,7 @@ static int jp_string(struct jp *j, char *out, size_t cap, size_t *olen, unsigned
         if (c < 0x20)
             return JSON_E_SYNTAX;
         if (c >= 0x80) {
-            size_t k = utf8_seq(p, end);
+            size_t k = utf8_seq(p, (size_t)(end - p));
             if (k == 0) {
                 fl |= JS_BAD_UTF8;
                 p++; /* keep scanning for the closing quote: syntax errors still win */
@@ -525,7 +493,7 @@ ssize_t json_escape(char *dst, size_t cap, const char *src, size_t n)
             o += 6;
             p++;
         } else {
-            size_t k = utf8_seq(p, end);
+            size_t k = utf8_seq(p, (size_t)(end - p));
             if (k == 0) {
                 if (cap - o < 6)
                     return -ENOSPC;
@@ -542,4 +510,74 @@ ssize_t json_escape(char *dst, size_t cap, const char *src, size_t n)
         }
     }
     return (ssize_t)o;
+}
+
+/* ---------------------------------------------------------------- writer */
+
+void json_w_init(struct json_w *w, char *buf, size_t cap)
+{
+    *w = (struct json_w){.p = buf, .len = 0, .cap = cap, .full = cap == 0};
+}
+
+/* Room for n more bytes, keeping one for the NUL; false (and full) if there is none. */
+static bool jw_room(struct json_w *w, size_t n)
+{
+    if (w->full || n >= w->cap - w->len)
+        w->full = true;
+    return !w->full;
+}
+
+void json_w_raw(struct json_w *w, const char *s, size_t n)
+{
+    if (!jw_room(w, n))
+        return;
+    memcpy(w->p + w->len, s, n);
+    w->len += n;
+}
+
+void json_w_str(struct json_w *w, const char *s, size_t n)
+{
+    if (!jw_room(w, 2))
+        return;
+    /* the escaped text lands between the quotes; cap - len - 3 keeps the NUL and the quote */
+    ssize_t e = json_escape(w->p + w->len + 1, w->cap - w->len - 3, s, n);
+    if (e < 0) {
+        w->full = true;
+        return;
+    }
+    w->p[w->len] = '"';
+    w->p[w->len + 1 + (size_t)e] = '"';
+    w->len += (size_t)e + 2;
+}
+
+void json_w_u64(struct json_w *w, uint64_t v)
+{
+    char t[20];
+    json_w_raw(w, t, fmt_u64(t, v));
+}
+
+void json_w_i64(struct json_w *w, int64_t v)
+{
+    char t[20];
+    json_w_raw(w, t, fmt_i64(t, v));
+}
+
+void json_w_i128(struct json_w *w, __int128 v)
+{
+    char t[40]; /* "-" + 39 digits */
+    json_w_raw(w, t, fmt_i128(t, v));
+}
+
+void json_w_dec(struct json_w *w, dec_t v)
+{
+    char t[DEC_FMT_MAX];
+    json_w_raw(w, t, dec_format(v, t));
+}
+
+ssize_t json_w_end(struct json_w *w)
+{
+    if (w->full)
+        return -ENOSPC;
+    w->p[w->len] = '\0';
+    return (ssize_t)w->len;
 }

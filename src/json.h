@@ -26,6 +26,7 @@
 #include <sys/types.h>
 
 #include "decimal.h"
+#include "lit.h"
 
 #define JSON_MAX_DEPTH 32
 #define JSON_KEY_MAX 64 /* keys are unescaped into a stack buffer; longer keys match no field */
@@ -89,5 +90,29 @@ int json_parse_event(const char *body, size_t len, struct json_event *ev);
    sequence as \ufffd, everything else copied. Returns bytes written, or -ENOSPC if it does not
    all fit (dst contents are then unspecified). */
 ssize_t json_escape(char *dst, size_t cap, const char *src, size_t n);
+
+/* ---- the one bounded JSON writer (response bodies, the tenants' objects, cfg_dump) ----
+   Appends into a caller's buffer; once something does not fit it stops writing and remembers,
+   so a sequence of calls needs one check at the end (json_w_end). No allocation; any thread. */
+struct json_w {
+    char *p;
+    size_t len, cap;
+    bool full;
+};
+/* Start writing into buf[0..cap) (one byte is kept for the NUL json_w_end writes). */
+void json_w_init(struct json_w *w, char *buf, size_t cap);
+/* n bytes as they are (JSON text the caller vouches for: punctuation, names, numbers). */
+void json_w_raw(struct json_w *w, const char *s, size_t n);
+/* A JSON string: the quotes and n bytes of s escaped as json_escape does. */
+void json_w_str(struct json_w *w, const char *s, size_t n);
+/* Numbers: decimal integers, and a dec_t with up to 6 decimals (dec_format). */
+void json_w_u64(struct json_w *w, uint64_t v);
+void json_w_i64(struct json_w *w, int64_t v);
+void json_w_i128(struct json_w *w, __int128 v);
+void json_w_dec(struct json_w *w, dec_t v);
+/* NUL-terminate: the length written (without the NUL), or -ENOSPC if anything did not fit. */
+ssize_t json_w_end(struct json_w *w);
+/* A literal as raw JSON text, its length by sizeof. */
+#define json_w_lit(w, lit) json_w_raw((w), LIT(lit))
 
 #endif

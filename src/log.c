@@ -4,6 +4,7 @@
 #include "clock.h"
 #include "fmt.h"
 #include "lit.h"
+#include "utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -95,39 +96,6 @@ int log_level_parse(const char *s, enum log_level *out)
         }
     }
     return -EINVAL;
-}
-
-/* Length of the valid UTF-8 sequence at s (2..4), or 0 if s[0] does not start one. Rejects
-   overlong forms, surrogates and code points above U+10FFFF (RFC 3629 table 3-7). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned char c = s[0];
-    unsigned char lo = 0x80, hi = 0xbf;
-    size_t len;
-
-    if (c >= 0xc2 && c <= 0xdf) {
-        len = 2;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        len = 3;
-        if (c == 0xe0)
-            lo = 0xa0; /* below: overlong */
-        else if (c == 0xed)
-            hi = 0x9f; /* above: UTF-16 surrogates */
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        len = 4;
-        if (c == 0xf0)
-            lo = 0x90; /* below: overlong */
-        else if (c == 0xf4)
-            hi = 0x8f; /* above: > U+10FFFF */
-    } else {
-        return 0;
-    }
-    if (n < len || s[1] < lo || s[1] > hi)
-        return 0;
-    for (size_t i = 2; i < len; i++)
-        if (s[i] < 0x80 || s[i] > 0xbf)
-            return 0;
-    return len;
 }
 
 /* Escape the character at s into out (<= 6 bytes); returns input bytes consumed, sets *outn. */
@@ -308,15 +276,6 @@ void log_write(enum log_level lvl, const char *msg, const struct log_kv *kv, siz
     lw_put(&w, LIT("}\n"));
     write_all(g_fd, buf, w.len);
     errno = saved_errno;
-}
-
-int log_json_str(char *dst, size_t cap, const char *s, size_t n)
-{
-    struct lw w = { .p = dst, .len = 0, .lim = cap };
-
-    if (!lw_str(&w, s, n, false))
-        return -ENOSPC;
-    return w.len > (size_t)INT32_MAX ? -ENOSPC : (int)w.len;
 }
 
 bool log_rl_allow_at(struct log_rl *rl, uint64_t now_ms, uint32_t burst, uint32_t per_ms,

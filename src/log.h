@@ -71,10 +71,6 @@ const char *log_level_name(enum log_level lvl);
 /* Parse a level name (exactly one of the four above, lower case). 0 or -EINVAL. */
 int log_level_parse(const char *s, enum log_level *out);
 
-/* Write s[0..n) as a quoted, escaped JSON string into dst (no NUL written). Returns the length,
-   or -ENOSPC if it does not fit in cap (nothing is cut). Same escaping as log lines. */
-int log_json_str(char *dst, size_t cap, const char *s, size_t n);
-
 /*
  * Call-site rate limiting for per-request logs: at most `burst` lines per window of `per_ms`.
  * Zero-initialise the state. When the first call of a new window finds lines suppressed in the

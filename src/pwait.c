@@ -8,7 +8,7 @@
 
 #include "clock.h"
 #include "decimal.h"
-#include "fmt.h"
+#include "json.h"
 #include "persist.h"
 
 enum tok_kind {
@@ -60,21 +60,16 @@ void pwait_free(struct pwait *pw)
 
 /* ---------------------------------------------------------------- answers */
 
-/* Append s to p; returns the new end. */
-static char *put(char *p, const char *s)
-{
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    return p + n;
-}
-
 int pwait_answer_count(struct sess *s, int64_t v)
 {
-    char body[48], *p = body; /* {"count":} + 20 digits */
-    p = put(p, "{\"count\":");
-    p += fmt_i64(p, v);
-    *p++ = '}';
-    return sess_respond(s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
+    char body[48]; /* {"count":} + 20 digits */
+    struct json_w w;
+    json_w_init(&w, body, sizeof(body));
+    json_w_lit(&w, "{\"count\":");
+    json_w_i64(&w, v);
+    json_w_lit(&w, "}");
+    ssize_t n = json_w_end(&w);
+    return sess_respond(s, 200, SESS_JSON, NULL, 0, body, n < 0 ? 0 : (size_t)n);
 }
 
 int pwait_answer_unavailable(struct sess *s, const char *why)
@@ -114,19 +109,22 @@ int pwait_answer_overflow(struct sess *s)
 /* The cluster totals of a /stats?scope=cluster (SPEC §2.2). */
 static void answer_cluster(struct sess *s, const struct persist_reply *r)
 {
-    char body[256], *p = body; /* 5 numbers of <= 41 bytes and 84 bytes of names */
-    p = put(p, "{\"totalRequests\":");
-    p += fmt_u64(p, r->events);
-    p = put(p, ",\"uniqueUsers\":");
-    p += fmt_u64(p, r->users);
-    p = put(p, ",\"sum\":");
-    p += dec_format(r->sum, p);
-    p = put(p, ",\"avg\":");
-    p += dec_format(r->events ? dec_div_round(r->sum, r->events) : 0, p);
-    p = put(p, ",\"scope\":\"cluster\",\"nodes\":");
-    p += fmt_u64(p, r->nodes);
-    *p++ = '}';
-    sess_respond(s, 200, SESS_JSON, NULL, 0, body, (size_t)(p - body));
+    char body[256]; /* 74 bytes of names, 3 integers of <= 20 digits, 2 decimals of <= 42: 218 */
+    struct json_w w;
+    json_w_init(&w, body, sizeof(body));
+    json_w_lit(&w, "{\"totalRequests\":");
+    json_w_u64(&w, r->events);
+    json_w_lit(&w, ",\"uniqueUsers\":");
+    json_w_u64(&w, r->users);
+    json_w_lit(&w, ",\"sum\":");
+    json_w_dec(&w, r->sum);
+    json_w_lit(&w, ",\"avg\":");
+    json_w_dec(&w, r->events ? dec_div_round(r->sum, r->events) : 0);
+    json_w_lit(&w, ",\"scope\":\"cluster\",\"nodes\":");
+    json_w_u64(&w, r->nodes);
+    json_w_lit(&w, "}");
+    ssize_t n = json_w_end(&w);
+    sess_respond(s, 200, SESS_JSON, NULL, 0, body, n < 0 ? 0 : (size_t)n);
 }
 
 /* Answer token waiter w with the persister's reply r, or NULL: its deadline passed. */

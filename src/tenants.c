@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "fmt.h"
+#include "json.h"
 
 #define TCHUNK 1024u /* tenants per chunk */
 #define CCHUNK 4096u /* counters per chunk: 4096 × 8-byte delta = 32 KiB per worker */
@@ -623,63 +624,60 @@ void tn_sizes(const struct tn_store *st, uint32_t *tenants, uint32_t *counters, 
     *idem = live;
 }
 
-static char *put(char *p, const char *s)
+/* A label (validated: [A-Za-z0-9 _.-], nothing to escape) or null when it has none. */
+static void put_label(struct json_w *w, const char *label, size_t n)
 {
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    return p + n;
+    if (n)
+        json_w_str(w, label, n);
+    else
+        json_w_lit(w, "null");
 }
 
-static char *put_label(char *p, const char *label, size_t n)
+static void put_id(struct json_w *w, const uint8_t id[16])
 {
-    if (!n)
-        return put(p, "null");
-    *p++ = '"';
-    memcpy(p, label, n); /* validated: [A-Za-z0-9 _.-] needs no escaping */
-    p += n;
-    *p++ = '"';
-    return p;
+    char t[UUID_TEXT_LEN];
+    uuid_format(id, t);
+    json_w_str(w, t, UUID_TEXT_LEN);
 }
 
-static char *put_id(char *p, const uint8_t id[16])
+static void put_time(struct json_w *w, int64_t unix_ms)
 {
-    *p++ = '"';
-    uuid_format(id, p);
-    p += UUID_TEXT_LEN;
-    *p++ = '"';
-    return p;
+    char t[FMT_TIME_LEN];
+    json_w_str(w, t, fmt_time_ms(t, unix_ms));
 }
 
 size_t tn_tenant_json(const struct tn_tenant *t, char *out)
 {
-    char *p = out;
-    p = put(p, "{\"tenant_id\":");
-    p = put_id(p, t->id);
-    p = put(p, ",\"label\":");
-    p = put_label(p, t->label, t->label_len);
-    p = put(p, ",\"created_at\":\"");
-    p += fmt_time_ms(p, t->created_ms);
-    p = put(p, "\"}");
-    *p = 0;
-    return (size_t)(p - out);
+    struct json_w w;
+    json_w_init(&w, out, TN_JSON_MAX);
+    json_w_lit(&w, "{\"tenant_id\":");
+    put_id(&w, t->id);
+    json_w_lit(&w, ",\"label\":");
+    put_label(&w, t->label, t->label_len);
+    json_w_lit(&w, ",\"created_at\":");
+    put_time(&w, t->created_ms);
+    json_w_lit(&w, "}");
+    ssize_t n = json_w_end(&w);
+    return n < 0 ? 0 : (size_t)n; /* never: TN_JSON_MAX bounds the longest object */
 }
 
 size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out)
 {
-    char *p = out;
-    p = put(p, "{\"counter_id\":");
-    p = put_id(p, c->id);
-    p = put(p, ",\"tenant_id\":");
-    p = put_id(p, tenant_at(st, c->tenant)->id);
-    p = put(p, ",\"label\":");
-    p = put_label(p, c->label, c->label_len);
-    p = put(p, ",\"value\":");
-    p += fmt_i64(p, tn_counter_value(st, c));
-    p = put(p, ",\"max_delta\":");
-    p += fmt_i64(p, c->max_delta);
-    p = put(p, ",\"created_at\":\"");
-    p += fmt_time_ms(p, c->created_ms);
-    p = put(p, "\"}");
-    *p = 0;
-    return (size_t)(p - out);
+    struct json_w w;
+    json_w_init(&w, out, TN_JSON_MAX);
+    json_w_lit(&w, "{\"counter_id\":");
+    put_id(&w, c->id);
+    json_w_lit(&w, ",\"tenant_id\":");
+    put_id(&w, tenant_at(st, c->tenant)->id);
+    json_w_lit(&w, ",\"label\":");
+    put_label(&w, c->label, c->label_len);
+    json_w_lit(&w, ",\"value\":");
+    json_w_i64(&w, tn_counter_value(st, c));
+    json_w_lit(&w, ",\"max_delta\":");
+    json_w_i64(&w, c->max_delta);
+    json_w_lit(&w, ",\"created_at\":");
+    put_time(&w, c->created_ms);
+    json_w_lit(&w, "}");
+    ssize_t n = json_w_end(&w);
+    return n < 0 ? 0 : (size_t)n; /* never: TN_JSON_MAX bounds the longest object */
 }

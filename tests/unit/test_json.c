@@ -689,3 +689,40 @@ Test(json_escape, roundtrip_through_parser)
         cr_assert(memcmp(back, src, sn) == 0);
     }
 }
+
+/* ---------- json_w (the bounded writer) ---------- */
+
+Test(json_w, writes_and_stops_at_the_bound)
+{
+    char buf[64];
+    struct json_w w;
+    json_w_init(&w, buf, sizeof buf);
+    json_w_lit(&w, "{\"a\":");
+    json_w_str(&w, "x\"\n", 3);
+    json_w_lit(&w, ",\"n\":");
+    json_w_i64(&w, -42);
+    json_w_lit(&w, ",\"d\":");
+    json_w_dec(&w, 1500000); /* 1.5 */
+    json_w_lit(&w, "}");
+    ssize_t n = json_w_end(&w);
+    cr_assert_str_eq(buf, "{\"a\":\"x\\\"\\u000a\",\"n\":-42,\"d\":1.5}");
+    cr_assert_eq(n, (ssize_t)strlen(buf));
+
+    /* exactly full (the NUL included) fits; one byte less is -ENOSPC, never an overrun */
+    for (size_t cap = 0; cap <= (size_t)n + 1; cap++) {
+        char small[64];
+        memset(small, 'Z', sizeof small);
+        json_w_init(&w, small, cap);
+        json_w_lit(&w, "{\"a\":");
+        json_w_str(&w, "x\"\n", 3);
+        json_w_lit(&w, ",\"n\":");
+        json_w_i64(&w, -42);
+        json_w_lit(&w, ",\"d\":");
+        json_w_dec(&w, 1500000);
+        json_w_lit(&w, "}");
+        ssize_t m = json_w_end(&w);
+        cr_assert_eq(m, cap == (size_t)n + 1 ? n : -ENOSPC, "cap %zu: %zd", cap, m);
+        for (size_t i = cap; i < sizeof small; i++)
+            cr_assert_eq(small[i], 'Z', "cap %zu: byte %zu written", cap, i);
+    }
+}

@@ -446,17 +446,6 @@ Test(log, level_names_round_trip)
     cr_expect_eq(log_level_parse("", &l), -EINVAL);
 }
 
-Test(log, json_str_exact_and_enospc)
-{
-    char buf[32];
-    cr_expect_eq(log_json_str(buf, sizeof(buf), "a\"\n\xff", 4), 17);
-    cr_expect(memcmp(buf, "\"a\\\"\\u000a\\ufffd\"", 17) == 0);
-    cr_expect_eq(log_json_str(buf, 17, "a\"\n\xff", 4), 17);
-    cr_expect_eq(log_json_str(buf, 16, "a\"\n\xff", 4), -ENOSPC);
-    cr_expect_eq(log_json_str(buf, 2, "", 0), 2);
-    cr_expect_eq(log_json_str(buf, 1, "", 0), -ENOSPC);
-}
-
 /* ---- rate limiter ---- */
 
 Test(log_rl, burst_then_suppress_then_report)
