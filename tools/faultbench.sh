@@ -46,7 +46,7 @@ backend() { sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'ring
 
 echo "== 1. recovery after each fault (ms from the fault's end to a committed durable increment)"
 start
-$rb raw "http://127.0.0.1:$port/api/v2/increment" -m POST -c 16 -d 1000 --no-verify >/dev/null 2>&1 &
+$rb increment "http://127.0.0.1:$port/api/v2/increment" -c 16 -d 1000 --no-verify >/dev/null 2>&1 &
 load=$!
 fault() { # name, then the commands: inject; sleep; clear
   local name=$1; shift
@@ -69,7 +69,7 @@ fault "backend SIGSTOP 5 s" sigstop
 fault "ACCESS EXCLUSIVE lock 5 s" lock
 fault "pg_terminate_backend every 200 ms, 5 s" terminate
 fault "pg_ctl restart -m immediate" restart
-kill "$load"; wait "$load" 2>/dev/null || true
+kill "$load" 2>/dev/null || true; wait "$load" 2>/dev/null || true
 grep -c '"flush failed' "$tmp/server.log" | sed 's/^/flush failures logged (rate-limited): /'
 stop
 
