@@ -121,6 +121,28 @@ void app_worker_free(struct app_worker *a)
     free(a);
 }
 
+/* ---------------------------------------------------------------- answers */
+
+/* Each is SESS_H_DONE: an append that failed (-ENOMEM) is the session's to answer (it sees
+   that nothing was written and sends 503). */
+static enum sess_handled fail(struct sess *s, enum http_err e, const char *msg)
+{
+    sess_error(s, e, msg, NULL, 0);
+    return SESS_H_DONE;
+}
+
+static enum sess_handled out_of_memory(struct sess *s)
+{
+    sess_error(s, HTTP_E_OVERLOADED, "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
+    return SESS_H_DONE;
+}
+
+static enum sess_handled respond(struct sess *s, int status, const char *body, size_t n)
+{
+    sess_respond(s, status, body ? SESS_JSON : NULL, NULL, 0, body, n);
+    return SESS_H_DONE;
+}
+
 /* ---------------------------------------------------------------- coordination */
 
 static void wake_others(struct app_worker *a)
@@ -169,9 +191,9 @@ static uint64_t min_gen(enum wait_kind k)
 
 static void answer_stats(struct sess *s);
 
-/* The barrier of w is complete: answer it (0), or hand it to the persister (1, parked): a
-   cluster /stats, and a /reset that must also be committed to PostgreSQL. */
-static int answer_waiter(struct app_worker *a, struct waiter *w)
+/* The barrier of w is complete: answer it (SESS_H_DONE), or hand it to the persister
+   (SESS_H_PARKED): a cluster /stats, and a /reset that must also be committed to PostgreSQL. */
+static enum sess_handled answer_waiter(struct app_worker *a, struct waiter *w)
 {
     if (w->kind != WAIT_STATS && persist_enabled())
         return pwait_request(a->pw, w->s, w->kind == WAIT_RESET ? PWAIT_RESET : PWAIT_CLUSTER);
@@ -180,7 +202,7 @@ static int answer_waiter(struct app_worker *a, struct waiter *w)
     else
         sess_respond(w->s, 200, SESS_JSON, NULL, 0, SESS_LIT(PWAIT_BODY_RESET));
     sess_unpark(w->s);
-    return 0;
+    return SESS_H_DONE;
 }
 
 static void check_waiters(struct app_worker *a)
@@ -199,8 +221,8 @@ static void check_waiters(struct app_worker *a)
     a->nwait = j;
 }
 
-/* Start a cross-worker operation for s. Returns 0 if answered now, 1 if parked. */
-static int start_wait(struct app_worker *a, struct sess *s, enum wait_kind k)
+/* Start a cross-worker operation for s: SESS_H_DONE if answered now, else SESS_H_PARKED. */
+static enum sess_handled start_wait(struct app_worker *a, struct sess *s, enum wait_kind k)
 {
     uint64_t g = ck_pr_faa_64(k == WAIT_RESET ? &reset_gen_global : &barrier_gen_global, 1) + 1;
     serve_control(a);
@@ -211,15 +233,14 @@ static int start_wait(struct app_worker *a, struct sess *s, enum wait_kind k)
         size_t nc = a->capwait ? a->capwait * 2 : 16;
         struct waiter *nw = realloc(a->wait, nc * sizeof(*nw));
         if (!nw) {
-            sess_error(s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
-            return 0;
+            return out_of_memory(s);
         }
         a->wait = nw;
         a->capwait = nc;
     }
     a->wait[a->nwait++] = w;
     sess_park(s, a);
-    return 1;
+    return SESS_H_PARKED;
 }
 
 void app_forget(struct app_worker *a, struct sess *s)
@@ -316,24 +337,23 @@ static void answer_stats(struct sess *s)
     sess_respond(s, 200, SESS_JSON, NULL, 0, body, n < 0 ? 0 : (size_t)n);
 }
 
-static int handle_event(struct app_worker *a, struct sess *s, struct http_req *req)
+static enum sess_handled handle_event(struct app_worker *a, struct sess *s, struct http_req *req)
 {
     struct json_event ev;
     switch (json_parse_event(req->body, req->body_len, &ev)) {
     case JSON_EV_OK:
         break;
     case JSON_EV_INVALID_USER_ID:
-        return sess_error(s, 400, "INVALID_USER_ID",
-                          "userId must be a non-empty string of at most 256 bytes of UTF-8", NULL, 0);
+        return fail(s, HTTP_E_INVALID_USER_ID,
+                    "userId must be a non-empty string of at most 256 bytes of UTF-8");
     case JSON_EV_INVALID_VALUE:
-        return sess_error(s, 400, "INVALID_VALUE",
-                          "value must be a finite number with |value| <= 1e15", NULL, 0);
+        return fail(s, HTTP_E_INVALID_VALUE, "value must be a finite number with |value| <= 1e15");
     default:
-        return sess_error(s, 400, "INVALID_JSON", "body must be one JSON object", NULL, 0);
+        return fail(s, HTTP_E_INVALID_JSON, "body must be one JSON object");
     }
     cnt_event_add(a->slot, ev.value);
     users_observe(a->idx, ev.user, ev.user_len);
-    return sess_respond(s, 200, NULL, NULL, 0, NULL, 0);
+    return respond(s, 200, NULL, 0);
 }
 
 /* Constant-time comparison: the time depends on the configured key's length only. */
@@ -351,7 +371,7 @@ static int admin_check(struct sess *s, const struct http_req *req)
 {
     const struct live *L = live_get(s->env->live);
     if (!L || !L->admin_key_len) {
-        sess_error(s, 403, "ADMIN_DISABLED", "no admin key is configured on this server", NULL, 0);
+        sess_error(s, HTTP_E_ADMIN_DISABLED, "no admin key is configured on this server", NULL, 0);
         return -1;
     }
     const struct http_hdr *h = http_header(req, LIT("x-api-key"));
@@ -366,12 +386,12 @@ static int admin_check(struct sess *s, const struct http_req *req)
         klen = h->value_len - 7;
     }
     if (!key) {
-        sess_error(s, 401, "UNAUTHORIZED", "admin key required (X-API-Key or Bearer)",
+        sess_error(s, HTTP_E_UNAUTHORIZED, "admin key required (X-API-Key or Bearer)",
                    SESS_HDRS("WWW-Authenticate: Bearer\r\n"));
         return -1;
     }
     if (!key_equal(L, key, klen)) {
-        sess_error(s, 403, "FORBIDDEN", "wrong admin key", NULL, 0);
+        sess_error(s, HTTP_E_FORBIDDEN, "wrong admin key", NULL, 0);
         return -1;
     }
     return 0;
@@ -391,66 +411,67 @@ static int handle_metrics(struct app_worker *a, struct sess *s)
         a->metrics_buf = nb;
         a->metrics_cap = need + 4096;
     }
-    return sess_error(s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
+    return sess_error(s, HTTP_E_OVERLOADED, "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
 }
 
 static int handle_index(struct sess *s)
 {
     size_t len;
     const char *html = status_page_html(&len);
-    return sess_respond(s, 200, STATUS_PAGE_CONTENT_TYPE, STATUS_PAGE_HEADERS,
-                        sizeof(STATUS_PAGE_HEADERS) - 1, html, len);
+    return sess_respond(s, 200, STATUS_PAGE_CONTENT_TYPE, SESS_HDRS(STATUS_PAGE_HEADERS), html,
+                        len);
 }
 
 /* ---------------------------------------------------------------- persistence (SPEC §2.2, §4) */
 
 /* POST /api/v1/increment: take the increment, park until the flush that carries it commits;
    with an Idempotency-Key the database decides (on any node) whether it is new. */
-static int handle_incr_durable(struct app_worker *a, struct sess *s, const struct http_req *req)
+static enum sess_handled handle_incr_durable(struct app_worker *a, struct sess *s,
+                                             const struct http_req *req)
 {
     int rc = persist_w_durable_enter(a->idx);
-    if (rc == -ENODEV)
-        return pwait_answer_not_committed(
-                   s, "no database is configured (--db): durable increments are off"), 0;
-    if (rc == -EBUSY)
-        return sess_error(s, 429, "OVERLOADED", "too many durable increments waiting for a commit",
-                          SESS_HDRS(SESS_RETRY_AFTER_1)), 0;
+    if (rc == -ENODEV) {
+        pwait_answer_not_committed(s, "no database is configured (--db): durable increments are "
+                                      "off");
+        return SESS_H_DONE;
+    }
+    if (rc == -EBUSY) {
+        sess_error(s, HTTP_E_OVERLOADED_429, "too many durable increments waiting for a commit",
+                   SESS_HDRS(SESS_RETRY_AFTER_1));
+        return SESS_H_DONE;
+    }
     const struct http_hdr *ik = http_header(req, LIT("idempotency-key"));
     if (!ik)
         return pwait_durable(a->pw, s);
     if (!tn_idem_key_valid(ik->value, ik->value_len) || ik->value_len > PERSIST_KEY_MAX) {
         persist_w_durable_leave(a->idx);
-        return sess_error(s, 400, "INVALID_IDEMPOTENCY_KEY",
-                          "Idempotency-Key must be 1-64 printable ASCII bytes", NULL, 0), 0;
+        return fail(s, HTTP_E_INVALID_IDEMPOTENCY_KEY,
+                    "Idempotency-Key must be 1-64 printable ASCII bytes");
     }
     return pwait_keyed(a->pw, s, ik->value, ik->value_len);
 }
 
 /* The single counter's routes: v1 POST durable, v1 GET committed; v2 (and /api/v1/counter)
    POST fast 204, GET live. Returns as app_handle. */
-static int handle_counter(struct app_worker *a, struct sess *s, const struct http_req *req,
-                          enum route_id id)
+static enum sess_handled handle_counter(struct app_worker *a, struct sess *s,
+                                        const struct http_req *req, enum route_id id)
 {
     bool post = req->method == HTTP_M_POST;
-    if (id == ROUTE_INCR_V1) {
-        if (post)
-            return handle_incr_durable(a, s, req);
-        int64_t v;
-        if (persist_committed(&v) < 0)
-            return pwait_answer_unavailable(
-                       s, "no database is configured (--db): nothing is committed"), 0;
-        pwait_answer_count(s, v);
-        return 0;
-    }
-    if (!post) {
-        pwait_answer_count(s, persist_live());
-        return 0;
-    }
     uint64_t ticket;
-    if (persist_w_incr(a->idx, &ticket) < 0)
-        return pwait_answer_overflow(s), 0;
-    sess_respond(s, 204, NULL, NULL, 0, NULL, 0);
-    return 0;
+    int64_t v;
+    if (id == ROUTE_INCR_V1 && post)
+        return handle_incr_durable(a, s, req);
+    if (id == ROUTE_INCR_V1 && persist_committed(&v) < 0)
+        pwait_answer_unavailable(s, "no database is configured (--db): nothing is committed");
+    else if (id == ROUTE_INCR_V1)
+        pwait_answer_count(s, v);
+    else if (!post)
+        pwait_answer_count(s, persist_live());
+    else if (persist_w_incr(a->idx, &ticket) < 0)
+        pwait_answer_overflow(s);
+    else
+        respond(s, 204, NULL, 0);
+    return SESS_H_DONE;
 }
 
 /* ?scope= of GET /stats: 0 this node (absent or "node"), 1 "cluster", -1 anything else. */
@@ -529,7 +550,7 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
     s->req_route = (uint8_t)m.id;
     s->req_t0_ns = m.id == ROUTE_NONE ? 0 : s->req_first_ns;
     if (m.status == 404)
-        return sess_error(s, 404, "NOT_FOUND", "no such route", NULL, 0), 0;
+        return fail(s, HTTP_E_NOT_FOUND, "no such route");
     /* SPEC §2.3: tenant routes do their own OPTIONS (CORS), rate limiting and admin split */
     if (m.status == 0 && tnapi_route(m.id))
         return tnapi_handle(a->tn, s, req, &m, clock_ms(CLOCK_MONOTONIC_COARSE), admin_check);
@@ -542,55 +563,52 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
         if (cors)
             p += cors_preflight_for(s, req, m.allow, p, sizeof(hdr) - (size_t)(p - hdr));
         if (m.status == 405)
-            sess_error(s, 405, "METHOD_NOT_ALLOWED", "method not allowed on this route", hdr,
+            sess_error(s, HTTP_E_METHOD_NOT_ALLOWED, "method not allowed on this route", hdr,
                        (size_t)(p - hdr));
         else
             sess_respond(s, 204, NULL, hdr, (size_t)(p - hdr), NULL, 0);
-        return 0;
+        return SESS_H_DONE;
     }
     if (cors)
         cors_attach(s, req);
     switch (m.id) {
     case ROUTE_EVENT:
-        handle_event(a, s, req);
-        return 0;
+        return handle_event(a, s, req);
     case ROUTE_STATS:
         switch (stats_scope(req)) {
         case 0:
             return start_wait(a, s, WAIT_STATS);
         case 1:
-            if (!persist_enabled())
-                return pwait_answer_unavailable(
-                           s, "no database is configured (--db): no cluster totals"), 0;
-            return start_wait(a, s, WAIT_CLUSTER);
+            if (persist_enabled())
+                return start_wait(a, s, WAIT_CLUSTER);
+            pwait_answer_unavailable(s, "no database is configured (--db): no cluster totals");
+            return SESS_H_DONE;
         default:
-            return sess_error(s, 400, "INVALID_SCOPE", "scope must be node or cluster", NULL, 0), 0;
+            return fail(s, HTTP_E_INVALID_SCOPE, "scope must be node or cluster");
         }
     case ROUTE_RESET:
         if (admin_check(s, req) < 0)
-            return 0;
+            return SESS_H_DONE; /* answered 401/403 */
         return start_wait(a, s, WAIT_RESET);
     case ROUTE_HEALTH:
-        sess_respond(s, 200, SESS_JSON, NULL, 0, LIT("{\"status\":\"healthy\"}"));
-        return 0;
+        return respond(s, 200, LIT("{\"status\":\"healthy\"}"));
     case ROUTE_LIVEZ:
-        sess_respond(s, 200, SESS_JSON, NULL, 0, LIT("{\"status\":\"ok\"}"));
-        return 0;
+        return respond(s, 200, LIT("{\"status\":\"ok\"}"));
     case ROUTE_READYZ:
         /* Backlog over --readyz-max-pending: memory grows with every new key, so a balancer
            should send new traffic elsewhere. Not healthy (SPEC §4: disconnected, or data older
            than --ready-max-lag-ms not committed): what this node acknowledges now is at risk,
            so a balancer should prefer a node that can persist; fast paths still answer. */
         if (!ck_pr_load_int(&ready_flag) || s->env->draining)
-            sess_error(s, 503, "NOT_READY", s->env->draining ? "draining" : "starting", NULL, 0);
+            sess_error(s, HTTP_E_NOT_READY, s->env->draining ? "draining" : "starting", NULL, 0);
         else if (persist_pending_keys() > G.readyz_max_pending)
-            sess_error(s, 503, "NOT_READY", "persistence backlog over cap", NULL, 0);
+            sess_error(s, HTTP_E_NOT_READY, "persistence backlog over cap", NULL, 0);
         else if (!persist_healthy())
-            sess_error(s, 503, "NOT_READY",
+            sess_error(s, HTTP_E_NOT_READY,
                        "PostgreSQL unreachable or behind (--ready-max-lag-ms)", NULL, 0);
         else
             sess_respond(s, 200, SESS_JSON, NULL, 0, LIT("{\"status\":\"ready\"}"));
-        return 0;
+        return SESS_H_DONE;
     case ROUTE_METRICS:
     case ROUTE_INDEX: {
         /* Large answers (~6 KiB): no room now (a send in flight, or the 256 KiB output bound
@@ -604,8 +622,7 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
     case ROUTE_COUNTER_V1:
         return handle_counter(a, s, req, m.id);
     default:
-        sess_error(s, 404, "NOT_FOUND", "no such route", NULL, 0);
-        return 0;
+        return fail(s, HTTP_E_NOT_FOUND, "no such route");
     }
 }
 

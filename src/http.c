@@ -771,3 +771,35 @@ const char *http_status_reason(int status)
     default: return "Unknown";
     }
 }
+
+static const struct {
+    int status;
+    const char *code;
+} http_errs[HTTP_E__COUNT] = {
+#define HTTP_ERR_ROW(name, st, c) [HTTP_E_##name] = {st, c},
+    HTTP_ERRORS(HTTP_ERR_ROW)
+#undef HTTP_ERR_ROW
+};
+
+int http_err_status(enum http_err e)
+{
+    return (unsigned)e < HTTP_E__COUNT ? http_errs[e].status : 500;
+}
+
+const char *http_err_code(enum http_err e)
+{
+    return (unsigned)e < HTTP_E__COUNT ? http_errs[e].code : "INTERNAL";
+}
+
+enum http_err http_err_of_status(int status)
+{
+    switch (status) {
+    case 408: return HTTP_E_REQUEST_TIMEOUT;
+    case 413: return HTTP_E_PAYLOAD_TOO_LARGE;
+    case 414: return HTTP_E_URI_TOO_LONG;
+    case 431: return HTTP_E_HEADERS_TOO_LARGE;
+    case 501: return HTTP_E_NOT_IMPLEMENTED;
+    case 505: return HTTP_E_HTTP_VERSION_NOT_SUPPORTED;
+    default: return HTTP_E_BAD_REQUEST;
+    }
+}

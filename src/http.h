@@ -126,4 +126,55 @@ const char *http_method_name(enum http_method m);
    name (src/metrics indexes exactly the named ones). */
 const char *http_status_reason(int status);
 
+/* The error answers (SPEC §2, §3): {"error":{"code":CODE,...}} with its status. One name per
+   (status, code) pair, so a handler cannot pair a code with the wrong status. */
+#define HTTP_ERRORS(X) \
+    X(BAD_REQUEST, 400, "BAD_REQUEST") \
+    X(REQUEST_TIMEOUT, 408, "REQUEST_TIMEOUT") \
+    X(PAYLOAD_TOO_LARGE, 413, "PAYLOAD_TOO_LARGE") \
+    X(URI_TOO_LONG, 414, "URI_TOO_LONG") \
+    X(HEADERS_TOO_LARGE, 431, "HEADERS_TOO_LARGE") \
+    X(NOT_IMPLEMENTED, 501, "NOT_IMPLEMENTED") \
+    X(HTTP_VERSION_NOT_SUPPORTED, 505, "HTTP_VERSION_NOT_SUPPORTED") \
+    X(INVALID_CURSOR, 400, "INVALID_CURSOR") \
+    X(INVALID_DELTA, 400, "INVALID_DELTA") \
+    X(INVALID_ID, 400, "INVALID_ID") \
+    X(INVALID_IDEMPOTENCY_KEY, 400, "INVALID_IDEMPOTENCY_KEY") \
+    X(INVALID_JSON, 400, "INVALID_JSON") \
+    X(INVALID_LABEL, 400, "INVALID_LABEL") \
+    X(INVALID_LIMIT, 400, "INVALID_LIMIT") \
+    X(INVALID_MAX_DELTA, 400, "INVALID_MAX_DELTA") \
+    X(INVALID_SCOPE, 400, "INVALID_SCOPE") \
+    X(INVALID_USER_ID, 400, "INVALID_USER_ID") \
+    X(INVALID_VALUE, 400, "INVALID_VALUE") \
+    X(UNAUTHORIZED, 401, "UNAUTHORIZED") \
+    X(ADMIN_DISABLED, 403, "ADMIN_DISABLED") \
+    X(FORBIDDEN, 403, "FORBIDDEN") \
+    X(NOT_FOUND, 404, "NOT_FOUND") \
+    X(METHOD_NOT_ALLOWED, 405, "METHOD_NOT_ALLOWED") \
+    X(COUNTER_OVERFLOW, 409, "COUNTER_OVERFLOW") \
+    X(DUPLICATE_LABEL, 409, "DUPLICATE_LABEL") \
+    X(IDEMPOTENCY_KEY_REUSED, 409, "IDEMPOTENCY_KEY_REUSED") \
+    X(TOO_MANY_COUNTERS, 409, "TOO_MANY_COUNTERS") \
+    X(TOO_MANY_TENANTS, 409, "TOO_MANY_TENANTS") \
+    X(OVERLOADED_429, 429, "OVERLOADED") \
+    X(RATE_LIMITED, 429, "RATE_LIMITED") \
+    X(NOT_READY, 503, "NOT_READY") \
+    X(OVERLOADED, 503, "OVERLOADED") \
+    X(PERSISTENCE_UNAVAILABLE, 503, "PERSISTENCE_UNAVAILABLE") \
+
+enum http_err {
+#define HTTP_ERR_ENUM(name, status, code) HTTP_E_##name,
+    HTTP_ERRORS(HTTP_ERR_ENUM)
+#undef HTTP_ERR_ENUM
+    HTTP_E__COUNT
+};
+/* Status of e (400..505). */
+int http_err_status(enum http_err e);
+/* Its code, e.g. "INVALID_JSON". */
+const char *http_err_code(enum http_err e);
+/* The protocol error a parser status (-r of http_parse: 400, 408, 413, 414, 431, 501, 505)
+   is answered with; HTTP_E_BAD_REQUEST for any other. */
+enum http_err http_err_of_status(int status);
+
 #endif

@@ -74,7 +74,7 @@ int pwait_answer_count(struct sess *s, int64_t v)
 
 int pwait_answer_unavailable(struct sess *s, const char *why)
 {
-    return sess_error(s, 503, "PERSISTENCE_UNAVAILABLE", why, SESS_HDRS(SESS_RETRY_AFTER_1));
+    return sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE, why, SESS_HDRS(SESS_RETRY_AFTER_1));
 }
 
 /* A durable request not confirmed in time (SPEC §2.2, §4): its increment was taken and may
@@ -101,7 +101,7 @@ int pwait_answer_not_committed(struct sess *s, const char *why)
 
 int pwait_answer_overflow(struct sess *s)
 {
-    return sess_error(s, 409, "COUNTER_OVERFLOW",
+    return sess_error(s, HTTP_E_COUNTER_OVERFLOW,
                       "the counter is at its maximum (9223372036854775807) and is never wrapped",
                       NULL, 0);
 }
@@ -197,7 +197,7 @@ enum sess_handled pwait_request(struct pwait *pw, struct sess *s, enum pwait_req
     if (tok_reserve(pw) < 0 ||
         persist_w_request(pw->idx, k == PWAIT_RESET ? PERSIST_REQ_RESET : PERSIST_REQ_CLUSTER,
                           tok) < 0) {
-        sess_error(s, 503, "OVERLOADED", "too many requests waiting for the persister",
+        sess_error(s, HTTP_E_OVERLOADED, "too many requests waiting for the persister",
                    SESS_HDRS(SESS_RETRY_AFTER_1));
         sess_unpark(s); /* a /stats barrier may have parked it */
         return SESS_H_DONE;
@@ -224,7 +224,7 @@ int pwait_commit(struct pwait *pw, struct sess *s, const char *hdrs, size_t hlen
     uint64_t tok = ++pw->next_token;
     if (tok_reserve(pw) < 0 || persist_w_request(pw->idx, PERSIST_REQ_CLUSTER, tok) < 0) {
         free(resp);
-        sess_error(s, 503, "OVERLOADED", "too many requests waiting for the persister",
+        sess_error(s, HTTP_E_OVERLOADED, "too many requests waiting for the persister",
                    SESS_HDRS(SESS_RETRY_AFTER_1));
         return SESS_H_DONE;
     }
@@ -275,7 +275,7 @@ enum sess_handled pwait_durable(struct pwait *pw, struct sess *s)
     uint64_t ticket;
     if (dur_reserve(pw) < 0) {
         persist_w_durable_leave(pw->idx);
-        sess_error(s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
+        sess_error(s, HTTP_E_OVERLOADED, "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
         return SESS_H_DONE;
     }
     if (persist_w_incr(pw->idx, &ticket) < 0) {

@@ -166,29 +166,15 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
     return 0;
 }
 
-int sess_error(struct sess *s, int status, const char *code, const char *msg, const char *hdrs,
+int sess_error(struct sess *s, enum http_err e, const char *msg, const char *hdrs,
                size_t hdrs_len)
 {
     char body[512];
-    int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}", code,
-                     msg);
+    int n = snprintf(body, sizeof(body), "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}",
+                     http_err_code(e), msg);
     if (n < 0 || (size_t)n >= sizeof(body))
         n = 0;
-    return sess_respond(s, status, SESS_JSON, hdrs, hdrs_len, body, (size_t)n);
-}
-
-static const char *status_code_name(int status)
-{
-    switch (status) {
-    case 400: return "BAD_REQUEST";
-    case 408: return "REQUEST_TIMEOUT";
-    case 413: return "PAYLOAD_TOO_LARGE";
-    case 414: return "URI_TOO_LONG";
-    case 431: return "HEADERS_TOO_LARGE";
-    case 501: return "NOT_IMPLEMENTED";
-    case 505: return "HTTP_VERSION_NOT_SUPPORTED";
-    default: return "BAD_REQUEST";
-    }
+    return sess_respond(s, http_err_status(e), SESS_JSON, hdrs, hdrs_len, body, (size_t)n);
 }
 
 /* A protocol error ends the connection: we cannot know where the next request starts. */
@@ -197,7 +183,7 @@ static void fail(struct sess *s, int status, const char *why)
     s->req_keepalive = false;
     s->req_head = false;
     s->flags |= SESS_CLOSE;
-    sess_error(s, status, status_code_name(status), why ? why : http_status_reason(status), NULL, 0);
+    sess_error(s, http_err_of_status(status), why ? why : http_status_reason(status), NULL, 0);
     kick(s);
 }
 
@@ -272,7 +258,7 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
             break;
         }
         if (hr != SESS_H_PARKED && s->out_len == before)
-            sess_error(s, 503, "OVERLOADED", "response too large for the output buffer now",
+            sess_error(s, HTTP_E_OVERLOADED, "response too large for the output buffer now",
                        SESS_HDRS(SESS_RETRY_AFTER_1));
         answered = true;
         off += (size_t)r;

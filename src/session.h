@@ -147,8 +147,9 @@ int sess_respond(struct sess *s, int status, const char *ctype, const char *hdrs
 /* Make room for n more output bytes: 0, -EAGAIN (not now: retry after the in-flight send),
    -ENOBUFS (over SESS_OUT_MAX), -ENOMEM. */
 int sess_reserve(struct sess *s, size_t n);
-/* Append a JSON error response: {"error":{"code":code,"message":msg}}. */
-int sess_error(struct sess *s, int status, const char *code, const char *msg, const char *hdrs,
+/* Append the JSON error answer e: http_err_status(e) with {"error":{"code":http_err_code(e),
+   "message":msg}} (msg is JSON-safe text). 0 or -ENOMEM. */
+int sess_error(struct sess *s, enum http_err e, const char *msg, const char *hdrs,
                size_t hdrs_len);
 /* Mark the session pending (called by a handler that answers later). */
 void sess_park(struct sess *s, void *ctx);

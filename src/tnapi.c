@@ -184,14 +184,25 @@ static char *put(char *p, const char *s)
     return p + n;
 }
 
-static int reply(struct rq *q, int status, const char *body, size_t n)
+/* The answers of a request, with its header lines. Both are SESS_H_DONE: an append that failed
+   (-ENOMEM) is the session's to answer (it sees nothing was written and sends 503). */
+static enum sess_handled reply(struct rq *q, int status, const char *body, size_t n)
 {
-    return sess_respond(q->s, status, SESS_JSON, q->hdr, q->hlen, body, n);
+    sess_respond(q->s, status, SESS_JSON, q->hdr, q->hlen, body, n);
+    return SESS_H_DONE;
 }
 
-static int fail(struct rq *q, int status, const char *code, const char *msg)
+static enum sess_handled fail(struct rq *q, enum http_err e, const char *msg)
 {
-    return sess_error(q->s, status, code, msg, q->hdr, q->hlen);
+    sess_error(q->s, e, msg, q->hdr, q->hlen);
+    return SESS_H_DONE;
+}
+
+/* 503 OVERLOADED with Retry-After instead of the request's fields: memory ran out. */
+static enum sess_handled out_of_memory(struct rq *q)
+{
+    sess_error(q->s, HTTP_E_OVERLOADED, "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
+    return SESS_H_DONE;
 }
 
 /* Value of query parameter name (raw, not percent-decoded: every parameter here is a number or
@@ -222,11 +233,13 @@ static bool query_get(const struct http_req *req, const char *name, const char *
 static const struct tn_tenant *path_tenant(struct rq *q, const struct route_match *m)
 {
     uint8_t id[16];
-    if (uuid_parse(m->tid, m->tid_len, id) < 0)
-        return fail(q, 400, "INVALID_ID", "tenant id must be a UUID"), NULL;
+    if (uuid_parse(m->tid, m->tid_len, id) < 0) {
+        fail(q, HTTP_E_INVALID_ID, "tenant id must be a UUID");
+        return NULL;
+    }
     const struct tn_tenant *t = tn_tenant_find(T.st, id);
     if (!t)
-        fail(q, 404, "NOT_FOUND", "no such tenant");
+        fail(q, HTTP_E_NOT_FOUND, "no such tenant");
     return t;
 }
 
@@ -235,22 +248,25 @@ static const struct tn_tenant *path_tenant(struct rq *q, const struct route_matc
 static const struct tn_counter *path_counter(struct rq *q, const struct route_match *m)
 {
     uint8_t tid[16], cid[16];
-    if (uuid_parse(m->tid, m->tid_len, tid) < 0 || uuid_parse(m->cid, m->cid_len, cid) < 0)
-        return fail(q, 400, "INVALID_ID", "tenant and counter ids must be UUIDs"), NULL;
+    if (uuid_parse(m->tid, m->tid_len, tid) < 0 || uuid_parse(m->cid, m->cid_len, cid) < 0) {
+        fail(q, HTTP_E_INVALID_ID, "tenant and counter ids must be UUIDs");
+        return NULL;
+    }
     const struct tn_tenant *t = tn_tenant_find(T.st, tid);
     const struct tn_counter *c = t ? tn_counter_find(T.st, t, cid) : NULL;
     if (!c)
-        fail(q, 404, "NOT_FOUND", t ? "no such counter in this tenant" : "no such tenant");
+        fail(q, HTTP_E_NOT_FOUND, t ? "no such counter in this tenant" : "no such tenant");
     return c;
 }
 
-static int json_error(struct rq *q)
+static enum sess_handled json_error(struct rq *q)
 {
-    return fail(q, 400, "INVALID_JSON", "body must be one JSON object");
+    return fail(q, HTTP_E_INVALID_JSON, "body must be one JSON object");
 }
 
 /* POST /tenants {"label"} */
-static int create_tenant(struct tnapi_worker *w, struct rq *q, const struct http_req *req)
+static enum sess_handled create_tenant(struct tnapi_worker *w, struct rq *q,
+                                       const struct http_req *req)
 {
     char label[TN_LABEL_MAX + 1];
     size_t ll = 0;
@@ -259,27 +275,27 @@ static int create_tenant(struct tnapi_worker *w, struct rq *q, const struct http
     if (json_parse_object(req->body, req->body_len, f, 1) != JSON_OK)
         return json_error(q);
     if (!f[0].present || f[0].err != JSON_OK || !tn_label_valid(label, ll))
-        return fail(q, 400, "INVALID_LABEL", "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
+        return fail(q, HTTP_E_INVALID_LABEL, "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
     const struct tn_tenant *t;
     int rc = tn_tenant_create(T.st, &w->gen, label, ll, (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &t);
     if (rc == -EEXIST)
-        return fail(q, 409, "DUPLICATE_LABEL", "a tenant with this label exists");
+        return fail(q, HTTP_E_DUPLICATE_LABEL, "a tenant with this label exists");
     if (rc == -ENOSPC)
-        return fail(q, 409, "TOO_MANY_TENANTS", "the tenant limit (65536) is reached");
+        return fail(q, HTTP_E_TOO_MANY_TENANTS, "the tenant limit (65536) is reached");
     if (rc < 0)
-        return sess_error(q->s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
+        return out_of_memory(q);
     char body[TN_JSON_MAX];
     return reply(q, 201, body, tn_tenant_json(t, body));
 }
 
 /* POST /tenants/{tid}/counters (and POST /tenants/{tid}) {"label"?, "initial_value"?,
    "max_delta"?}; an empty body is {}. */
-static int create_counter(struct tnapi_worker *w, struct rq *q, const struct http_req *req,
-                          const struct route_match *m)
+static enum sess_handled create_counter(struct tnapi_worker *w, struct rq *q,
+                                        const struct http_req *req, const struct route_match *m)
 {
     const struct tn_tenant *t = path_tenant(q, m);
     if (!t)
-        return 0;
+        return SESS_H_DONE; /* answered 400/404 */
     char label[TN_LABEL_MAX + 1];
     size_t ll = 0;
     int64_t initial = 0, max_delta = TN_MAX_DELTA_DEFAULT;
@@ -292,50 +308,51 @@ static int create_counter(struct tnapi_worker *w, struct rq *q, const struct htt
         return json_error(q);
     bool has_label = f[0].present;
     if (has_label && (f[0].err != JSON_OK || !tn_label_valid(label, ll)))
-        return fail(q, 400, "INVALID_LABEL", "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
+        return fail(q, HTTP_E_INVALID_LABEL, "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
     if (f[1].present && f[1].err != JSON_OK)
-        return fail(q, 400, "INVALID_VALUE", "initial_value must be a 64-bit signed integer");
+        return fail(q, HTTP_E_INVALID_VALUE, "initial_value must be a 64-bit signed integer");
     if (f[2].present && (f[2].err != JSON_OK || max_delta < 1))
-        return fail(q, 400, "INVALID_MAX_DELTA", "max_delta must be an integer >= 1");
+        return fail(q, HTTP_E_INVALID_MAX_DELTA, "max_delta must be an integer >= 1");
     const struct tn_counter *c;
     int rc = tn_counter_create(T.st, &w->gen, t, has_label ? label : NULL, ll, initial, max_delta,
                                (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &c);
     if (rc == -ENOSPC)
-        return fail(q, 409, "TOO_MANY_COUNTERS", "the counter limit (1048576) is reached");
+        return fail(q, HTTP_E_TOO_MANY_COUNTERS, "the counter limit (1048576) is reached");
     if (rc < 0)
-        return sess_error(q->s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
+        return out_of_memory(q);
     char body[TN_JSON_MAX];
     return reply(q, 201, body, tn_counter_json(T.st, c, body));
 }
 
 /* GET /tenants/{tid}/counters?limit=&cursor= */
-static int list_counters(struct rq *q, const struct http_req *req, const struct route_match *m)
+static enum sess_handled list_counters(struct rq *q, const struct http_req *req,
+                                       const struct route_match *m)
 {
     const struct tn_tenant *t = path_tenant(q, m);
     if (!t)
-        return 0;
+        return SESS_H_DONE; /* answered 400/404 */
     const char *v;
     size_t n;
     int64_t limit = 20;
     if (query_get(req, "limit", &v, &n) &&
         (dec_parse_i64(v, n, &limit) < 0 || limit < 1 || limit > TN_LIST_MAX))
-        return fail(q, 400, "INVALID_LIMIT", "limit must be an integer 1..100");
+        return fail(q, HTTP_E_INVALID_LIMIT, "limit must be an integer 1..100");
     const struct tn_counter *after = NULL;
     if (query_get(req, "cursor", &v, &n) && n) {
         uint8_t cid[16];
         if (uuid_parse(v, n, cid) < 0 || !(after = tn_counter_find(T.st, t, cid)))
-            return fail(q, 400, "INVALID_CURSOR", "cursor must be a next_cursor of this listing");
+            return fail(q, HTTP_E_INVALID_CURSOR, "cursor must be a next_cursor of this listing");
     }
     const struct tn_counter *page[TN_LIST_MAX];
     bool more;
     int cnt = tn_counter_list(T.st, t, after, (unsigned)limit, page, &more);
     if (cnt < 0)
-        return fail(q, 400, "INVALID_CURSOR", "cursor must be a next_cursor of this listing");
+        return fail(q, HTTP_E_INVALID_CURSOR, "cursor must be a next_cursor of this listing");
     /* admin path, not per public request: one malloc of at most 100 × TN_JSON_MAX = 64 KiB */
     size_t cap = (size_t)cnt * TN_JSON_MAX + 256;
     char *body = malloc(cap);
     if (!body)
-        return sess_error(q->s, 503, "OVERLOADED", "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
+        return out_of_memory(q);
     char *p = put(body, "{\"counters\":[");
     for (int i = 0; i < cnt; i++) {
         if (i)
@@ -352,9 +369,9 @@ static int list_counters(struct rq *q, const struct http_req *req, const struct 
         p = put(p, "null");
     }
     *p++ = '}';
-    int rc = reply(q, 200, body, (size_t)(p - body));
+    reply(q, 200, body, (size_t)(p - body));
     free(body);
-    return rc;
+    return SESS_H_DONE;
 }
 
 static size_t value_json(const struct tn_counter *c, int64_t v, char *body)
@@ -369,19 +386,19 @@ static size_t value_json(const struct tn_counter *c, int64_t v, char *body)
     return (size_t)(p - body);
 }
 
-static int answer_value(struct rq *q, const struct tn_counter *c, int64_t v)
+static enum sess_handled answer_value(struct rq *q, const struct tn_counter *c, int64_t v)
 {
     char body[128];
     return reply(q, 200, body, value_json(c, v, body));
 }
 
 /* POST /tenants/{tid}/counters/{cid}/inc?delta=N[&sync=1], Idempotency-Key optional. */
-static int inc_counter(struct tnapi_worker *w, struct rq *q, const struct http_req *req,
-                       const struct route_match *m)
+static enum sess_handled inc_counter(struct tnapi_worker *w, struct rq *q,
+                                     const struct http_req *req, const struct route_match *m)
 {
     const struct tn_counter *c = path_counter(q, m);
     if (!c)
-        return 0;
+        return SESS_H_DONE; /* answered 400/404 */
     const char *v;
     size_t n;
     int64_t delta = 1;
@@ -391,28 +408,28 @@ static int inc_counter(struct tnapi_worker *w, struct rq *q, const struct http_r
         p = put(p, "delta must be an integer 1..");
         p += fmt_i64(p, c->max_delta);
         *p = 0;
-        return fail(q, 400, "INVALID_DELTA", msg);
+        return fail(q, HTTP_E_INVALID_DELTA, msg);
     }
     bool sync = query_get(req, "sync", &v, &n) && !(n == 1 && v[0] == '0');
     if (sync && !persist_enabled())
-        return fail(q, 503, "PERSISTENCE_UNAVAILABLE",
+        return fail(q, HTTP_E_PERSISTENCE_UNAVAILABLE,
                     "?sync=1 needs PostgreSQL (--db); this server is memory-only");
     const struct http_hdr *ik = http_header(req, LIT("idempotency-key"));
     int64_t value;
     int rc;
     if (ik) {
         if (!tn_idem_key_valid(ik->value, ik->value_len))
-            return fail(q, 400, "INVALID_IDEMPOTENCY_KEY",
+            return fail(q, HTTP_E_INVALID_IDEMPOTENCY_KEY,
                         "Idempotency-Key must be 1-64 printable ASCII characters");
         rc = tn_idem_inc(T.st, w->idx, c, ik->value, ik->value_len, delta, (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &value);
         if (rc == -EEXIST)
-            return fail(q, 409, "IDEMPOTENCY_KEY_REUSED",
+            return fail(q, HTTP_E_IDEMPOTENCY_KEY_REUSED,
                         "this Idempotency-Key was used for a different request");
     } else {
         rc = tn_counter_inc(T.st, w->idx, c, delta, &value);
     }
     if (rc == -EOVERFLOW)
-        return fail(q, 409, "COUNTER_OVERFLOW",
+        return fail(q, HTTP_E_COUNTER_OVERFLOW,
                     "the counter would pass 9223372036854775807 and is never wrapped");
     if (sync) {
         /* Answered once the flush carrying this increment (or its idempotent replay's
@@ -420,31 +437,32 @@ static int inc_counter(struct tnapi_worker *w, struct rq *q, const struct http_r
         char body[128];
         int pr = pwait_commit(w->pw, q->s, q->hdr, q->hlen, body, value_json(c, value, body));
         if (pr >= 0)
-            return pr;
-        return fail(q, 503, "PERSISTENCE_UNAVAILABLE", "cannot wait for the commit now");
+            return (enum sess_handled)pr;
+        return fail(q, HTTP_E_PERSISTENCE_UNAVAILABLE, "cannot wait for the commit now");
     }
     return answer_value(q, c, value);
 }
 
 /* POST /tenants/{tid}/counters/{cid}/set {"value"} */
-static int set_counter(struct rq *q, const struct http_req *req, const struct route_match *m)
+static enum sess_handled set_counter(struct rq *q, const struct http_req *req,
+                                     const struct route_match *m)
 {
     const struct tn_counter *c = path_counter(q, m);
     if (!c)
-        return 0;
+        return SESS_H_DONE; /* answered 400/404 */
     int64_t value = 0;
     struct json_field f[] = {{.key = "value", .type = JSON_T_INT, .out = &value}};
     if (json_parse_object(req->body, req->body_len, f, 1) != JSON_OK)
         return json_error(q);
     if (!f[0].present || f[0].err != JSON_OK)
-        return fail(q, 400, "INVALID_VALUE", "value must be a 64-bit signed integer");
+        return fail(q, HTTP_E_INVALID_VALUE, "value must be a 64-bit signed integer");
     tn_counter_set(T.st, c, value);
     return answer_value(q, c, value);
 }
 
-int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
-                 const struct route_match *m, uint64_t now_ms,
-                 int (*admin)(struct sess *s, const struct http_req *req))
+enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
+                               const struct route_match *m, uint64_t now_ms,
+                               int (*admin)(struct sess *s, const struct http_req *req))
 {
     struct rq q = {.s = s};
     const struct http_hdr *origin = http_header(req, LIT("origin"));
@@ -472,7 +490,8 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
             r.allowed = true; /* a preflight is never refused: no Retry-After */
             q.hlen += rl_headers(rl, &r, q.hdr + q.hlen, sizeof(q.hdr) - q.hlen);
         }
-        return sess_respond(s, 204, NULL, q.hdr, q.hlen, NULL, 0), 0;
+        sess_respond(s, 204, NULL, q.hdr, q.hlen, NULL, 0);
+        return SESS_H_DONE;
     }
     bool adm = is_admin(m->id, req->method);
     if (!adm) {
@@ -484,13 +503,13 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
                 q.hlen += cors_actual(cors, origin->value, origin->value_len, q.hdr + q.hlen,
                                       sizeof(q.hdr) - q.hlen);
             if (!r.allowed)
-                return fail(&q, 429, "RATE_LIMITED", "too many requests from this address"), 0;
+                return fail(&q, HTTP_E_RATE_LIMITED, "too many requests from this address");
         } else if (origin) {
             q.hlen = cors_actual(cors, origin->value, origin->value_len, q.hdr, sizeof(q.hdr));
         }
     }
     if (adm && admin(s, req) < 0)
-        return 0;
+        return SESS_H_DONE; /* admin answered 401/403 */
     switch (m->id) {
     case ROUTE_TENANTS:
         create_tenant(w, &q, req);
@@ -526,8 +545,8 @@ int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *
         set_counter(&q, req, m);
         break;
     default:
-        fail(&q, 404, "NOT_FOUND", "no such route");
+        fail(&q, HTTP_E_NOT_FOUND, "no such route");
         break;
     }
-    return 0;
+    return SESS_H_DONE;
 }

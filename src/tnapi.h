@@ -12,8 +12,8 @@
  * Persistence: with --db, src/persist loads the store at start-up and flushes tenants,
  * counters and idempotency records with its other deltas (main wires it: tnapi_store). Without
  * a database they are memory-only (tnapi_init logs it). `?sync=1` holds the answer until the
- * flush carrying the increment commits (src/pwait); without a database it
- * answers 503 PERSISTENCE_UNAVAILABLE without counting.
+ * flush carrying the increment commits (src/pwait); without a database it answers 503
+ * PERSISTENCE_UNAVAILABLE without counting.
  *
  * Threads: tnapi_init/tnapi_fini main (before/after the workers); tnapi_worker_* and
  * tnapi_handle on the owning worker.
@@ -59,8 +59,8 @@ bool tnapi_route(enum route_id id);
    then for public routes the rate limit (its fields and CORS on every answer), for admin ones
    the check through `admin` (0 when authorised, else it answered 401/403 itself), then the
    handler. now_ms: the worker's monotonic ms. Returns SESS_H_DONE or SESS_H_PARKED (?sync=1). */
-int tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
-                 const struct route_match *m, uint64_t now_ms,
-                 int (*admin)(struct sess *s, const struct http_req *req));
+enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
+                               const struct route_match *m, uint64_t now_ms,
+                               int (*admin)(struct sess *s, const struct http_req *req));
 
 #endif

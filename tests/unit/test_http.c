@@ -661,3 +661,22 @@ Test(http_valid, dechunk_touches_only_the_message)
     cr_expect(memcmp(req.path, "/c", 2) == 0);
     cr_expect(memcmp(http_header(&req, S("connection"))->value, "close", 5) == 0);
 }
+
+/* The error table: every name has a 4xx/5xx status and a code; the parser's statuses map to
+   their protocol errors (a code that pairs with the wrong status cannot be written). */
+Test(http, error_table)
+{
+    for (int e = 0; e < HTTP_E__COUNT; e++) {
+        int st = http_err_status((enum http_err)e);
+        cr_expect(st >= 400 && st <= 505, "%d: status %d", e, st);
+        cr_expect(strlen(http_err_code((enum http_err)e)) > 0);
+        cr_expect_str_neq(http_status_reason(st), "Unknown", "%d: status %d has no reason", e, st);
+    }
+    cr_expect_eq(http_err_status(HTTP_E_OVERLOADED), 503);
+    cr_expect_eq(http_err_status(HTTP_E_OVERLOADED_429), 429);
+    cr_expect_str_eq(http_err_code(HTTP_E_OVERLOADED_429), "OVERLOADED");
+    cr_expect_eq(http_err_of_status(431), HTTP_E_HEADERS_TOO_LARGE);
+    cr_expect_eq(http_err_of_status(413), HTTP_E_PAYLOAD_TOO_LARGE);
+    cr_expect_eq(http_err_of_status(400), HTTP_E_BAD_REQUEST);
+    cr_expect_eq(http_err_of_status(999), HTTP_E_BAD_REQUEST);
+}
