@@ -96,6 +96,13 @@ const struct cfg_opt cfg_opts[] = {
     /* issue 14: the file SIGHUP re-reads (config.h); deploy/ringcount.conf is the example. */
     OPT("config-file", "RINGCOUNT_CONFIG_FILE", CFG_STRING, 0, config_file, "", 0, 0, "PATH",
         "RINGCOUNT_*=VALUE lines read at start and on SIGHUP (over the environment, under flags)"),
+    /* Test hooks: hidden (no flag, not in --help), validated like every setting. */
+    U32(NULL, "RINGCOUNT_DEBUG_RL_CAPACITY", debug_rl_capacity, "0", 0, 1048576, CFG_F_HIDDEN,
+        "tests: rate-limit table entries per worker, so LRU eviction shows with a few dozen "
+        "addresses (0 = 65536)"),
+    U32(NULL, "RINGCOUNT_DEBUG_LOSE_COMMIT_MS", debug_lose_commit_ms, "0", 0, 600000,
+        CFG_F_HIDDEN, "tests: hold the first counter flush's results this long, then drop the "
+        "connection (src/persist.h; 0 = off)"),
 };
 const size_t cfg_nopts = sizeof(cfg_opts) / sizeof(cfg_opts[0]);
 
@@ -664,6 +671,8 @@ void cfg_usage(FILE *out)
             RINGCOUNT_VERSION, "FLAG", "ENVIRONMENT", "DEFAULT", "ACCEPTED", "MEANING");
     for (size_t i = 0; i < cfg_nopts; i++) {
         const struct cfg_opt *o = &cfg_opts[i];
+        if (o->flags & CFG_F_HIDDEN)
+            continue;
         if (o->name)
             snprintf(flag, sizeof(flag), "--%s %s", o->name, o->meta);
         else

@@ -61,6 +61,10 @@ struct config {
     uint32_t buf_size;
     int log_level;                 /* enum log_level */
     char config_file[512];         /* --config-file: read at start-up and on SIGHUP; "" = none */
+    /* Test hooks (hidden settings: environment only, not in --help, validated): */
+    uint32_t debug_rl_capacity;    /* RINGCOUNT_DEBUG_RL_CAPACITY: rate-limit table entries;
+                                      0 = RL_DEFAULT_CAPACITY */
+    uint32_t debug_lose_commit_ms; /* RINGCOUNT_DEBUG_LOSE_COMMIT_MS (src/persist.h); 0 = off */
 };
 
 enum cfg_type {
@@ -79,6 +83,7 @@ enum cfg_flag {
     CFG_F_CONNINFO = 4,  /* libpq conninfo/URI: checked with PQconninfoParse, password masked */
     CFG_F_ORIGINS = 8,   /* "", "*" or comma list of http(s)://host[:port] */
     CFG_F_ADMINKEY = 16, /* 1..255 visible ASCII bytes (it must fit an HTTP header and a Bearer token) */
+    CFG_F_HIDDEN = 32,   /* a test hook: environment only, left out of --help, still validated */
 };
 
 struct cfg_opt {

@@ -56,8 +56,7 @@ int tnapi_init(const struct config *cfg, unsigned nworkers)
         T.seed = (uint64_t)(int64_t)clock_ms(CLOCK_REALTIME_COARSE);
     /* test hook (tests/integ/test_tenants.c): a tiny table, so LRU eviction shows with a few
        dozen client addresses instead of 65,537 */
-    const char *dbg = getenv("RINGCOUNT_DEBUG_RL_CAPACITY");
-    T.rl_cap = dbg ? (uint32_t)strtoul(dbg, NULL, 10) : RL_DEFAULT_CAPACITY;
+    T.rl_cap = cfg->debug_rl_capacity ? cfg->debug_rl_capacity : RL_DEFAULT_CAPACITY;
     T.st = tn_new(nworkers, TNAPI_MAX_TENANTS, TNAPI_MAX_COUNTERS, TNAPI_IDEM_CAPACITY, T.seed);
     if (!T.st)
         return -ENOMEM;

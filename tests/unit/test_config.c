@@ -139,12 +139,16 @@ Test(config, every_numeric_bound)
 
         for (size_t k = 0; k < nc; k++) {
             char arg[128], env[128];
-            snprintf(arg, sizeof(arg), "--%s=%llu", o->name, (unsigned long long)cases[k].v);
-            int rc = load(NULL, V(arg));
-            if (cases[k].ok) {
+            int rc;
+            snprintf(arg, sizeof(arg), "--%s=%llu", o->name ? o->name : "",
+                     (unsigned long long)cases[k].v);
+            if (!o->name) { /* environment only (a hidden test hook): the env case below */
+            } else if (cases[k].ok) {
+                rc = load(NULL, V(arg));
                 cr_expect_eq(rc, 0, "%s: %s", arg, ERR);
                 cr_expect_eq(field_u64(o), cases[k].v, "%s", arg);
             } else {
+                rc = load(NULL, V(arg));
                 expect_one_error_line(rc);
                 char range[64];
                 snprintf(range, sizeof(range), "%llu..%llu", (unsigned long long)o->min,
@@ -476,6 +480,10 @@ Test(config, help_lists_every_setting)
     for (size_t i = 0; i < cfg_nopts; i++) {
         const struct cfg_opt *o = &cfg_opts[i];
         char flag[80];
+        if (o->flags & CFG_F_HIDDEN) { /* a test hook: validated, never advertised */
+            cr_expect(!o->name && !strstr(OUT, o->env), "%s is listed", o->env);
+            continue;
+        }
         if (o->name) {
             snprintf(flag, sizeof(flag), "--%s ", o->name);
             cr_expect(strstr(OUT, flag), "missing %s", flag);
@@ -702,4 +710,15 @@ Test(config, same_copy_and_value_text)
     cfg_copy(key, &a, &b);
     cr_expect_str_eq(a.admin_key, "k3y");
     cr_expect(!cfg_same(db, &a, &b));
+}
+
+/* The test hooks are settings like the others: parsed from the environment and validated. */
+Test(config, hidden_test_hooks_are_validated)
+{
+    cr_assert_eq(load(V("RINGCOUNT_DEBUG_RL_CAPACITY=16"), NULL), 0, "%s", ERR);
+    cr_expect_eq(C.debug_rl_capacity, 16);
+    cr_expect_eq(C.debug_lose_commit_ms, 0);
+    cr_expect_neq(load(V("RINGCOUNT_DEBUG_RL_CAPACITY=lots"), NULL), 0);
+    cr_expect(strstr(ERR, "RINGCOUNT_DEBUG_RL_CAPACITY"), "%s", ERR);
+    cr_expect_neq(load(V("RINGCOUNT_DEBUG_LOSE_COMMIT_MS=600001"), NULL), 0);
 }
