@@ -5,11 +5,11 @@
 #include <ctype.h>
 #include <errno.h>
 #include <fcntl.h>
-#include <postgresql/libpq-fe.h> /* no -I/usr/include/postgresql in the Makefile */
 #include <stdbool.h>
 #include <string.h>
 #include <unistd.h>
 
+#include "conninfo.h"
 #include "json.h"
 #include "lit.h"
 
@@ -278,24 +278,6 @@ static int check_admin_key(const char *v, size_t n, char *why, size_t wcap)
     return 0;
 }
 
-static int check_conninfo(const char *v, char *why, size_t wcap)
-{
-    char *errmsg = NULL;
-    PQconninfoOption *opts = PQconninfoParse(v, &errmsg);
-
-    if (opts) {
-        PQconninfoFree(opts);
-        return 0;
-    }
-    size_t n = errmsg ? strlen(errmsg) : 0;
-    while (n > 0 && (errmsg[n - 1] == '\n' || errmsg[n - 1] == '\r'))
-        n--;
-    snprintf(why, wcap, "not a libpq conninfo string or URI: %.*s", (int)n,
-             errmsg ? errmsg : "out of memory");
-    PQfreemem(errmsg);
-    return -EINVAL;
-}
-
 static int set_string(const struct cfg_opt *o, struct config *c, const char *v, char *why,
                       size_t wcap)
 {
@@ -311,7 +293,7 @@ static int set_string(const struct cfg_opt *o, struct config *c, const char *v, 
             return rc;
         if ((o->flags & CFG_F_ORIGINS) && (rc = check_origins(v, why, wcap)) != 0)
             return rc;
-        if ((o->flags & CFG_F_CONNINFO) && (rc = check_conninfo(v, why, wcap)) != 0)
+        if ((o->flags & CFG_F_CONNINFO) && (rc = conninfo_check(v, why, wcap)) != 0)
             return rc;
     }
     memcpy(field(c, o), v, n + 1);
@@ -423,7 +405,7 @@ static void print_value(FILE *f, const struct cfg_opt *o, const char *v)
         return;
     }
     if (o->flags & CFG_F_CONNINFO) {
-        if (cfg_mask_conninfo(v, masked, sizeof(masked)) < 0) {
+        if (conninfo_mask(v, masked, sizeof(masked)) < 0) {
             fputs("(masked)", f);
             return;
         }
@@ -683,116 +665,6 @@ void cfg_usage(FILE *out)
     }
 }
 
-int cfg_mask_conninfo(const char *in, char *out, size_t cap)
-{
-    size_t o = 0, i = 0, n = strlen(in);
-    bool uri = strncmp(in, LIT("postgresql://")) == 0 || strncmp(in, LIT("postgres://")) == 0;
-
-/* Copy len bytes from s, or fail with -ENOSPC (one byte always kept for the NUL). */
-#define EMIT(s, len)                                                                           \
-    do {                                                                                       \
-        size_t l_ = (len);                                                                     \
-        if (l_ >= cap - o)                                                                     \
-            return -ENOSPC;                                                                    \
-        memcpy(out + o, (s), l_);                                                              \
-        o += l_;                                                                               \
-    } while (0)
-#define EMIT_LIT(lit) EMIT(lit, LIT_LEN(lit))
-
-    if (cap == 0)
-        return -ENOSPC;
-    if (uri) {
-        /* libpq: the userinfo is everything before an '@' that precedes the first '/'. */
-        size_t start = (size_t)(strstr(in, "://") - in) + 3;
-        size_t at = start;
-        while (at < n && in[at] != '@' && in[at] != '/')
-            at++;
-        EMIT(in, start);
-        i = start;
-        if (at < n && in[at] == '@') {
-            const char *colon = memchr(in + start, ':', at - start);
-            if (colon) {
-                EMIT(in + start, (size_t)(colon - in) + 1 - start);
-                EMIT_LIT("***");
-                i = at;
-            }
-        }
-        /* Query parameters: ?k=v&k=v */
-        const char *q = strchr(in + i, '?');
-        size_t qs = q ? (size_t)(q - in) + 1 : n;
-        EMIT(in + i, qs - i);
-        i = qs;
-        while (i < n) {
-            size_t end = i;
-            while (end < n && in[end] != '&')
-                end++;
-            const char *eq = memchr(in + i, '=', end - i);
-            size_t kl = eq ? (size_t)(eq - (in + i)) : 0;
-            if (eq && ((kl == 8 && memcmp(in + i, LIT("password")) == 0) ||
-                       (kl == 11 && memcmp(in + i, LIT("sslpassword")) == 0))) {
-                EMIT(in + i, kl + 1);
-                EMIT_LIT("***");
-            } else {
-                EMIT(in + i, end - i);
-            }
-            i = end;
-            if (i < n) {
-                EMIT_LIT("&");
-                i++;
-            }
-        }
-    } else {
-        /* key = value pairs; values unquoted (backslash escapes) or '...' quoted. */
-        while (i < n) {
-            size_t ws = i;
-            while (i < n && isspace((unsigned char)in[i]))
-                i++;
-            EMIT(in + ws, i - ws);
-            if (i >= n)
-                break;
-            size_t ks = i;
-            while (i < n && in[i] != '=' && !isspace((unsigned char)in[i]))
-                i++;
-            size_t ke = i;
-            while (i < n && isspace((unsigned char)in[i]))
-                i++;
-            if (i >= n || in[i] != '=' || ke == ks)
-                goto garbled;
-            i++;
-            while (i < n && isspace((unsigned char)in[i]))
-                i++;
-            size_t vs = i;
-            if (i < n && in[i] == '\'') {
-                for (i++; i < n && in[i] != '\''; i++)
-                    if (in[i] == '\\' && i + 1 < n)
-                        i++;
-                if (i >= n)
-                    goto garbled; /* unterminated quote */
-                i++;
-            } else {
-                for (; i < n && !isspace((unsigned char)in[i]); i++)
-                    if (in[i] == '\\' && i + 1 < n)
-                        i++;
-            }
-            size_t kl = ke - ks;
-            EMIT(in + ks, vs - ks);
-            if ((kl == 8 && memcmp(in + ks, LIT("password")) == 0) ||
-                (kl == 11 && memcmp(in + ks, LIT("sslpassword")) == 0))
-                EMIT_LIT("***");
-            else
-                EMIT(in + vs, i - vs);
-        }
-    }
-    out[o] = '\0';
-    return (int)o;
-garbled:
-    /* Cannot tell keys from values any more: hide the rest rather than risk a password. */
-    EMIT_LIT("***");
-    out[o] = '\0';
-    return (int)o;
-#undef EMIT
-}
-
 int cfg_listen_str(const struct config *c, char *out, size_t cap)
 {
     bool v6 = strchr(c->listen_host, ':') != NULL;
@@ -870,7 +742,7 @@ int cfg_dump(const struct config *c, char *buf, size_t cap)
             if (o->flags & (CFG_F_ADMINKEY | CFG_F_SECRET)) {
                 dw_str(&w, ((const char *)f)[0] ? "(set)" : "(unset)");
             } else if (o->flags & CFG_F_CONNINFO) {
-                if (cfg_mask_conninfo(f, tmp, sizeof(tmp)) < 0)
+                if (conninfo_mask(f, tmp, sizeof(tmp)) < 0)
                     dw_str(&w, "(masked)");
                 else
                     dw_str(&w, tmp);
@@ -954,7 +826,7 @@ int cfg_value_str(const struct cfg_opt *o, const struct config *c, char *out, si
         if (o->flags & (CFG_F_ADMINKEY | CFG_F_SECRET))
             n = snprintf(out, cap, "%s", ((const char *)f)[0] ? "(set)" : "(unset)");
         else if (o->flags & CFG_F_CONNINFO)
-            return cfg_mask_conninfo(f, out, cap);
+            return conninfo_mask(f, out, cap);
         else
             n = snprintf(out, cap, "%s", (const char *)f);
         break;

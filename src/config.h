@@ -80,7 +80,7 @@ enum cfg_type {
 enum cfg_flag {
     CFG_F_POW2 = 1,      /* number must be a power of two */
     CFG_F_SECRET = 2,    /* value never printed (errors say "(hidden)") */
-    CFG_F_CONNINFO = 4,  /* libpq conninfo/URI: checked with PQconninfoParse, password masked */
+    CFG_F_CONNINFO = 4,  /* libpq conninfo/URI: checked by src/conninfo, password masked */
     CFG_F_ORIGINS = 8,   /* "", "*" or comma list of http(s)://host[:port] */
     CFG_F_ADMINKEY = 16, /* 1..255 visible ASCII bytes (it must fit an HTTP header and a Bearer token) */
     CFG_F_HIDDEN = 32,   /* a test hook: environment only, left out of --help, still validated */
@@ -117,11 +117,6 @@ void cfg_usage(FILE *out);
    "***". Returns the length without the NUL, or -ENOSPC (CFG_DUMP_MAX always suffices). */
 #define CFG_DUMP_MAX 16384
 int cfg_dump(const struct config *c, char *buf, size_t cap);
-
-/* Copy a libpq conninfo string or URI into out with the values of password/sslpassword
-   replaced by "***" (URI: user:***@ and ?password=***); anything after a point where the
-   conninfo stops parsing is replaced by "***" too. NUL-terminated. Length or -ENOSPC. */
-int cfg_mask_conninfo(const char *in, char *out, size_t cap);
 
 /* "ADDR:PORT" as accepted by --listen, IPv6 in brackets. Length or -ENOSPC. */
 int cfg_listen_str(const struct config *c, char *out, size_t cap);

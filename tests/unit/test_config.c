@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "conninfo.h"
 
 static char OUT[32768], ERR[4096];
 static struct config C;
@@ -580,13 +581,13 @@ Test(config, mask_conninfo)
     };
     char out[256];
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        int n = cfg_mask_conninfo(cases[i].in, out, sizeof(out));
+        int n = conninfo_mask(cases[i].in, out, sizeof(out));
         cr_expect_eq(n, (int)strlen(cases[i].want), "case %zu", i);
         cr_expect_str_eq(out, cases[i].want, "case %zu", i);
         cr_expect(strstr(out, "s3") == NULL);
     }
-    cr_expect_eq(cfg_mask_conninfo("host=abc", out, 8), -ENOSPC);
-    cr_expect_eq(cfg_mask_conninfo("host=abc", out, 9), 8);
+    cr_expect_eq(conninfo_mask("host=abc", out, 8), -ENOSPC);
+    cr_expect_eq(conninfo_mask("host=abc", out, 9), 8);
 }
 
 /* ---------------------------------------------------------------- --config-file (SPEC §5) */
