@@ -131,6 +131,68 @@ static int make_room(void)
     return 0;
 }
 
+/* Re-run the configuration into next, its errors into one log line. 0, -ENOMEM, or -EINVAL
+   (invalid: logged, next wiped). */
+static int load_next(struct config *next, int argc, char **argv, char **envp)
+{
+    char *errbuf = NULL;
+    size_t errlen = 0;
+    FILE *err = open_memstream(&errbuf, &errlen);
+    if (!err)
+        return -ENOMEM;
+    int rc = cfg_load(next, argc, argv, envp, err, err);
+    fclose(err);
+    if (rc != 0) {
+        while (errlen && errbuf[errlen - 1] == '\n')
+            errbuf[--errlen] = 0;
+        log_error("reload refused: the new configuration is invalid; nothing changed",
+                  LOG_S("error", errlen ? errbuf : "(no reason given)"));
+        explicit_bzero(next, sizeof(*next));
+    }
+    free(errbuf);
+    return rc != 0 ? -EINVAL : 0;
+}
+
+/* Log each setting of next that differs from running and copy the live ones into running
+   (the rest are refused by name: a restart applies them). Returns how many were copied. */
+static int apply_changes(const struct config *next)
+{
+    int changed = 0;
+    char label[96], from[256], to[256];
+    for (size_t i = 0; i < cfg_nopts; i++) {
+        const struct cfg_opt *o = &cfg_opts[i];
+        bool seen = false; /* several entries may share a field (the admin key): report once */
+        for (size_t k = 0; k < i && !seen; k++)
+            seen = cfg_opts[k].off == o->off;
+        if (seen || cfg_same(o, &running, next))
+            continue;
+        /* the entry with a flag names the setting (--admin-key-file, not RINGCOUNT_ADMIN_KEY) */
+        const struct cfg_opt *named = o;
+        for (size_t k = i; k < cfg_nopts && !named->name; k++)
+            if (cfg_opts[k].off == o->off && cfg_opts[k].name)
+                named = &cfg_opts[k];
+        const char *lb = cfg_opt_label(named, label, sizeof(label));
+        if (cfg_value_str(o, &running, from, sizeof(from)) < 0)
+            strcpy(from, "(too long)");
+        if (cfg_value_str(o, next, to, sizeof(to)) < 0)
+            strcpy(to, "(too long)");
+        if (o->flags & (CFG_F_SECRET | CFG_F_ADMINKEY))
+            strcpy(to, next->admin_key[0] ? (running.admin_key[0] ? "(changed)" : "(set)")
+                                         : "(unset)");
+        if (is_live(o)) {
+            log_info("setting changed", LOG_S("setting", lb), LOG_S("env", named->env),
+                     LOG_S("from", from), LOG_S("to", to));
+            cfg_copy(o, &running, next);
+            changed++;
+        } else {
+            log_warn("setting cannot change while running: restart to apply it",
+                     LOG_S("setting", lb), LOG_S("env", named->env), LOG_S("running", from),
+                     LOG_S("wanted", to));
+        }
+    }
+    return changed;
+}
+
 int live_reload(int argc, char **argv, char **envp)
 {
     /* nginx and logrotate: a renamed or deleted log file is reopened first, so the lines of
@@ -142,24 +204,9 @@ int live_reload(int argc, char **argv, char **envp)
         log_info("log file reopened");
 
     static struct config next, before; /* main only; ~6 KiB each, kept off the stack */
-    char *errbuf = NULL;
-    size_t errlen = 0;
-    FILE *err = open_memstream(&errbuf, &errlen);
-    if (!err)
-        return -ENOMEM;
-    int rc = cfg_load(&next, argc, argv, envp, err, err);
-    fclose(err);
-    if (rc != 0) {
-        while (errlen && errbuf[errlen - 1] == '\n')
-            errbuf[--errlen] = 0;
-        log_error("reload refused: the new configuration is invalid; nothing changed",
-                  LOG_S("error", errlen ? errbuf : "(no reason given)"));
-        free(errbuf);
-        explicit_bzero(&next, sizeof(next));
-        return -EINVAL;
-    }
-    free(errbuf);
-
+    int rc = load_next(&next, argc, argv, envp);
+    if (rc < 0)
+        return rc;
     struct live *cl = ck_pr_load_ptr(&cur);
     if (!cl) {
         explicit_bzero(&next, sizeof(next));
@@ -168,44 +215,10 @@ int live_reload(int argc, char **argv, char **envp)
     /* A more verbose new level takes effect before the change lines are written, a less
        verbose one after the closing "reloaded" line: either way the operator sees what the
        reload did. */
-    int old_level = running.log_level;
-    if (next.log_level < old_level)
+    if (next.log_level < running.log_level)
         log_set_level((enum log_level)next.log_level);
-
     before = running;
-    int changed = 0;
-    char label[96], from[256], to[256];
-    for (size_t i = 0; i < cfg_nopts; i++) {
-        const struct cfg_opt *o = &cfg_opts[i];
-        bool seen = false; /* several entries may share a field (the admin key): report once */
-        for (size_t k = 0; k < i && !seen; k++)
-            seen = cfg_opts[k].off == o->off;
-        if (seen || cfg_same(o, &running, &next))
-            continue;
-        /* the entry with a flag names the setting (--admin-key-file, not RINGCOUNT_ADMIN_KEY) */
-        const struct cfg_opt *named = o;
-        for (size_t k = i; k < cfg_nopts && !named->name; k++)
-            if (cfg_opts[k].off == o->off && cfg_opts[k].name)
-                named = &cfg_opts[k];
-        const char *lb = cfg_opt_label(named, label, sizeof(label));
-        if (cfg_value_str(o, &running, from, sizeof(from)) < 0)
-            strcpy(from, "(too long)");
-        if (cfg_value_str(o, &next, to, sizeof(to)) < 0)
-            strcpy(to, "(too long)");
-        if (o->flags & (CFG_F_SECRET | CFG_F_ADMINKEY))
-            strcpy(to, next.admin_key[0] ? (running.admin_key[0] ? "(changed)" : "(set)")
-                                         : "(unset)");
-        if (is_live(o)) {
-            log_info("setting changed", LOG_S("setting", lb), LOG_S("env", named->env),
-                     LOG_S("from", from), LOG_S("to", to));
-            cfg_copy(o, &running, &next);
-            changed++;
-        } else {
-            log_warn("setting cannot change while running: restart to apply it",
-                     LOG_S("setting", lb), LOG_S("env", named->env), LOG_S("running", from),
-                     LOG_S("wanted", to));
-        }
-    }
+    int changed = apply_changes(&next);
     explicit_bzero(&next, sizeof(next));
 
     if (changed) {
