@@ -10,6 +10,8 @@
 #include "clock.h"
 #include "config.h"
 #include "cors.h"
+#include "auth.h"
+#include "barrier.h"
 #include "counters.h"
 #include "decimal.h"
 #include "fmt.h"
@@ -25,24 +27,11 @@
 #include "tnapi.h"
 #include "users.h"
 
-enum wait_kind {
-    WAIT_STATS,
-    WAIT_RESET,
-    WAIT_CLUSTER, /* a /stats barrier, then the persister (src/pwait) */
-};
-
-struct waiter {
-    struct sess *s;
-    uint64_t gen;
-    enum wait_kind kind;
-};
-
 struct app_worker {
     unsigned idx;
     struct cnt_slot *slot;
     struct app_io io;
-    struct waiter *wait;
-    size_t nwait, capwait;
+    struct barrier *bar;      /* /stats and /reset across the workers */
     uint64_t req_at_last_tick;
     unsigned *wake_buf;
     struct metrics_slot *ms;  /* NULL when metrics_init was not called (unit tests) */
@@ -59,10 +48,6 @@ static struct {
     uint64_t readyz_max_pending; /* --readyz-max-pending */
 } G;
 
-/* Generations of cross-worker operations; each worker records the last one it served in its
-   counter slot (barrier_gen, reset_gen), so a waiter is done when every slot has caught up. */
-static uint64_t barrier_gen_global;
-static uint64_t reset_gen_global;
 static int ready_flag;
 
 int app_init(const struct config *cfg, unsigned nworkers)
@@ -71,7 +56,7 @@ int app_init(const struct config *cfg, unsigned nworkers)
     G.nworkers = nworkers;
     G.start_ms = clock_ms(CLOCK_MONOTONIC_COARSE);
     G.readyz_max_pending = cfg->readyz_max_pending;
-    barrier_gen_global = reset_gen_global = 0;
+    bar_init(nworkers);
     ready_flag = 0;
     /* the admin key, CORS origins and rate limit: reloadable on SIGHUP (src/live) */
     int rc = live_init(cfg, nworkers);
@@ -90,6 +75,9 @@ void app_set_ready(bool ready)
     ck_pr_store_int(&ready_flag, ready ? 1 : 0);
 }
 
+static void on_barrier_wake(void *ctx, unsigned target);
+static enum sess_handled on_barrier_done(void *ctx, struct sess *s, enum bar_kind k);
+
 struct app_worker *app_worker_new(unsigned idx, const struct app_io *io)
 {
     struct app_worker *a = calloc(1, sizeof(*a));
@@ -100,9 +88,11 @@ struct app_worker *app_worker_new(unsigned idx, const struct app_io *io)
     a->ms = metrics_slot(idx);
     a->io = *io;
     a->wake_buf = calloc(G.nworkers, sizeof(unsigned));
+    const struct bar_ops bops = {.ctx = a, .wake = on_barrier_wake, .done = on_barrier_done};
+    a->bar = bar_new(idx, &bops);
     a->pw = pwait_new(idx);
     a->tn = a->pw ? tnapi_worker_new(idx, a->pw) : NULL;
-    if (!a->wake_buf || !a->tn) {
+    if (!a->wake_buf || !a->bar || !a->tn) {
         app_worker_free(a);
         return NULL;
     }
@@ -113,7 +103,7 @@ void app_worker_free(struct app_worker *a)
 {
     if (!a)
         return;
-    free(a->wait);
+    bar_free(a->bar);
     free(a->wake_buf);
     free(a->metrics_buf);
     tnapi_worker_free(a->tn);
@@ -131,12 +121,6 @@ static enum sess_handled fail(struct sess *s, enum http_err e, const char *msg)
     return SESS_H_DONE;
 }
 
-static enum sess_handled out_of_memory(struct sess *s)
-{
-    sess_error(s, HTTP_E_OVERLOADED, "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
-    return SESS_H_DONE;
-}
-
 static enum sess_handled respond(struct sess *s, int status, const char *body, size_t n)
 {
     sess_respond(s, status, body ? SESS_JSON : NULL, NULL, 0, body, n);
@@ -145,118 +129,38 @@ static enum sess_handled respond(struct sess *s, int status, const char *body, s
 
 /* ---------------------------------------------------------------- coordination */
 
-static void wake_others(struct app_worker *a)
-{
-    for (unsigned i = 0; i < G.nworkers; i++)
-        if (i != a->idx)
-            a->io.wake(a->io.ctx, i);
-}
-
-/* Serve pending barrier/reset generations on this worker. The generations are read before the
-   mailboxes are drained, so every user queued before a /stats began is counted by its end. */
-static void serve_control(struct app_worker *a)
-{
-    uint64_t bg = ck_pr_load_64(&barrier_gen_global);
-    uint64_t rg = ck_pr_load_64(&reset_gen_global);
-    ck_pr_fence_memory();
-    users_wake_ack(a->idx);
-    users_drain(a->idx);
-    bool served = false;
-    if (rg > a->slot->reset_gen) {
-        users_reset_shard(a->idx);
-        /* the generation is stored inside the events seqlock: the persister reads both at once */
-        cnt_reset_events_to(a->slot, rg);
-        served = true;
-    }
-    if (bg > a->slot->barrier_gen) {
-        ck_pr_fence_store();
-        ck_pr_store_64(&a->slot->barrier_gen, bg);
-        served = true;
-    }
-    if (served)
-        wake_others(a);
-}
-
-static uint64_t min_gen(enum wait_kind k)
-{
-    uint64_t m = UINT64_MAX;
-    for (unsigned i = 0; i < G.nworkers; i++) {
-        struct cnt_slot *s = cnt_slot(i);
-        uint64_t g = ck_pr_load_64(k == WAIT_RESET ? &s->reset_gen : &s->barrier_gen);
-        if (g < m)
-            m = g;
-    }
-    return m;
-}
-
 static void answer_stats(struct sess *s);
 
-/* The barrier of w is complete: answer it (SESS_H_DONE), or hand it to the persister
+static void on_barrier_wake(void *ctx, unsigned target)
+{
+    struct app_worker *a = ctx;
+    a->io.wake(a->io.ctx, target);
+}
+
+/* The barrier of s is complete: answer it (SESS_H_DONE), or hand it to the persister
    (SESS_H_PARKED): a cluster /stats, and a /reset that must also be committed to PostgreSQL. */
-static enum sess_handled answer_waiter(struct app_worker *a, struct waiter *w)
+static enum sess_handled on_barrier_done(void *ctx, struct sess *s, enum bar_kind k)
 {
-    if (w->kind != WAIT_STATS && persist_enabled())
-        return pwait_request(a->pw, w->s, w->kind == WAIT_RESET ? PWAIT_RESET : PWAIT_CLUSTER);
-    if (w->kind == WAIT_STATS)
-        answer_stats(w->s);
+    struct app_worker *a = ctx;
+    if (k != BAR_STATS && persist_enabled())
+        return pwait_request(a->pw, s, k == BAR_RESET ? PWAIT_RESET : PWAIT_CLUSTER);
+    if (k == BAR_STATS)
+        answer_stats(s);
     else
-        sess_respond(w->s, 200, SESS_JSON, NULL, 0, SESS_LIT(PWAIT_BODY_RESET));
-    sess_unpark(w->s);
+        sess_respond(s, 200, SESS_JSON, NULL, 0, SESS_LIT(PWAIT_BODY_RESET));
+    sess_unpark(s);
     return SESS_H_DONE;
-}
-
-static void check_waiters(struct app_worker *a)
-{
-    if (!a->nwait)
-        return;
-    uint64_t mb = min_gen(WAIT_STATS), mr = min_gen(WAIT_RESET);
-    size_t j = 0;
-    for (size_t i = 0; i < a->nwait; i++) {
-        struct waiter *w = &a->wait[i];
-        if (w->gen <= (w->kind == WAIT_RESET ? mr : mb))
-            answer_waiter(a, w);
-        else
-            a->wait[j++] = *w;
-    }
-    a->nwait = j;
-}
-
-/* Start a cross-worker operation for s: SESS_H_DONE if answered now, else SESS_H_PARKED. */
-static enum sess_handled start_wait(struct app_worker *a, struct sess *s, enum wait_kind k)
-{
-    uint64_t g = ck_pr_faa_64(k == WAIT_RESET ? &reset_gen_global : &barrier_gen_global, 1) + 1;
-    serve_control(a);
-    struct waiter w = {.s = s, .gen = g, .kind = k};
-    if (min_gen(k) >= g)
-        return answer_waiter(a, &w);
-    if (a->nwait == a->capwait) {
-        size_t nc = a->capwait ? a->capwait * 2 : 16;
-        struct waiter *nw = realloc(a->wait, nc * sizeof(*nw));
-        if (!nw) {
-            return out_of_memory(s);
-        }
-        a->wait = nw;
-        a->capwait = nc;
-    }
-    a->wait[a->nwait++] = w;
-    sess_park(s, a);
-    return SESS_H_PARKED;
 }
 
 void app_forget(struct app_worker *a, struct sess *s)
 {
-    size_t j = 0;
-    for (size_t i = 0; i < a->nwait; i++)
-        if (a->wait[i].s != s)
-            a->wait[j++] = a->wait[i];
-    a->nwait = j;
+    bar_forget(a->bar, s);
     pwait_forget(a->pw, s);
 }
 
 void app_on_wake(struct app_worker *a, uint64_t now_ms)
 {
-    serve_control(a);
-    check_waiters(a);
+    bar_poll(a->bar);
     pwait_poll(a->pw, now_ms);
 }
 
@@ -354,47 +258,6 @@ static enum sess_handled handle_event(struct app_worker *a, struct sess *s, stru
     cnt_event_add(a->slot, ev.value);
     users_observe(a->idx, ev.user, ev.user_len);
     return respond(s, 200, NULL, 0);
-}
-
-/* Constant-time comparison: the time depends on the configured key's length only. */
-static bool key_equal(const struct live *L, const char *given, size_t n)
-{
-    unsigned char diff = (unsigned char)(n != L->admin_key_len);
-    for (size_t i = 0; i < L->admin_key_len; i++)
-        diff |= (unsigned char)(L->admin_key[i] ^ (i < n ? given[i] : 0));
-    return diff == 0;
-}
-
-/* 0 when the request carries the admin key; otherwise answers 401/403 and returns -1. The key
-   is this batch's (SIGHUP re-reads --admin-key-file). */
-static int admin_check(struct sess *s, const struct http_req *req)
-{
-    const struct live *L = live_get(s->env->live);
-    if (!L || !L->admin_key_len) {
-        sess_error(s, HTTP_E_ADMIN_DISABLED, "no admin key is configured on this server", NULL, 0);
-        return -1;
-    }
-    const struct http_hdr *h = http_header(req, LIT("x-api-key"));
-    const char *key = NULL;
-    size_t klen = 0;
-    if (h) {
-        key = h->value;
-        klen = h->value_len;
-    } else if ((h = http_header(req, LIT("authorization"))) && h->value_len > 7 &&
-               strncasecmp(h->value, LIT("Bearer ")) == 0) {
-        key = h->value + 7;
-        klen = h->value_len - 7;
-    }
-    if (!key) {
-        sess_error(s, HTTP_E_UNAUTHORIZED, "admin key required (X-API-Key or Bearer)",
-                   SESS_HDRS("WWW-Authenticate: Bearer\r\n"));
-        return -1;
-    }
-    if (!key_equal(L, key, klen)) {
-        sess_error(s, HTTP_E_FORBIDDEN, "wrong admin key", NULL, 0);
-        return -1;
-    }
-    return 0;
 }
 
 /* Scrapes come every 15 s or so: the text (a few KiB) is rendered into a per-worker buffer that
@@ -553,7 +416,7 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
         return fail(s, HTTP_E_NOT_FOUND, "no such route");
     /* SPEC §2.3: tenant routes do their own OPTIONS (CORS), rate limiting and admin split */
     if (m.status == 0 && tnapi_route(m.id))
-        return tnapi_handle(a->tn, s, req, &m, clock_ms(CLOCK_MONOTONIC_COARSE), admin_check);
+        return tnapi_handle(a->tn, s, req, &m, clock_ms(CLOCK_MONOTONIC_COARSE));
     bool cors = m.status == 0 && cors_route(m.id);
     if (m.status == 405 || req->method == HTTP_M_OPTIONS) {
         char hdr[128 + CORS_HDR_MAX], *p = hdr;
@@ -577,19 +440,19 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
     case ROUTE_STATS:
         switch (stats_scope(req)) {
         case 0:
-            return start_wait(a, s, WAIT_STATS);
+            return bar_start(a->bar, s, BAR_STATS);
         case 1:
             if (persist_enabled())
-                return start_wait(a, s, WAIT_CLUSTER);
+                return bar_start(a->bar, s, BAR_CLUSTER);
             pwait_answer_unavailable(s, "no database is configured (--db): no cluster totals");
             return SESS_H_DONE;
         default:
             return fail(s, HTTP_E_INVALID_SCOPE, "scope must be node or cluster");
         }
     case ROUTE_RESET:
-        if (admin_check(s, req) < 0)
+        if (auth_admin(s, req) < 0)
             return SESS_H_DONE; /* answered 401/403 */
-        return start_wait(a, s, WAIT_RESET);
+        return bar_start(a->bar, s, BAR_RESET);
     case ROUTE_HEALTH:
         return respond(s, 200, LIT("{\"status\":\"healthy\"}"));
     case ROUTE_LIVEZ:

@@ -7,6 +7,7 @@
 #include <sys/random.h>
 #include <time.h>
 
+#include "auth.h"
 #include "clock.h"
 #include "config.h"
 #include "cors.h"
@@ -460,8 +461,7 @@ static enum sess_handled set_counter(struct rq *q, const struct http_req *req,
 }
 
 enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
-                               const struct route_match *m, uint64_t now_ms,
-                               int (*admin)(struct sess *s, const struct http_req *req))
+                               const struct route_match *m, uint64_t now_ms)
 {
     struct rq q = {.s = s};
     const struct http_hdr *origin = http_header(req, LIT("origin"));
@@ -507,7 +507,7 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
             q.hlen = cors_actual(cors, origin->value, origin->value_len, q.hdr, sizeof(q.hdr));
         }
     }
-    if (adm && admin(s, req) < 0)
+    if (adm && auth_admin(s, req) < 0)
         return SESS_H_DONE; /* admin answered 401/403 */
     switch (m->id) {
     case ROUTE_TENANTS:

@@ -57,10 +57,9 @@ bool tnapi_route(enum route_id id);
 /* Answer one request that matched a tenant route (m->status 0, m->id/tid/cid set; a 405 is
    answered by app.c like any other route): OPTIONS (preflight, CORS for public methods only),
    then for public routes the rate limit (its fields and CORS on every answer), for admin ones
-   the check through `admin` (0 when authorised, else it answered 401/403 itself), then the
-   handler. now_ms: the worker's monotonic ms. Returns SESS_H_DONE or SESS_H_PARKED (?sync=1). */
+   the admin key (src/auth: 401/403), then the handler. now_ms: the worker's monotonic ms.
+   Returns SESS_H_DONE or SESS_H_PARKED (?sync=1). */
 enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
-                               const struct route_match *m, uint64_t now_ms,
-                               int (*admin)(struct sess *s, const struct http_req *req));
+                               const struct route_match *m, uint64_t now_ms);
 
 #endif
