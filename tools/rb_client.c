@@ -135,6 +135,25 @@ fail:
     return rc;
 }
 
+/* Send p[0..len) on the non-blocking fd, waiting up to timeout_ms each time it is full.
+   0 / -errno (-ETIMEDOUT). */
+static int send_all(int fd, const char *p, int len, int timeout_ms)
+{
+    for (int off = 0; off < len;) {
+        ssize_t w = send(fd, p + off, (size_t)(len - off), MSG_NOSIGNAL);
+        if (w < 0 && errno == EAGAIN) {
+            int rc = wait_fd(fd, POLLOUT, timeout_ms);
+            if (rc < 0)
+                return rc;
+            continue;
+        }
+        if (w < 0)
+            return -errno;
+        off += (int)w;
+    }
+    return 0;
+}
+
 int rb_client_request(const struct rb_url *u, const char *method, const char *path,
                       const char *extra_headers, const char *body, int timeout_ms,
                       struct rb_client_resp *out)
@@ -161,19 +180,8 @@ int rb_client_request(const struct rb_url *u, const char *method, const char *pa
         rc = fd;
         goto out;
     }
-    for (int off = 0; off < len;) {
-        ssize_t w = send(fd, req + off, (size_t)(len - off), MSG_NOSIGNAL);
-        if (w < 0 && errno == EAGAIN) {
-            rc = wait_fd(fd, POLLOUT, timeout_ms);
-            if (rc < 0) goto out;
-            continue;
-        }
-        if (w < 0) {
-            rc = -errno;
-            goto out;
-        }
-        off += (int)w;
-    }
+    if ((rc = send_all(fd, req, len, timeout_ms)) < 0)
+        goto out;
     /* Read to EOF (we asked for Connection: close); control responses are small, 1 MiB is
        far above any /stats or tenant answer. */
     size_t icap = 16384, ilen = 0, hl = 0;

@@ -11,7 +11,8 @@
 #
 # Also checks that docs/SPEC.md is ../shared/SPEC.md verbatim (the contract kept in the repo;
 # ../shared is beside the clone in CI and on the developers' machines), and that the module
-# graph of src/ and uring/ has no cycle (tools/include-graph.sh).
+# graph of src/ and uring/ has no cycle (tools/include-graph.sh) and that no function is over
+# 100 lines (tools/long-functions.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 passed=0 failed=0 skipped=0 bad=() skips=()
@@ -63,11 +64,13 @@ else
   echo "spec: [SKIP] ../shared/SPEC.md not found, docs/SPEC.md not compared"
 fi
 
-if tools/include-graph.sh; then
-  passed=$((passed + 1))
-else
-  failed=$((failed + 1)) bad+=("include-graph")
-fi
+for check in include-graph long-functions; do
+  if tools/$check.sh; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1)) bad+=("$check")
+  fi
+done
 
 for dir in "$@"; do
   for t in "$dir"/tests/unit/test_* "$dir"/tests/integ/test_*; do
