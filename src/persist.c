@@ -90,6 +90,7 @@ int persist_init(const struct config *cfg, unsigned nworkers)
     pst.durable_timeout_ms = cfg->durable_timeout_ms;
     pst.db_timeout_ms = cfg->db_timeout_ms ? cfg->db_timeout_ms : 5000;
     pst.users_cap = USERS_PER_FLUSH;
+    pst.tn_cap = TN_ROWS_PER_FLUSH;
     pst.ready_lag_ms = cfg->ready_max_lag_ms ? cfg->ready_max_lag_ms : 5000;
     pst.conninfo = cfg->db;
     pst.spill_dir = cfg->spill_dir;
@@ -164,6 +165,10 @@ void persist_fini(void)
     free(pst.f.j_d.buf);
     free(pst.f.j_i.buf);
     free(pst.tn_wm);
+    free(pst.tn_take);
+    free(pst.tn_cand);
+    free(pst.tn_pend);
+    free(pst.tn_stamp);
     free(pst.tn_ibuf);
     memset(&pst, 0, sizeof(pst));
 }

@@ -158,18 +158,40 @@ static int tnd_cmp(const void *a, const void *b)
     return memcmp(((const struct tnd *)a)->id, ((const struct tnd *)b)->id, 16);
 }
 
-/* Inside tn_idem_freeze: the counts of tenants and counters (every record collected is of a
-   counter already there: keyed increments wait while frozen), and every counter whose live
-   value moved from what is committed. */
-static int tn_values_snapshot(struct flush *f)
+/* Counter idx into the candidates of this snapshot, once (stamped). */
+static void cand_add(uint32_t idx, uint32_t nc)
 {
-    uint32_t nidem;
-    ck_pr_fence_load();
-    tn_sizes(pst.tn, &f->tn_nt, &f->tn_nc, &nidem);
-    uint32_t nc = f->tn_nc;
+    if (idx >= nc || pst.tn_stamp[idx] == pst.tn_gen)
+        return;
+    pst.tn_stamp[idx] = pst.tn_gen;
+    pst.tn_cand[pst.tn_ncand++] = idx;
+}
+
+/* Grow the persister's per-counter arrays to nc counters (and the take buffer). */
+static int tn_arrays_reserve(struct flush *f, uint32_t nc)
+{
     int rc = pst_wm_reserve(nc);
     if (rc < 0)
         return rc;
+    if (pst.tn_capstamp < nc) {
+        size_t cap = pst.tn_capstamp ? pst.tn_capstamp : 1024;
+        while (cap < nc)
+            cap *= 2;
+        uint32_t *st = realloc(pst.tn_stamp, cap * sizeof(*st));
+        uint32_t *cd = st ? realloc(pst.tn_cand, cap * sizeof(*cd)) : NULL;
+        uint32_t *pd = cd ? realloc(pst.tn_pend, cap * sizeof(*pd)) : NULL;
+        if (st)
+            pst.tn_stamp = st;
+        if (cd)
+            pst.tn_cand = cd;
+        if (!pd)
+            return -ENOMEM;
+        pst.tn_pend = pd;
+        memset(pst.tn_stamp + pst.tn_capstamp, 0, (cap - pst.tn_capstamp) * sizeof(*st));
+        pst.tn_capstamp = cap;
+    }
+    if (!pst.tn_take && !(pst.tn_take = malloc(TN_TAKE_MAX * sizeof(*pst.tn_take))))
+        return -ENOMEM;
     if (f->captnd < nc) {
         struct tnd *nd = realloc(f->tnd, nc * sizeof(*nd));
         if (!nd)
@@ -177,12 +199,83 @@ static int tn_values_snapshot(struct flush *f)
         f->tnd = nd;
         f->captnd = nc;
     }
-    for (uint32_t i = 0; i < nc; i++) {
-        const struct tn_counter *c = tn_counter_at(pst.tn, i);
-        uint64_t live = (uint64_t)tn_counter_value_stable(pst.tn, c);
-        if (live != pst.tn_wm[i])
-            f->tnd[f->ntnd++] = (struct tnd){.idx = i, .live = live, .id = c->id};
+    return 0;
+}
+
+/* Inside tn_idem_freeze: the counts of tenants and counters (every record collected is of a
+   counter already there: keyed increments wait while frozen), and every counter whose live
+   value differs from what is committed. Only candidates are read (SPEC §4 flush cost follows
+   change): what the workers marked since the last snapshot (tn_dirty_take), what is still
+   pending (moved, not committed yet: a failed flush keeps it), what was taken last time (read
+   once more: a mark can be skipped while the persister takes its entry), and new counters.
+   Everything is read every TN_FULL_SCAN_MS, and when a mark may be missing (overflow, set). */
+static int tn_values_snapshot(struct flush *f, uint64_t now, size_t ni)
+{
+    uint32_t nidem;
+    ck_pr_fence_load();
+    tn_sizes(pst.tn, &f->tn_nt, &f->tn_nc, &nidem);
+    int rc = tn_arrays_reserve(f, f->tn_nc);
+    if (rc < 0)
+        return rc;
+    /* At most tn_cap new counters and changed values a flush (a flush of 1M rows outlasts
+       statement_timeout and would be retried whole for ever), but every counter with a record
+       in this flush goes, with its value: a record never commits without its increment. */
+    uint32_t must = 0; /* counters [0, must) include every one with a record */
+    for (size_t i = 0; i < ni; i++)
+        if (pst.tn_ibuf[i].counter + 1 > must)
+            must = pst.tn_ibuf[i].counter + 1;
+    uint64_t lim = (uint64_t)pst.tn_nc + pst.tn_cap;
+    if (lim < must)
+        lim = must;
+    if (f->tn_nc > lim)
+        f->tn_nc = (uint32_t)lim;
+    uint32_t nc = f->tn_nc;
+    bool full = !pst.tn_full_at || now - pst.tn_full_at >= TN_FULL_SCAN_MS;
+    size_t ntake = tn_dirty_take(pst.tn, pst.tn_take, TN_TAKE_MAX, &full);
+    if (++pst.tn_gen == 0) { /* stamps wrapped: start them over */
+        memset(pst.tn_stamp, 0, pst.tn_capstamp * sizeof(*pst.tn_stamp));
+        pst.tn_gen = 1;
     }
+    pst.tn_ncand = 0;
+    if (full) {
+        for (uint32_t i = 0; i < nc; i++)
+            cand_add(i, nc);
+        pst.tn_full_at = now ? now : 1;
+    } else {
+        for (size_t i = 0; i < pst.tn_npend; i++)
+            cand_add(pst.tn_pend[i], nc);
+        for (size_t i = 0; i < ntake; i++)
+            cand_add(pst.tn_take[i], nc);
+        for (uint32_t i = pst.tn_nc; i < nc; i++)
+            cand_add(i, nc);
+    }
+    /* next time: what is still moved, and what was taken now (stamped again, deduplicated) */
+    pst.tn_npend = 0;
+    uint32_t gen = pst.tn_gen;
+    for (size_t i = 0; i < ni; i++) /* stamp the counters that have records: gen + 1 */
+        pst.tn_stamp[pst.tn_ibuf[i].counter] = gen + 1;
+    for (size_t i = 0; i < pst.tn_ncand; i++) {
+        uint32_t idx = pst.tn_cand[i];
+        const struct tn_counter *c = tn_counter_at(pst.tn, idx);
+        uint64_t live = (uint64_t)tn_counter_value_stable(pst.tn, c);
+        if (live == pst.tn_wm[idx])
+            continue;
+        pst.tn_pend[pst.tn_npend++] = idx; /* pending until a flush with it commits */
+        if (f->ntnd < pst.tn_cap || pst.tn_stamp[idx] == gen + 1)
+            f->tnd[f->ntnd++] = (struct tnd){.idx = idx, .live = live, .id = c->id};
+    }
+    pst.tn_gen = gen + 1; /* the record stamps are spent: the next stamp is fresh */
+    if (++pst.tn_gen == 0) {
+        memset(pst.tn_stamp, 0, pst.tn_capstamp * sizeof(*pst.tn_stamp));
+        pst.tn_gen = 1;
+    }
+    for (size_t i = 0; i < pst.tn_npend; i++)
+        pst.tn_stamp[pst.tn_pend[i]] = pst.tn_gen;
+    for (size_t i = 0; i < ntake && pst.tn_npend < nc; i++)
+        if (pst.tn_take[i] < nc && pst.tn_stamp[pst.tn_take[i]] != pst.tn_gen) {
+            pst.tn_stamp[pst.tn_take[i]] = pst.tn_gen;
+            pst.tn_pend[pst.tn_npend++] = pst.tn_take[i];
+        }
     return 0;
 }
 
@@ -224,7 +317,7 @@ static int build_tenants(struct flush *f)
         pst.tn_capibuf *= 2;
     }
     if (rc == 0)
-        rc = tn_values_snapshot(f);
+        rc = tn_values_snapshot(f, pst.now_ms, ni);
     tn_idem_thaw(pst.tn);
     if (rc < 0)
         return rc;
@@ -582,6 +675,8 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
     pst.retry_at = 0;
     if (pst.users_cap < USERS_PER_FLUSH)
         pst.users_cap *= 2;
+    if (pst.tn_cap < TN_ROWS_PER_FLUSH)
+        pst.tn_cap *= 2;
     rejects_committed();
     iso_committed();
     if (pst.pending_since) /* what still waits arrived after this flush's snapshot */
@@ -787,6 +882,7 @@ static void iso_failed(uint64_t now)
 void pst_flush_timed_out(void)
 {
     pst.users_cap = pst.users_cap / 2 > USERS_MIN_BATCH ? pst.users_cap / 2 : USERS_MIN_BATCH;
+    pst.tn_cap = pst.tn_cap / 2 > USERS_MIN_BATCH ? pst.tn_cap / 2 : USERS_MIN_BATCH;
 }
 
 void pst_flush_abandon(void)
@@ -881,6 +977,7 @@ void pst_spill_pending(uint64_t now)
     /* everything goes, whole: no part held back for isolation, no batch shrunk */
     pst.iso = false;
     pst.users_cap = USERS_PER_FLUSH;
+    pst.tn_cap = TN_ROWS_PER_FLUSH;
     pst_drain_journals();
     for (;;) {
         memset(&pst.r, 0, sizeof(pst.r));

@@ -97,6 +97,15 @@
    kill -9 while its increment was committed, and count again on replay). The buffer starts at
    4,096 records and doubles as needed (at most the store's ring, 131,072 × 104 bytes). */
 #define IDEM_PER_FLUSH 4096u
+/* Dirty counter indexes taken per flush: 262,144 × 4 bytes = 1 MiB; past it (or on a worker's
+   ring overflow) the flush reads every counter. */
+#define TN_TAKE_MAX 262144u
+/* Every counter is read once in 10 s anyway, whatever the marks say: a safety net that costs
+   1M counters × 2 workers of loads every 10 s (≈ 0.1% of what reading them every 10 ms cost). */
+#define TN_FULL_SCAN_MS 10000u
+/* New counters and changed values per flush (each), like USERS_PER_FLUSH: 65,536 rows of
+   JSON ≈ 6 MB; halved with the users after a timeout. */
+#define TN_ROWS_PER_FLUSH 65536u
 /* The final flush gets the shutdown budget less this; then what is pending goes to the spill
    file (write + 2 fsyncs: ~10 ms on this VM's disk for 1M keys' 30 MB, 500 ms is ample). */
 #define SPILL_RESERVE_MS 500u
@@ -330,6 +339,13 @@ struct pstate {
     struct tn_idem_out *tn_ibuf;
     size_t tn_capibuf;
     uint64_t tn_ilost;
+    /* which counters a flush reads (tn_values_snapshot) */
+    uint32_t *tn_take;          /* TN_TAKE_MAX indexes from the workers' dirty rings */
+    uint32_t *tn_cand, *tn_pend, *tn_stamp; /* per counter: candidates, pending, dedup stamps */
+    size_t tn_ncand, tn_npend, tn_capstamp;
+    uint32_t tn_gen;            /* the current stamp */
+    uint64_t tn_full_at;        /* last full scan (0: never) */
+    uint32_t tn_cap;            /* new counters / changed values per flush now */
 };
 
 /* The one persister state (persist.c defines it); see each field for who writes it. */

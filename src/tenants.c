@@ -15,6 +15,12 @@
 
 #define TCHUNK 1024u /* tenants per chunk */
 #define CCHUNK 4096u /* counters per chunk: 4096 × 8-byte delta = 32 KiB per worker */
+/* Dirty ring per worker: 65,536 counter indexes (256 KiB) between two flushes 10 ms apart is
+   6.5M distinct counters a second per worker; past it the worker raises `overflow` and the next
+   flush scans everything. The 256-entry cache keeps a hot counter from filling the ring: it is
+   pushed again only once the persister has taken its last entry. */
+#define DIRTY_RING 65536u
+#define DIRTY_CACHE 256u
 
 /* 104 bytes. */
 struct idem_rec {
@@ -34,8 +40,21 @@ struct idem_stripe {
     struct idem_rec *r;
 } __attribute__((aligned(64)));
 
+struct tn_dirty { /* one per worker: the counters it moved since the persister last looked */
+    uint32_t *ring;
+    uint32_t tail __attribute__((aligned(64)));  /* worker */
+    uint32_t overflow;                            /* worker sets, persister clears */
+    uint32_t head __attribute__((aligned(64)));  /* persister */
+    struct {
+        uint32_t idx, pos; /* idx + 1 (0 = empty) and the ring position it was pushed at */
+    } cache[DIRTY_CACHE] __attribute__((aligned(64))); /* worker-private */
+} __attribute__((aligned(64)));
+
 struct tn_store {
     pthread_mutex_t mu;
+    struct tn_dirty *dirty;   /* nworkers */
+    uint32_t set_gen;         /* tn_counter_set calls: the persister scans everything */
+    uint32_t set_seen;        /* set_gen as the persister last saw it (persister-private) */
     bool frozen;              /* tn_idem_freeze holds every stripe lock (the persister's flag) */
     ck_sequence_t setseq;     /* around tn_counter_set's base store: tn_counter_value_stable */
     unsigned nworkers;
@@ -95,6 +114,13 @@ struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_co
     st->tch = calloc(ntch, sizeof(*st->tch));
     st->cch = calloc(ncch, sizeof(*st->cch));
     st->dch = calloc((size_t)ncch * nworkers, sizeof(*st->dch));
+    st->dirty = aligned_alloc(64, sizeof(*st->dirty) * nworkers);
+    if (!st->dirty)
+        goto fail;
+    memset(st->dirty, 0, sizeof(*st->dirty) * nworkers);
+    for (unsigned w = 0; w < nworkers; w++)
+        if (!(st->dirty[w].ring = malloc(DIRTY_RING * sizeof(uint32_t))))
+            goto fail;
     /* load factor <= 1/2: probes stay short */
     uint32_t ts = pow2_at_least(2ull * max_tenants), cs = pow2_at_least(2ull * max_counters);
     st->tmask = ts - 1;
@@ -141,6 +167,9 @@ void tn_free(struct tn_store *st)
             free(st->idem[i].heads);
             free(st->idem[i].r);
         }
+    for (unsigned w = 0; st->dirty && w < st->nworkers; w++)
+        free(st->dirty[w].ring);
+    free(st->dirty);
     free(st->idem);
     free(st->tch);
     free(st->cch);
@@ -419,6 +448,28 @@ int64_t tn_counter_value(const struct tn_store *st, const struct tn_counter *c)
     return (int64_t)v;
 }
 
+/* Worker w moved counter idx: queue it for the persister unless it is queued and not yet
+   taken. A mark skipped because the entry looked untaken just as the persister took it is
+   caught by the persister's re-read of what it took in the next flush (tn_dirty_take). */
+static void dirty_mark(struct tn_store *st, unsigned w, uint32_t idx)
+{
+    struct tn_dirty *d = &st->dirty[w];
+    uint32_t slot = idx & (DIRTY_CACHE - 1), tail = d->tail;
+    if (d->cache[slot].idx == idx + 1 &&
+        (int32_t)(d->cache[slot].pos - ck_pr_load_32(&d->head)) >= 0)
+        return; /* queued, not taken yet */
+    if (tail - ck_pr_load_32(&d->head) >= DIRTY_RING) {
+        if (!ck_pr_load_32(&d->overflow))
+            ck_pr_store_32(&d->overflow, 1);
+        return;
+    }
+    d->ring[tail & (DIRTY_RING - 1)] = idx;
+    ck_pr_fence_store();
+    ck_pr_store_32(&d->tail, tail + 1);
+    d->cache[slot].idx = idx + 1;
+    d->cache[slot].pos = tail;
+}
+
 int tn_counter_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, int64_t delta,
                    int64_t *value)
 {
@@ -427,8 +478,38 @@ int tn_counter_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, 
         return -EOVERFLOW;
     uint64_t *d = delta_at(st, w, c->idx);
     ck_pr_store_64(d, *d + (uint64_t)delta); /* single writer: this worker */
+    dirty_mark(st, w, c->idx);
     *value = v + delta;
     return 0;
+}
+
+size_t tn_dirty_take(struct tn_store *st, uint32_t *out, size_t cap, bool *full)
+{
+    size_t n = 0;
+    for (unsigned w = 0; w < st->nworkers; w++) {
+        struct tn_dirty *d = &st->dirty[w];
+        if (ck_pr_load_32(&d->overflow)) {
+            ck_pr_store_32(&d->overflow, 0);
+            *full = true;
+        }
+        uint32_t head = d->head, tail = ck_pr_load_32(&d->tail);
+        ck_pr_fence_load();
+        for (; head != tail; head++) {
+            if (n == cap) {
+                *full = true; /* the caller's buffer is full: everything is read anyway */
+                continue;
+            }
+            out[n++] = d->ring[head & (DIRTY_RING - 1)];
+        }
+        ck_pr_fence_load_store();
+        ck_pr_store_32(&d->head, head);
+    }
+    uint32_t g = ck_pr_load_32(&st->set_gen);
+    if (g != st->set_seen) {
+        st->set_seen = g;
+        *full = true;
+    }
+    return n;
 }
 
 int tn_counter_set(struct tn_store *st, const struct tn_counter *c, int64_t v)
@@ -440,6 +521,7 @@ int tn_counter_set(struct tn_store *st, const struct tn_counter *c, int64_t v)
     ck_sequence_write_begin(&st->setseq);
     ck_pr_store_64((uint64_t *)&c->base, (uint64_t)v - sum);
     ck_sequence_write_end(&st->setseq);
+    ck_pr_store_32(&st->set_gen, st->set_gen + 1); /* rare (admin): the next flush scans all */
     pthread_mutex_unlock(&st->mu);
     return 0;
 }

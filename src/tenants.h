@@ -141,6 +141,10 @@ int tn_idem_restore(struct tn_store *st, const struct tn_counter *c, const char 
 /* Record idx (< the count of tn_sizes, read before). */
 const struct tn_tenant *tn_tenant_at(const struct tn_store *st, uint32_t idx);
 const struct tn_counter *tn_counter_at(const struct tn_store *st, uint32_t idx);
+/* The counters moved since the last call (indexes, possibly repeated) into out: the count,
+   and *full set when that is not the whole story (a worker's ring overflowed, out was too
+   small, or a `set` happened): the caller then reads every counter. Persister only. */
+size_t tn_dirty_take(struct tn_store *st, uint32_t *out, size_t cap, bool *full);
 /* Live value, never torn by a concurrent tn_counter_set (old base with new deltas). */
 int64_t tn_counter_value_stable(const struct tn_store *st, const struct tn_counter *c);
 

@@ -114,6 +114,50 @@ Test(tenants, inc_sums_workers_overflow_set)
     tn_free(st);
 }
 
+/* The dirty rings the persister reads instead of every counter: each moved counter is taken,
+   a hot counter is queued once until taken, it is queued again after, and a `set` (or a
+   buffer too small for what was marked) asks for a full read. */
+Test(tenants, dirty_marks_what_moved)
+{
+    struct tn_store *st = mk(2, 1024);
+    const struct tn_tenant *t;
+    const struct tn_counter *c[3];
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    for (int i = 0; i < 3; i++)
+        tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &c[i]);
+    uint32_t out[16];
+    bool full = false;
+    cr_assert_eq(tn_dirty_take(st, out, 16, &full), 0, "nothing moved yet");
+    cr_assert_not(full);
+    int64_t v;
+    for (int k = 0; k < 100; k++) /* a hot counter on worker 0 */
+        tn_counter_inc(st, 0, c[2], 1, &v);
+    tn_counter_inc(st, 1, c[0], 1, &v);
+    size_t n = tn_dirty_take(st, out, 16, &full);
+    cr_assert_not(full);
+    cr_assert_eq(n, 2, "100 increments of one counter are one mark");
+    cr_assert((out[0] == c[2]->idx && out[1] == c[0]->idx) ||
+              (out[0] == c[0]->idx && out[1] == c[2]->idx));
+    cr_assert_eq(tn_dirty_take(st, out, 16, &full), 0, "taken once");
+    tn_counter_inc(st, 0, c[2], 1, &v);
+    cr_assert_eq(tn_dirty_take(st, out, 16, &full), 1, "marked again once taken");
+    cr_assert_eq(out[0], c[2]->idx);
+    /* a buffer too small: what does not fit is not lost, the caller is told to read all */
+    tn_counter_inc(st, 0, c[0], 1, &v);
+    tn_counter_inc(st, 0, c[1], 1, &v);
+    n = tn_dirty_take(st, out, 1, &full);
+    cr_assert_eq(n, 1);
+    cr_assert(full);
+    full = false;
+    cr_assert_eq(tn_counter_set(st, c[1], 7), 0);
+    cr_assert_eq(tn_dirty_take(st, out, 16, &full), 0);
+    cr_assert(full, "a set asks for a full read");
+    full = false;
+    tn_dirty_take(st, out, 16, &full);
+    cr_assert_not(full, "once");
+    tn_free(st);
+}
+
 Test(tenants, idempotency)
 {
     struct tn_store *st = mk(2, 1024);
