@@ -15,7 +15,8 @@ const char *const rb_args_scenarios[4] = {"event", "increment", "counter", "raw"
 const char rb_args_usage[] =
     "usage: ringbench {event|increment|counter|raw} URL [-c CONNS] [-d SECONDS | -n REQUESTS] "
     "[-p DEPTH] [-R RATE] [-t THREADS] [-m METHOD] [-b BODY] [-H 'Name: value']... [--half] "
-    "[--no-verify] [--timeout SECONDS] [--json] [--out PREFIX]\n";
+    "[--no-verify] [--timeout SECONDS] [--json] [--out PREFIX] [--rate-sweep R1,R2,...] "
+    "[--server-pid PID]\n";
 
 static const char HELP[] =
     "  event URL      POST the 1MRC pattern to URL (e.g. http://127.0.0.1:8080/event), then\n"
@@ -36,7 +37,11 @@ static const char HELP[] =
     "  --timeout S    a connection without a response for S seconds is dropped; also the\n"
     "                 wait for outstanding responses after the end (5)\n"
     "  --json         last stdout line: one JSON object with the results\n"
-    "  --out PREFIX   write PREFIX.csv and PREFIX.svg (per-second throughput and p99)\n";
+    "  --out PREFIX   write PREFIX.csv and PREFIX.svg (per-second throughput and p99)\n"
+    "  --rate-sweep R1,R2,...  one open-loop run of -d seconds per offered rate, then a table\n"
+    "                 of offered and achieved req/s, p50/p99 and (--server-pid) server CPU per\n"
+    "                 request; with --out also PREFIX-sweep.svg\n"
+    "  --server-pid PID  the server's process: its CPU (utime+stime) is read from /proc\n";
 
 static void usage_exit(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void usage_exit(const char *fmt, ...)
@@ -161,6 +166,26 @@ static void set_option(struct rb_opts *o, int ch, char **argv, struct seen *seen
     case 'V':
         o->no_verify = true;
         break;
+    case 'S': {
+        char *save = NULL, *list = strdup(optarg), *tok;
+        if (!list) usage_exit("out of memory");
+        o->nsweep = 0;
+        for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            double r;
+            if (o->nsweep == RB_SWEEP_MAX || !parse_pos_double(tok, &r) || r > 1e9)
+                usage_exit("--rate-sweep wants up to %d positive rates R1,R2,..., got '%s'",
+                           RB_SWEEP_MAX, optarg);
+            o->sweep[o->nsweep++] = r;
+        }
+        free(list);
+        if (!o->nsweep) usage_exit("--rate-sweep wants at least one rate");
+        break;
+    }
+    case 'P':
+        if (!parse_u64(optarg, 1, 4194304, &v))
+            usage_exit("--server-pid wants a process id, got '%s'", optarg);
+        o->server_pid = (int)v;
+        break;
     case 'T':
         if (!parse_pos_double(optarg, &o->timeout_s) || o->timeout_s > 3600)
             usage_exit("--timeout wants 0 < seconds <= 3600, got '%s'", optarg);
@@ -198,6 +223,8 @@ static void check_args(int argc, char **argv, struct rb_opts *o, const struct se
         usage_exit("-m and -b apply to the raw scenario only");
     if (o->half && o->scen != RB_EVENT) usage_exit("--half applies to the event scenario only");
     if (o->no_verify && o->scen == RB_RAW) usage_exit("--no-verify: raw never verifies");
+    if (o->nsweep && (o->rate || o->nreq))
+        usage_exit("--rate-sweep sets the rate of each run: no -R, and runs are timed (-d)");
     o->url_s = argv[optind + 1];
     char err[256];
     if (rb_client_parse_url(o->url_s, &o->url, err, sizeof(err)) < 0) usage_exit("%s", err);
@@ -218,6 +245,8 @@ void rb_args_parse(int argc, char **argv, struct rb_opts *o)
         {"timeout", required_argument, NULL, 'T'},
         {"help", no_argument, NULL, 'h'},
         {"no-verify", no_argument, NULL, 'V'},
+        {"rate-sweep", required_argument, NULL, 'S'},
+        {"server-pid", required_argument, NULL, 'P'},
         {NULL, 0, NULL, 0},
     };
     struct seen seen = {0};

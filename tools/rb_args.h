@@ -16,6 +16,8 @@
 #include "rb_client.h"
 
 enum rb_scenario { RB_EVENT, RB_INCREMENT, RB_COUNTER, RB_RAW };
+/* Rates of one --rate-sweep. */
+#define RB_SWEEP_MAX 32
 /* "event", "increment", "counter", "raw", indexed by enum rb_scenario. */
 extern const char *const rb_args_scenarios[4];
 /* The one-line usage (ends in a newline). */
@@ -36,6 +38,10 @@ struct rb_opts {
     bool has_host, has_ctype; /* -H gave Host / Content-Type */
     bool json, half, no_verify;
     const char *out; /* --out PREFIX, or NULL */
+    /* --rate-sweep R1,R2,...: one open-loop run per rate, in order (-d each) */
+    double sweep[RB_SWEEP_MAX];
+    unsigned nsweep;
+    int server_pid; /* --server-pid: CPU per request of that process, from /proc; 0 = none */
 };
 
 /* Fill o from argv (o is cleared first). Returns only when the arguments are valid: usage

@@ -240,3 +240,73 @@ int rb_report_svg(const char *path, const char *title, const struct rb_row *rows
     fprintf(f, "</svg>\n");
     return fclose(f) == 0 ? 0 : -errno;
 }
+
+void rb_report_sweep(FILE *f, const struct rb_sweep_row *rows, size_t n)
+{
+    fprintf(f, "sweep      %12s %12s %9s %9s %13s %8s\n", "offered/s", "achieved/s", "p50_ms",
+            "p99_ms", "cpu_us/req", "errors");
+    for (size_t i = 0; i < n; i++) {
+        char cpu[32];
+        if (rows[i].cpu_us_per_req >= 0)
+            snprintf(cpu, sizeof(cpu), "%.2f", rows[i].cpu_us_per_req);
+        else
+            snprintf(cpu, sizeof(cpu), "-");
+        fprintf(f, "sweep      %12.0f %12.0f %9.3f %9.3f %13s %8llu\n", rows[i].offered,
+                rows[i].rps, rows[i].p50_ms, rows[i].p99_ms, cpu,
+                (unsigned long long)rows[i].errors);
+    }
+}
+
+int rb_report_sweep_svg(const char *path, const char *title, const struct rb_sweep_row *rows,
+                        size_t n)
+{
+    const double W = 800, H = 420, L = 80, R = 80, T = 50, B = 50;
+    const double pw = W - L - R, ph = H - T - B;
+    double max_x = 0, max_cpu = 0, max_p99 = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (rows[i].offered > max_x) max_x = rows[i].offered;
+        if (rows[i].cpu_us_per_req > max_cpu) max_cpu = rows[i].cpu_us_per_req;
+        if (rows[i].p99_ms > max_p99) max_p99 = rows[i].p99_ms;
+    }
+    double top_x = nice_top(max_x * 1.05), top_cpu = nice_top(max_cpu * 1.05),
+           top_p99 = nice_top(max_p99 * 1.05);
+    FILE *f = fopen(path, "w");
+    if (!f) return -errno;
+    fprintf(f,
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%.0f\" height=\"%.0f\" "
+            "viewBox=\"0 0 %.0f %.0f\" font-family=\"sans-serif\" font-size=\"12\">\n"
+            "<rect width=\"100%%\" height=\"100%%\" fill=\"white\"/>\n"
+            "<text x=\"%.0f\" y=\"24\" text-anchor=\"middle\" font-size=\"14\">",
+            W, H, W, H, W / 2);
+    xml_text(f, title);
+    fprintf(f, "</text>\n");
+    for (int g = 0; g <= 5; g++) {
+        double y = T + ph - ph * g / 5.0, x = L + pw * g / 5.0;
+        fprintf(f,
+                "<line x1=\"%.1f\" y1=\"%.1f\" x2=\"%.1f\" y2=\"%.1f\" stroke=\"#ddd\"/>\n"
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"end\" fill=\"#1f77b4\">%.3g</text>\n"
+                "<text x=\"%.1f\" y=\"%.1f\" fill=\"#d62728\">%.3g</text>\n"
+                "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">%.0f</text>\n",
+                L, y, L + pw, y, L - 6, y + 4, top_cpu * g / 5.0, L + pw + 6, y + 4,
+                top_p99 * g / 5.0, x, T + ph + 16, top_x * g / 5.0);
+    }
+    fprintf(f,
+            "<text x=\"%.1f\" y=\"%.1f\" text-anchor=\"middle\">offered req/s</text>\n"
+            "<text x=\"16\" y=\"%.1f\" fill=\"#1f77b4\" transform=\"rotate(-90 16 %.1f)\" "
+            "text-anchor=\"middle\">server CPU per request (us)</text>\n"
+            "<text x=\"%.1f\" y=\"%.1f\" fill=\"#d62728\" transform=\"rotate(90 %.1f %.1f)\" "
+            "text-anchor=\"middle\">p99 latency (ms)</text>\n",
+            L + pw / 2, H - 10, T + ph / 2, T + ph / 2, W - 16, T + ph / 2, W - 16, T + ph / 2);
+    const char *color[2] = {"#1f77b4", "#d62728"};
+    for (int k = 0; k < 2; k++) {
+        fprintf(f, "<polyline fill=\"none\" stroke-width=\"2\" stroke=\"%s\" points=\"", color[k]);
+        for (size_t i = 0; i < n; i++) {
+            double v = k ? rows[i].p99_ms / top_p99 : rows[i].cpu_us_per_req / top_cpu;
+            if (v < 0) continue;
+            fprintf(f, "%.1f,%.1f ", L + pw * rows[i].offered / top_x, T + ph - ph * v);
+        }
+        fprintf(f, "\"/>\n");
+    }
+    fprintf(f, "</svg>\n");
+    return fclose(f) == 0 ? 0 : -errno;
+}

@@ -43,6 +43,20 @@ struct rb_summary {
 /* ends[k] counts events (a refused connect, a reset, a close with requests outstanding, a
    protocol error), except ends[BENCH_END_TIMEOUT], which counts requests that timed out. */
 
+/* One run of a --rate-sweep. */
+struct rb_sweep_row {
+    double offered, rps;     /* req/s offered (-R) and achieved */
+    double p50_ms, p99_ms;   /* latency from intended send times */
+    double cpu_us_per_req;   /* server CPU per response (--server-pid), -1 when unknown */
+    uint64_t requests, errors;
+};
+/* The sweep table: a header and one line per row. */
+void rb_report_sweep(FILE *f, const struct rb_sweep_row *rows, size_t n);
+/* An SVG plot of the sweep: server CPU per request (left axis) and p99 (right axis) against
+   the offered rate. 0 / -errno. */
+int rb_report_sweep_svg(const char *path, const char *title, const struct rb_sweep_row *rows,
+                        size_t n);
+
 /* Total errors: error statuses + socket errors. */
 uint64_t rb_report_errors(const struct rb_summary *s);
 

@@ -471,8 +471,9 @@ static int sum_workers(const struct ctx *x, struct rb_hist *hist, uint64_t *stat
     return 0;
 }
 
-/* Sum the workers, print the report and the verification. Returns the exit code. */
-static int report(struct ctx *x)
+/* Sum the workers, print the report and the verification; fill *row (if not NULL) with the
+   run's figures for a sweep. Returns the exit code. */
+static int report(struct ctx *x, struct rb_sweep_row *row)
 {
     const struct rb_opts *o = &x->o;
     struct run *run = &x->run;
@@ -490,9 +491,9 @@ static int report(struct ctx *x)
     if (x->started < o->threads) goto out;
     double duration = (double)(end_ns - run->start_ns) / 1e9;
     while ((double)run->ser.next_final < duration) { /* the rest, the last one partial */
-        const struct rb_row *row =
+        const struct rb_row *last =
             series_final(&run->ser, fmin(1.0, duration - (double)run->ser.next_final));
-        if (row) print_progress(row);
+        if (last) print_progress(last);
     }
 
     struct rb_summary sum = {
@@ -516,6 +517,14 @@ static int report(struct ctx *x)
         t.ok += status[s];
     uint64_t errors = rb_report_errors(&sum);
     rb_report_text(stdout, &sum);
+    if (row) {
+        row->offered = o->rate;
+        row->requests = t.responses;
+        row->rps = duration > 0 ? (double)t.responses / duration : 0;
+        row->p50_ms = (double)rb_hist_percentile(hist, 50) / 1e6;
+        row->p99_ms = (double)rb_hist_percentile(hist, 99) / 1e6;
+        row->errors = errors;
+    }
 
     bool ok = true;
     if (o->scen != RB_RAW) {
@@ -540,7 +549,8 @@ out:
     return code;
 }
 
-static void free_ctx(struct ctx *x)
+/* Free one run's state (the options stay). */
+static void free_run(struct ctx *x)
 {
     if (x->ws) {
         for (uint32_t i = 0; i < x->o.threads; i++) {
@@ -558,24 +568,99 @@ static void free_ctx(struct ctx *x)
     rb_scen_free(&x->sc);
     free(x->run.ser.rows);
     pthread_mutex_destroy(&x->run.ser.mu);
-    rb_args_free(&x->o);
+}
+
+/* A fresh run with the parsed options x->o. */
+static void init_run(struct ctx *x)
+{
+    memset(&x->sc, 0, sizeof(x->sc));
+    memset(&x->run, 0, sizeof(x->run));
+    x->ws = NULL;
+    x->started = 0;
+    x->run.o = &x->o;
+    x->run.req = &x->sc.req;
+    x->run.ok_lo = 200;
+    /* 1MRC acknowledges with 200 only; unverified runs accept any 2xx (nginx: 204) */
+    x->run.ok_hi = x->o.no_verify ? 299 : x->o.scen == RB_EVENT ? 200 : 399;
+    series_init(&x->run.ser);
+}
+
+/* CPU time (user + system) of process pid in microseconds, from /proc; -1 if unreadable. */
+static long long proc_cpu_us(int pid)
+{
+    char path[64], buf[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f) return -1;
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    const char *p = strrchr(buf, ')'); /* the command name may hold spaces */
+    unsigned long long ut, st;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (long long)((ut + st) * 1000000ull / (unsigned long long)sysconf(_SC_CLK_TCK));
+}
+
+/* One complete run (setup, load, report) with the options as they are. Returns the exit code
+   and fills *row (if not NULL). */
+static int run_once(struct ctx *x, const sigset_t *sigs, struct rb_sweep_row *row)
+{
+    init_run(x);
+    int code = rb_scen_setup(&x->sc, &x->o);
+    if (code) goto out;
+    if (make_workers(x) < 0) {
+        fprintf(stderr, "ringbench: out of memory\n");
+        code = 1;
+        goto out;
+    }
+    long long c0 = x->o.server_pid ? proc_cpu_us(x->o.server_pid) : -1;
+    run_workers(x, sigs);
+    long long c1 = x->o.server_pid ? proc_cpu_us(x->o.server_pid) : -1;
+    code = report(x, row);
+    if (row)
+        row->cpu_us_per_req = c0 >= 0 && c1 >= c0 && row->requests
+                                  ? (double)(c1 - c0) / (double)row->requests
+                                  : -1;
+out:
+    free_run(x);
+    return code;
+}
+
+/* --rate-sweep: one run per rate, then the table (and PREFIX-sweep.svg). Exit code: the worst. */
+static int sweep(struct ctx *x, const sigset_t *sigs)
+{
+    struct rb_sweep_row rows[RB_SWEEP_MAX] = {0};
+    int code = 0;
+    const char *out = x->o.out;
+    x->o.out = NULL; /* per-run series files would overwrite each other */
+    for (unsigned i = 0; i < x->o.nsweep; i++) {
+        x->o.rate = x->o.sweep[i];
+        printf("sweep      %u/%u: offered %.0f req/s\n", i + 1, x->o.nsweep, x->o.rate);
+        int rc = run_once(x, sigs, &rows[i]);
+        if (rc > code) code = rc;
+    }
+    rb_report_sweep(stdout, rows, x->o.nsweep);
+    if (out) {
+        size_t pl = strlen(out) + 16;
+        char *p = malloc(pl), title[600];
+        if (p) {
+            snprintf(p, pl, "%s-sweep.svg", out);
+            snprintf(title, sizeof(title), "ringbench %s %s: server CPU per request (c=%u)",
+                     rb_args_scenarios[x->o.scen], x->o.url_s, x->o.conns);
+            int rc = rb_report_sweep_svg(p, title, rows, x->o.nsweep);
+            if (rc < 0) fprintf(stderr, "ringbench: %s: %s\n", p, strerror(-rc));
+            free(p);
+        }
+    }
+    return code;
 }
 
 int main(int argc, char **argv)
 {
     static struct ctx x; /* ~10 KB of paths: keep it off the stack */
-    int code;
     rb_args_parse(argc, argv, &x.o);
-    x.run.o = &x.o;
-    x.run.req = &x.sc.req;
-    x.run.ok_lo = 200;
-    /* 1MRC acknowledges with 200 only; unverified runs accept any 2xx (nginx: 204) */
-    x.run.ok_hi = x.o.no_verify ? 299 : x.o.scen == RB_EVENT ? 200 : 399;
-    series_init(&x.run.ser);
     signal(SIGPIPE, SIG_IGN);
-
-    code = rb_scen_setup(&x.sc, &x.o);
-    if (code) goto out;
     /* SIGINT/SIGTERM go to the main thread only (sigtimedwait in run_workers); the workers
        inherit the blocked mask. */
     sigset_t sigs;
@@ -583,14 +668,11 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
-    if (make_workers(&x) < 0) {
-        fprintf(stderr, "ringbench: out of memory\n");
-        code = 1;
-        goto out;
-    }
-    run_workers(&x, &sigs);
-    code = report(&x);
-out:
-    free_ctx(&x);
+    struct rb_sweep_row row;
+    int code = x.o.nsweep ? sweep(&x, &sigs) : run_once(&x, &sigs, x.o.server_pid ? &row : NULL);
+    if (!x.o.nsweep && x.o.server_pid && row.cpu_us_per_req >= 0)
+        printf("server     %.2f us of CPU per request (pid %d)\n", row.cpu_us_per_req,
+               x.o.server_pid);
+    rb_args_free(&x.o);
     return code;
 }

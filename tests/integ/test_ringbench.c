@@ -415,6 +415,9 @@ Test(ringbench, usage_errors_exit_2)
         {"raw", "http://127.0.0.1:1/", "-t", "5", "-c", "2", NULL},
         {"event", "http://127.0.0.1:1/event", "-m", "GET", NULL},
         {"raw", "http://127.0.0.1:1/", "--half", NULL},
+        {"event", "http://127.0.0.1:1/", "--rate-sweep", "100,x", NULL},
+        {"event", "http://127.0.0.1:1/", "--rate-sweep", "100", "-R", "5", NULL},
+        {"event", "http://127.0.0.1:1/", "--server-pid", "0", NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct result *r = malloc(sizeof(*r));
@@ -577,6 +580,43 @@ Test(ringbench, bare_url_means_the_scenario_route)
     cr_expect_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
     cr_expect(strstr(last_line(r->out), "\"verify\":\"ok\""), "%s", last_line(r->out));
     cr_expect(strstr(last_line(r->out), "\"204\":1000"), "%s", last_line(r->out));
+    cr_expect_eq(it_stop(srv), 0);
+    it_free(srv);
+    free(r);
+}
+
+/* --rate-sweep: one verified open-loop run per rate, a table with the server's CPU per
+   request (--server-pid), and the plot. */
+Test(ringbench, rate_sweep_reports_cpu_per_request)
+{
+    struct it_server *srv = it_start((const char *const[]){"--workers", "1", NULL}, NULL);
+    char url[64], pid[16], out[] = "/tmp/rbtest-sweep-XXXXXX";
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u", it_port(srv));
+    snprintf(pid, sizeof(pid), "%d", (int)it_pid(srv));
+    cr_assert_not_null(mkdtemp(out));
+    char prefix[64], svg[80];
+    snprintf(prefix, sizeof(prefix), "%s/s", out);
+    snprintf(svg, sizeof(svg), "%s-sweep.svg", prefix);
+    struct result *r = malloc(sizeof(*r));
+    run_rb(r, (const char *const[]){"event", url, "-c", "8", "-d", "1", "--rate-sweep", "500,1000",
+                                    "--server-pid", pid, "--out", prefix, NULL});
+    cr_expect_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+    const char *t = strstr(r->out, "sweep         offered/s");
+    cr_assert_not_null(t, "%s", r->out);
+    double off[2], cpu[2];
+    int rows = 0;
+    for (const char *p = strchr(t, '\n'); p && rows < 2; p = strchr(p + 1, '\n')) {
+        double ach, p50, p99;
+        if (sscanf(p + 1, "sweep %lf %lf %lf %lf %lf", &off[rows], &ach, &p50, &p99, &cpu[rows]) == 5)
+            rows++;
+    }
+    cr_assert_eq(rows, 2, "%s", t);
+    cr_expect(off[0] == 500 && off[1] == 1000, "%s", t);
+    cr_expect(cpu[0] > 0 && cpu[1] > 0, "CPU per request is measured: %s", t);
+    cr_expect(strstr(r->out, "totalRequests 0 -> "), "each run verifies: %s", r->out);
+    cr_expect_eq(access(svg, R_OK), 0, "no %s", svg);
+    unlink(svg);
+    rmdir(out);
     cr_expect_eq(it_stop(srv), 0);
     it_free(srv);
     free(r);
