@@ -353,42 +353,51 @@ static enum sess_handled list_counters(struct rq *q, const struct http_req *req,
     char *body = malloc(cap);
     if (!body)
         return out_of_memory(q);
-    char *p = put(body, "{\"counters\":[");
+    struct json_w w;
+    json_w_init(&w, body, cap);
+    json_w_lit(&w, "{\"counters\":[");
     for (int i = 0; i < cnt; i++) {
+        char obj[TN_JSON_MAX];
         if (i)
-            *p++ = ',';
-        p += tn_counter_json(T.st, page[i], p);
+            json_w_lit(&w, ",");
+        json_w_raw(&w, obj, tn_counter_json(T.st, page[i], obj));
     }
-    p = put(p, "],\"next_cursor\":");
+    json_w_lit(&w, "],\"next_cursor\":");
     if (more) {
-        *p++ = '"';
-        uuid_format(page[cnt - 1]->id, p);
-        p += UUID_TEXT_LEN;
-        *p++ = '"';
+        char id[UUID_TEXT_LEN];
+        uuid_format(page[cnt - 1]->id, id);
+        json_w_str(&w, id, sizeof(id));
     } else {
-        p = put(p, "null");
+        json_w_lit(&w, "null");
     }
-    *p++ = '}';
-    reply(q, 200, body, (size_t)(p - body));
+    json_w_lit(&w, "}");
+    ssize_t len = json_w_end(&w); /* never < 0: cap holds cnt objects and 256 bytes more */
+    reply(q, 200, body, len < 0 ? 0 : (size_t)len);
     free(body);
     return SESS_H_DONE;
 }
 
-static size_t value_json(const struct tn_counter *c, int64_t v, char *body)
+/* {"counter_id","value"} into body (VALUE_JSON_MAX: 15 + 36 + 10 + 20 + 1 = 82 bytes and the
+   NUL). Its length. */
+#define VALUE_JSON_MAX 128
+static size_t value_json(const struct tn_counter *c, int64_t v, char body[VALUE_JSON_MAX])
 {
-    char *p = body;
-    p = put(p, "{\"counter_id\":\"");
-    uuid_format(c->id, p);
-    p += UUID_TEXT_LEN;
-    p = put(p, "\",\"value\":");
-    p += fmt_i64(p, v);
-    *p++ = '}';
-    return (size_t)(p - body);
+    char id[UUID_TEXT_LEN];
+    struct json_w w;
+    uuid_format(c->id, id);
+    json_w_init(&w, body, VALUE_JSON_MAX);
+    json_w_lit(&w, "{\"counter_id\":");
+    json_w_str(&w, id, sizeof(id));
+    json_w_lit(&w, ",\"value\":");
+    json_w_i64(&w, v);
+    json_w_lit(&w, "}");
+    ssize_t n = json_w_end(&w);
+    return n < 0 ? 0 : (size_t)n;
 }
 
 static enum sess_handled answer_value(struct rq *q, const struct tn_counter *c, int64_t v)
 {
-    char body[128];
+    char body[VALUE_JSON_MAX];
     return reply(q, 200, body, value_json(c, v, body));
 }
 
@@ -434,7 +443,7 @@ static enum sess_handled inc_counter(struct tnapi_worker *w, struct rq *q,
     if (sync) {
         /* Answered once the flush carrying this increment (or its idempotent replay's
            original) has committed, like POST /api/v1/increment. */
-        char body[128];
+        char body[VALUE_JSON_MAX];
         int pr = pwait_commit(w->pw, q->s, q->hdr, q->hlen, body, value_json(c, value, body));
         if (pr >= 0)
             return (enum sess_handled)pr;
