@@ -83,6 +83,11 @@ const struct cfg_opt cfg_opts[] = {
         "largest request body in bytes → 413 (decided from the headers)"),
     U32("shutdown-timeout-ms", "RINGCOUNT_SHUTDOWN_TIMEOUT_MS", shutdown_timeout_ms, "10000", 1,
         600000, 0, "SIGTERM: drain and final flush must finish within this"),
+    /* Kernel min-wait (6.12+): a worker woken by one completion waits up to this long for
+       more before handling them, so a partly loaded server pays one wake-up for several
+       requests (README "Batching at partial load" has the measurements). */
+    U32("batch-wait-us", "RINGCOUNT_BATCH_WAIT_US", batch_wait_us, "0", 0, 10000, 0,
+        "an event loop woken by one completion waits up to this for more (0 = off; kernel 6.12+)"),
     /* 32768 = IORING_MAX_ENTRIES; io_uring rounds sizes up to a power of two anyway. */
     U32("ring-entries", "RINGCOUNT_RING_ENTRIES", ring_entries, "4096", 64, 32768, CFG_F_POW2,
         "submission queue entries per worker ring"),

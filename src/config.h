@@ -56,6 +56,7 @@ struct config {
     uint32_t max_fields;
     uint32_t max_body;
     uint32_t shutdown_timeout_ms;
+    uint32_t batch_wait_us;        /* min wait for more completions per event-loop wake-up */
     uint32_t ring_entries;
     uint32_t buf_count;
     uint32_t buf_size;

@@ -144,3 +144,36 @@ struct io_uring_sqe *ring_sqe(struct io_uring *r)
     }
     return sqe;
 }
+
+/* The kernel's name for the min-wait feature and field (6.12); liburing 2.3 predates them. */
+#ifndef IORING_FEAT_MIN_TIMEOUT
+#define IORING_FEAT_MIN_TIMEOUT (1U << 15)
+#endif
+
+bool ring_has_min_wait(const struct io_uring *r)
+{
+    return (r->features & IORING_FEAT_MIN_TIMEOUT) != 0;
+}
+
+int ring_submit_and_wait_min(struct io_uring *r, unsigned want, uint32_t min_wait_us)
+{
+    if (!min_wait_us || want <= 1 || !ring_has_min_wait(r))
+        return io_uring_submit_and_wait(r, 1);
+    int sub = io_uring_submit(r);
+    if (sub < 0)
+        return sub;
+    if (io_uring_cq_ready(r))
+        return sub; /* completions are there already: no wait at all */
+    /* A regular timeout too: with a min wait alone the kernel answers -ETIME at once when it
+       passes with nothing there (measured: 8,500 empty enters a second on an idle worker);
+       with one, it goes on sleeping until the first completion or 1 s (the loop's own timer
+       ticks every second anyway). */
+    struct __kernel_timespec ts = {.tv_sec = 1};
+    struct io_uring_getevents_arg arg = {.pad = min_wait_us, /* min_wait_usec since 6.12 */
+                                         .ts = (uint64_t)(uintptr_t)&ts};
+    int rc = io_uring_enter2((unsigned)r->ring_fd, 0, want,
+                             IORING_ENTER_GETEVENTS | IORING_ENTER_EXT_ARG, (sigset_t *)&arg,
+                             sizeof(arg));
+    /* -ETIME: the min wait ended with fewer than want (and at least one) completions */
+    return rc < 0 && rc != -ETIME ? rc : sub;
+}

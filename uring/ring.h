@@ -11,6 +11,7 @@
 
 #include <liburing.h>
 #include <stddef.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "ring_probe.h"
@@ -58,5 +59,14 @@ static inline char *ring_bufs_data(const struct ring_bufs *b, uint16_t bid)
 
 /* An SQE, submitting what is queued first if the SQ is full. Never NULL for a sane ring. */
 struct io_uring_sqe *ring_sqe(struct io_uring *r);
+
+/* Does the kernel take a minimum wait in io_uring_enter (IORING_FEAT_MIN_TIMEOUT, 6.12+)? */
+bool ring_has_min_wait(const struct io_uring *r);
+/* Submit what is queued and wait for completions: return once want are there, or once
+   min_wait_us has passed since the wait began with at least one there (else on the first).
+   Fewer wake-ups per request at partial load, for at most min_wait_us more latency; liburing
+   2.3 does not name the field (its `pad`), so the enter is made here. Without the feature or
+   with min_wait_us == 0 it is io_uring_submit_and_wait(r, 1). >= 0 / -errno. */
+int ring_submit_and_wait_min(struct io_uring *r, unsigned want, uint32_t min_wait_us);
 
 #endif

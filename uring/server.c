@@ -507,6 +507,10 @@ static void handle_cqe(struct worker *w, struct io_uring_cqe *cqe)
     }
 }
 
+/* With --batch-wait-us: return at once when this many completions are there (a saturated
+   loop never waits), else after the min wait with whatever came. */
+#define BATCH_WANT 32u
+
 static void loop(struct worker *w)
 {
     for (;;) {
@@ -517,7 +521,7 @@ static void loop(struct worker *w)
             arm_accept(w);
         if (w->draining && (w->nopen == 0 || w->now_ms >= w->drain_deadline))
             break;
-        int rc = io_uring_submit_and_wait(&w->ring, 1);
+        int rc = ring_submit_and_wait_min(&w->ring, BATCH_WANT, w->srv->cfg->batch_wait_us);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
             log_error("io_uring_submit_and_wait failed", LOG_S("error", strerror(-rc)));
             break;
