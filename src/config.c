@@ -1,6 +1,8 @@
 /* config — see config.h. The table below is the single source of truth for every setting. */
 #include "config.h"
 
+#include "clientaddr.h"
+
 #include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
@@ -9,6 +11,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "clientaddr.h"
 #include "conninfo.h"
 #include "json.h"
 #include "lit.h"
@@ -57,6 +60,11 @@ const struct cfg_opt cfg_opts[] = {
         "R[/BURST]", "per-client-IP token bucket for public routes: R/s, BURST (default 5*R); 0 = off"),
     OPT("cors-origins", "RINGCOUNT_CORS_ORIGINS", CFG_STRING, CFG_F_ORIGINS, cors_origins, "",
         0, 0, "LIST", "CORS for public routes: empty = none, \"*\", or origin,origin,..."),
+    /* SPEC §2.3 rate limits per client: behind nginx or a balancer every visitor would share
+       the proxy's one bucket. */
+    OPT("trusted-proxies", "RINGCOUNT_TRUSTED_PROXIES", CFG_STRING, CFG_F_CIDRS, trusted_proxies,
+        "", 0, 0, "LIST",
+        "peers (CIDR,...) whose X-Forwarded-For / Forwarded for= names the client; empty = none"),
     U32("durable-timeout-ms", "RINGCOUNT_DURABLE_TIMEOUT_MS", durable_timeout_ms, "2000", 1,
         600000, 0, "durable request waiting for a commit longer than this → 503"),
     /* 5 s: a healthy flush of 100,000 keys takes ~0.3 s here; past 5 s the backend is stopped,
@@ -300,6 +308,12 @@ static int set_string(const struct cfg_opt *o, struct config *c, const char *v, 
             return rc;
         if ((o->flags & CFG_F_CONNINFO) && (rc = conninfo_check(v, why, wcap)) != 0)
             return rc;
+        if (o->flags & CFG_F_CIDRS) {
+            struct ca_net nets[CA_MAX_NETS];
+            size_t nn;
+            if ((rc = ca_parse_nets(v, nets, CA_MAX_NETS, &nn, why, wcap)) != 0)
+                return -EINVAL;
+        }
     }
     memcpy(field(c, o), v, n + 1);
     return 0;
@@ -637,6 +651,8 @@ static void accepted(const struct cfg_opt *o, char *buf, size_t cap)
             snprintf(buf, cap, "conninfo or URI");
         else if (o->flags & CFG_F_ORIGINS)
             snprintf(buf, cap, "\"*\" or origin list");
+        else if (o->flags & CFG_F_CIDRS)
+            snprintf(buf, cap, "CIDR list");
         else
             snprintf(buf, cap, "up to %zu bytes", o->cap - 1);
         return;

@@ -44,6 +44,7 @@ struct config {
     uint64_t max_users;
     struct cfg_rate rate_limit;
     char cors_origins[2048];       /* "", "*" or comma list of origins */
+    char trusted_proxies[1024];    /* "" or CIDR,CIDR,...: peers whose X-Forwarded-For counts */
     uint32_t durable_timeout_ms;
     uint32_t db_timeout_ms;        /* one exchange with PostgreSQL past this: drop, reconnect */
     uint32_t ready_max_lag_ms;     /* /readyz 503 when the oldest unflushed data is older */
@@ -85,6 +86,7 @@ enum cfg_flag {
     CFG_F_ORIGINS = 8,   /* "", "*" or comma list of http(s)://host[:port] */
     CFG_F_ADMINKEY = 16, /* 1..255 visible ASCII bytes (it must fit an HTTP header and a Bearer token) */
     CFG_F_HIDDEN = 32,   /* a test hook: environment only, left out of --help, still validated */
+    CFG_F_CIDRS = 64,    /* comma list of IPv4/IPv6 addresses or CIDR networks (src/clientaddr) */
 };
 
 struct cfg_opt {

@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "clientaddr.h"
 #include "clock.h"
 #include "config.h"
 #include "cors.h"
@@ -30,7 +31,21 @@ static struct {
     uint64_t seed;
     uint32_t rl_cap;
     unsigned nworkers;
+    struct ca_net proxies[CA_MAX_NETS]; /* --trusted-proxies (validated by config) */
+    size_t nproxies;
 } T;
+
+/* The client a public request is rate-limited as (SPEC §2.3): the peer, or behind a trusted
+   proxy the address it forwarded for (src/clientaddr). */
+static void client_of(const struct sess *s, const struct http_req *req, uint8_t *family,
+                      uint8_t addr[16])
+{
+    const struct http_hdr *xff = T.nproxies ? http_header(req, LIT("x-forwarded-for")) : NULL;
+    const struct http_hdr *fwd = T.nproxies ? http_header(req, LIT("forwarded")) : NULL;
+    ca_client(T.proxies, T.nproxies, s->peer_family, s->peer, xff ? xff->value : NULL,
+              xff ? xff->value_len : 0, fwd ? fwd->value : NULL, fwd ? fwd->value_len : 0,
+              family, addr);
+}
 
 struct tnapi_worker {
     unsigned idx;
@@ -58,6 +73,10 @@ int tnapi_init(const struct config *cfg, unsigned nworkers)
     /* test hook (tests/integ/test_tenants.c): a tiny table, so LRU eviction shows with a few
        dozen client addresses instead of 65,537 */
     T.rl_cap = cfg->debug_rl_capacity ? cfg->debug_rl_capacity : RL_DEFAULT_CAPACITY;
+    char err[128];
+    if (ca_parse_nets(cfg->trusted_proxies, T.proxies, CA_MAX_NETS, &T.nproxies, err,
+                      sizeof(err)) < 0)
+        return -EINVAL; /* config refused it already */
     T.st = tn_new(nworkers, TNAPI_MAX_TENANTS, TNAPI_MAX_COUNTERS, TNAPI_IDEM_CAPACITY, T.seed);
     if (!T.st)
         return -ENOMEM;
@@ -494,7 +513,9 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
                                      sizeof(q.hdr) - q.hlen);
         if (pub && rl) { /* the fields, without spending a token (rl_peek) */
             struct rl_result r;
-            rl_peek(rl, s->peer_family, s->peer, now_ms, &r);
+            uint8_t cf, ca[16];
+            client_of(s, req, &cf, ca);
+            rl_peek(rl, cf, ca, now_ms, &r);
             r.allowed = true; /* a preflight is never refused: no Retry-After */
             q.hlen += rl_headers(rl, &r, q.hdr + q.hlen, sizeof(q.hdr) - q.hlen);
         }
@@ -505,7 +526,9 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
     if (!adm) {
         if (rl) {
             struct rl_result r;
-            rl_take(rl, s->peer_family, s->peer, now_ms, &r);
+            uint8_t cf, ca[16];
+            client_of(s, req, &cf, ca);
+            rl_take(rl, cf, ca, now_ms, &r);
             q.hlen = rl_headers(rl, &r, q.hdr, sizeof(q.hdr));
             if (origin)
                 q.hlen += cors_actual(cors, origin->value, origin->value_len, q.hdr + q.hlen,

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "harness.h"
+#include "load.h"
 
 TestSuite(tenants, .timeout = 60);
 
@@ -573,4 +574,44 @@ Test(tenants, cors)
     cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
     it_conn_close(&c);
     it_free(srv);
+}
+
+/* --trusted-proxies (SPEC §2.3 rate limits per client): behind a trusted proxy each forwarded
+   client has its own bucket; from an untrusted peer the header is ignored (one bucket). */
+static int inc_as(uint16_t port, const char *path, const char *xff)
+{
+    struct it_conn *c = it_conn_new(port);
+    struct it_resp *r = malloc(sizeof(*r));
+    char h[96];
+    snprintf(h, sizeof(h), "X-Forwarded-For: %s\r\n", xff);
+    int rc = it_load_call(c, "POST", path, h, NULL, r, 5000);
+    int st = rc == 0 ? r->status : -1;
+    free(r);
+    it_conn_free(c);
+    return st;
+}
+
+Test(tenants, trusted_proxies_give_each_client_a_bucket)
+{
+    const char *const env[] = {"RINGCOUNT_ADMIN_KEY=proxy-test-key", NULL};
+    for (int trusted = 0; trusted < 2; trusted++) {
+        const char *args[] = {"--workers", "1", "--rate-limit", "1/3",
+                              trusted ? "--trusted-proxies" : NULL, "127.0.0.0/8", NULL};
+        struct it_server *srv = it_start(args, env);
+        char tid[64], cid[64], err[256], path[200];
+        cr_assert_eq(it_load_make_tenant(it_port(srv), "proxy-test-key", "p", tid, cid, err,
+                                         sizeof(err)), 0, "%s", err);
+        snprintf(path, sizeof(path), "/tenants/%s/counters/%s/inc", tid, cid);
+        for (int k = 0; k < 3; k++) /* client A spends its burst of 3 */
+            cr_assert_eq(inc_as(it_port(srv), path, "198.51.100.1"), 200);
+        cr_assert_eq(inc_as(it_port(srv), path, "198.51.100.1"), 429, "A is over its burst");
+        /* client B (another forwarded address): its own bucket only behind a trusted proxy;
+           a spoofed left part of the list does not make A a new client */
+        cr_assert_eq(inc_as(it_port(srv), path, "198.51.100.2"), trusted ? 200 : 429,
+                     "trusted=%d", trusted);
+        cr_assert_eq(inc_as(it_port(srv), path, "203.0.113.66, 198.51.100.1"), 429,
+                     "trusted=%d: the rightmost untrusted address is the client", trusted);
+        cr_assert_eq(it_stop(srv), 0);
+        it_free(srv);
+    }
 }
