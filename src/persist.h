@@ -64,7 +64,8 @@ struct persist_reply {
     uint64_t events, users, nodes; /* CLUSTER */
     dec_t sum;          /* CLUSTER, micro-units */
     int64_t value;      /* KEYED: the count right after it (or after its first request) */
-    int status;         /* KEYED: 0, or -EOVERFLOW (the counter would pass INT64_MAX) */
+    int status;         /* KEYED: 0, or -EOVERFLOW (the counter would pass INT64_MAX);
+                           KEYED/DURABLE: -EIO, rejected by the database (in rc_rejected) */
 };
 
 /* ---- main thread ---- */

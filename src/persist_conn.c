@@ -357,7 +357,7 @@ static void on_result(enum qk k, PGresult *res)
         if (!pst.r.failed) {
             const char *ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
             snprintf(pst.r.sqlstate, sizeof(pst.r.sqlstate), "%s", ss ? ss : "");
-            snprintf(pst.r.msg, sizeof(pst.r.msg), "%s", PQresultErrorMessage(res));
+            pst_copy_msg(pst.r.msg, sizeof(pst.r.msg), PQresultErrorMessage(res));
             pst.r.msg[strcspn(pst.r.msg, "\n")] = 0;
             pst.r.dup = k == Q_LEDGER && ss && strcmp(ss, "23505") == 0;
         }
@@ -562,7 +562,7 @@ uint32_t persist_p_run(uint64_t now, unsigned revents)
         } else if (pst.need_rollback) {
             send_rollback(now);
         } else if (pst.f.st == F_UNKNOWN) {
-            if (!pst.nold)
+            if (!pst.f_pid) /* the backend that ran it is gone: the ledger is the truth */
                 send_check(now);
         } else if (now >= pst.retry_at && (now >= pst.next_due || urgent())) {
             if (pst_build_flush(now)) {

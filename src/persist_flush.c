@@ -12,6 +12,7 @@
 #include "persist_int.h"
 #include "spill.h"
 #include "users.h"
+#include "utf8.h"
 
 /* ------------------------------------------------------------------ persister: flushes */
 
@@ -47,10 +48,14 @@ static int take_users(struct flush *f)
         return 0;
     if (total > USERS_PER_FLUSH)
         total = USERS_PER_FLUSH;
-    if (total > pst.users_cap)
+    if (total > pst.users_cap) {
         total = pst.users_cap;
-    if (pst.iso && total > pst.ulimit) /* isolating: the first ulimit users, in worker order */
+        f->partial = true;
+    }
+    if (pst.iso && total > pst.ulimit) { /* isolating: the first ulimit users, in worker order */
         total = pst.ulimit;
+        f->partial = true;
+    }
     if (pst.capurefs < total) {
         struct uref *nr = realloc(pst.urefs, total * sizeof(*nr));
         if (!nr)
@@ -227,8 +232,10 @@ static int tn_values_snapshot(struct flush *f, uint64_t now, size_t ni)
     uint64_t lim = (uint64_t)pst.tn_nc + pst.tn_cap;
     if (lim < must)
         lim = must;
-    if (f->tn_nc > lim)
+    if (f->tn_nc > lim) {
         f->tn_nc = (uint32_t)lim;
+        f->tn_partial = true;
+    }
     uint32_t nc = f->tn_nc;
     bool full = !pst.tn_full_at || now - pst.tn_full_at >= TN_FULL_SCAN_MS;
     size_t ntake = tn_dirty_take(pst.tn, pst.tn_take, TN_TAKE_MAX, &full);
@@ -248,6 +255,8 @@ static int tn_values_snapshot(struct flush *f, uint64_t now, size_t ni)
             cand_add(pst.tn_take[i], nc);
         for (uint32_t i = pst.tn_nc; i < nc; i++)
             cand_add(i, nc);
+        for (size_t i = 0; i < ni; i++) /* a record's counter is read with it, always */
+            cand_add(pst.tn_ibuf[i].counter, nc);
     }
     /* next time: what is still moved, and what was taken now (stamped again, deduplicated) */
     pst.tn_npend = 0;
@@ -263,6 +272,8 @@ static int tn_values_snapshot(struct flush *f, uint64_t now, size_t ni)
         pst.tn_pend[pst.tn_npend++] = idx; /* pending until a flush with it commits */
         if (f->ntnd < pst.tn_cap || pst.tn_stamp[idx] == gen + 1)
             f->tnd[f->ntnd++] = (struct tnd){.idx = idx, .live = live, .id = c->id};
+        else
+            f->tn_partial = true;
     }
     pst.tn_gen = gen + 1; /* the record stamps are spent: the next stamp is fresh */
     if (++pst.tn_gen == 0) {
@@ -403,6 +414,9 @@ static int take_keys(struct flush *f)
 static void iso_restrict(struct flush *f)
 {
     enum part p = pst.iso_part;
+    f->partial = true;
+    if (p != P_TN && f->tn)
+        f->tn_partial = true;
     if (p != P_COUNTER) {
         for (unsigned w = 0; w < pst.n; w++)
             f->incr[w] = pst.pw[w].wm_incr;
@@ -428,10 +442,14 @@ bool pst_build_flush(uint64_t now)
 {
     struct flush *f = &pst.f;
     pst.flush_snap_ms = now;
+    f->partial = f->tn_partial = false;
     if (take_keys(f) < 0)
         log_error("out of memory building a flush: keyed increments wait for the next one");
+    if (pst.nkq > f->nk)
+        f->partial = true;
     if (build_tenants(f) < 0) {
         f->tn = false;
+        f->tn_partial = true;
         log_error("out of memory building a flush: tenant counters wait for the next one");
     }
     f->cdelta = 0;
@@ -473,16 +491,21 @@ bool pst_build_flush(uint64_t now)
             log_error("out of memory building a flush: users wait for the next one");
     }
     f->ncl = 0;
-    for (size_t i = 0; i < pst.ncl; i++)
-        pst.cl[i].attached = true;
-    f->ncl = pst.ncl;
     f->prune = pst.next_seq % PRUNE_EVERY == 0;
     if (pst.iso)
         iso_restrict(f);
+    /* Cluster reads and ?sync=1 answers (pwait_commit) ride on a flush: only on one that
+       carries every tenant change of its snapshot, so "committed" is true of theirs. */
+    if (!f->tn_partial) {
+        for (size_t i = 0; i < pst.ncl; i++)
+            pst.cl[i].attached = true;
+        f->ncl = pst.ncl;
+    }
     /* Idle: one empty flush a second anyway (HEARTBEAT_MS) keeps lastFlushAgeMs meaningful,
        notices a dead connection, and refreshes the committed value other nodes move. While
        isolating, every flush is sent (an empty one is the ledger probe). */
-    bool heartbeat = now - pst.last_success_ms >= HEARTBEAT_MS || pst.iso || pst.nrej;
+    bool heartbeat = now - pst.last_success_ms >= HEARTBEAT_MS ||
+                     ((pst.iso || pst.nrej) && !pst.stopping);
     if (!f->counter && !f->events && !f->reset && !f->nusers && !f->ncl && !f->tn && !f->nk &&
         !heartbeat)
         return false;
@@ -513,7 +536,7 @@ void pst_publish_pending(void)
     }
     ck_pr_store_64(&pst.pending_keys, keys + (incr != 0) + evd);
     metrics_set_pending_keys(pst.pending_keys);
-    bool pending = pst.pending_keys || pst.nkq || pst.f.st != F_NONE;
+    bool pending = pst.pending_keys || pst.nkq || pst.f.st != F_NONE || pst.tn_npend || pst.nrej;
     if (!pending)
         pst.pending_since = 0;
     else if (!pst.pending_since)
@@ -679,7 +702,9 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
         pst.tn_cap *= 2;
     rejects_committed();
     iso_committed();
-    if (pst.pending_since) /* what still waits arrived after this flush's snapshot */
+    /* what still waits arrived after this flush's snapshot — unless it left some of its
+       snapshot behind (caps, isolation): then the oldest waiting data is as old as before */
+    if (pst.pending_since && !f->partial)
         pst.pending_since = pst.flush_snap_ms ? pst.flush_snap_ms : now;
     metrics_flush_observe((double)(clock_ns(CLOCK_MONOTONIC) - pst.flush_t0_ns) / 1e9);
 }
@@ -698,7 +723,23 @@ void pst_cluster_answer(void)
 /* Errors that pass by themselves: a retry, not isolation. SQLSTATE classes 08 connection,
    40 rollback (serialization, deadlock), 53 resources, 55 lock not available, 57 operator
    intervention (statement_timeout's 57014, shutdown), 58 system, XX internal. */
-static bool transient_state(const char *ss)
+void pst_copy_msg(char *dst, size_t cap, const char *src)
+{
+    size_t n = 0;
+    while (src[n] && src[n] != '\n' && n + 1 < cap) {
+        size_t k = utf8_seq((const unsigned char *)src + n, strlen(src + n));
+        if (k == 0) { /* not UTF-8 (a server encoding we did not ask for): stop here */
+            break;
+        }
+        if (n + k + 1 > cap)
+            break;
+        n += k;
+    }
+    memcpy(dst, src, n);
+    dst[n] = 0;
+}
+
+bool pst_transient_state(const char *ss)
 {
     static const char *const cls[] = {"08", "40", "53", "55", "57", "58", "XX"};
     if (strlen(ss) != 5)
@@ -723,7 +764,7 @@ static struct reject *reject_new(const char *kind)
     memset(j, 0, sizeof(*j));
     snprintf(j->kind, sizeof(j->kind), "%s", kind);
     snprintf(j->sqlstate, sizeof(j->sqlstate), "%s", pst.r.sqlstate);
-    snprintf(j->error, sizeof(j->error), "%s", pst.r.msg);
+    pst_copy_msg(j->error, sizeof(j->error), pst.r.msg);
     return j;
 }
 
@@ -749,8 +790,18 @@ static void dead_letter(void)
         int64_t d = 0;
         for (unsigned w = 0; w < pst.n; w++) { /* what the failed flush carried */
             d += (int64_t)(pst.f.incr[w] - pst.pw[w].wm_incr);
-            pst.pw[w].wm_incr = pst.f.incr[w]; /* its durable waiters time out: 503 "unknown" */
+            /* its durable waiters learn it now, before a later reply could number them */
+            if (pst.f.incr[w] != pst.pw[w].wm_incr)
+                pst_reply(w, &(struct persist_reply){.kind = PERSIST_R_DURABLE,
+                                                     .upto = pst.f.incr[w], .status = -EIO});
+            pst.pw[w].wm_incr = pst.f.incr[w];
         }
+        int64_t committed;
+        __int128 wmsum = 0;
+        pst_read_base(&committed);
+        for (unsigned w = 0; w < pst.n; w++)
+            wmsum += pst.pw[w].wm_incr;
+        pst_publish(committed, (__int128)committed - wmsum); /* live no longer counts them */
         if ((j = reject_new(PART_NAME[pst.iso_part])))
             j->payload = fmt_dup("{\"key\":\"" COUNTER_KEY "\",\"delta\":%lld}", (long long)d);
         break;
@@ -819,10 +870,32 @@ static void dead_letter(void)
     }
 }
 
+/* Which item a flush isolating one item of iso_part carries: the first user's bytes, the
+   first keyed request's token (0 for the single-item parts). */
+static uint64_t iso_head_ident(void)
+{
+    if (pst.iso_part == P_KEYS)
+        return pst.nkq ? pst.kq[0].token + 1 : 0;
+    if (pst.iso_part != P_USERS)
+        return 0;
+    for (unsigned w = 0; w < pst.n; w++) {
+        const struct upend *u = &pst.pw[w].u;
+        if (!u->n)
+            continue;
+        uint16_t len;
+        memcpy(&len, u->b.buf + u->head, 2);
+        uint64_t h = 1469598103934665603ull ^ w; /* FNV-1a of the id */
+        for (uint16_t i = 0; i < len; i++)
+            h = (h ^ (unsigned char)u->b.buf[u->head + 2 + i]) * 1099511628211ull;
+        return h;
+    }
+    return 0;
+}
+
 /* A flush failed with an SQL error: count the streak, and in isolation narrow the part. */
 static void iso_failed(uint64_t now)
 {
-    if (transient_state(pst.r.sqlstate))
+    if (pst_transient_state(pst.r.sqlstate))
         return;
     if (strcmp(pst.r.sqlstate, pst.fail_state) != 0) {
         memcpy(pst.fail_state, pst.r.sqlstate, sizeof(pst.fail_state));
@@ -862,13 +935,23 @@ static void iso_failed(uint64_t now)
     default:
         break;
     }
+    /* The failures must all be of the same item: the head of the queue can change between
+       retries (a keyed request dropped after its timeout, a shard reset). */
+    uint64_t ident = iso_head_ident();
+    if (ident != pst.iso_ident) {
+        pst.iso_ident = ident;
+        pst.iso_fails = 1;
+    }
     if (pst.iso_fails < ALONE_FAILS)
         return;
     pst.iso_clean = false;
-    if (pst.iso_part == P_TN) {
-        /* one part for now: it waits (retried every round) while the others commit */
+    /* Tenant counters are one part for now, and a reset is never dead-lettered (the next
+       flush would record its events again, absolutely): they wait, retried every round,
+       while the others commit. */
+    if (pst.iso_part == P_TN || (pst.iso_part == P_EVENTS && pst.f.reset)) {
         log_rl(&pst.rl_err, now, 3, 10000, LOG_ERROR,
-               "tenant counters fail alone: they wait while everything else commits",
+               "a part fails alone and cannot be dead-lettered: it waits while everything "
+               "else commits", LOG_S("part", PART_NAME[pst.iso_part]),
                LOG_S("sqlstate", pst.r.sqlstate), LOG_S("error", pst.r.msg));
     } else {
         dead_letter();

@@ -231,6 +231,9 @@ struct flush {
     struct bytes users;    /* the bytea[] literal */
     size_t ncl;            /* cluster requests attached (the first ncl of pst.cl) */
     size_t nk;             /* keyed increments carried (the first nk of pst.kq) */
+    bool partial;          /* it leaves data of its snapshot behind (caps, isolation): the
+                              lag clock does not move, waits for "the next commit" stay */
+    bool tn_partial;       /* of which tenant data: a ?sync=1 answer must not ride on it */
     struct bytes keys;     /* their text[] literal */
     char p_node[16], p_inc[24], p_seq[24], p_cd[24], p_ev[24], p_sum[48], p_prune[24];
 };
@@ -300,6 +303,7 @@ struct pstate {
     bool iso;
     enum part iso_part;         /* the part the flush in isolation carries alone */
     unsigned iso_fails;         /* consecutive failures of iso_part alone */
+    uint64_t iso_ident;         /* which item those failures were of (it may change) */
     bool iso_clean;             /* every part of this round committed at its first try */
     size_t ulimit, klimit;      /* users / keyed increments per flush while isolating */
     size_t users_cap;           /* users per flush now (USERS_MIN_BATCH..USERS_PER_FLUSH) */
@@ -420,6 +424,13 @@ void pst_flush_abandon(void);
 void pst_flush_failed(uint64_t now);
 /* Shutdown deadline: write what is pending to the spill file. */
 void pst_spill_pending(uint64_t now);
+
+/* Errors that pass by themselves (connection, rollback, resources, lock, operator, system
+   classes): retried, never isolated or dead-lettered. */
+bool pst_transient_state(const char *sqlstate);
+/* Copy the NUL-terminated message src into dst[cap], cut at a UTF-8 boundary and at the first
+   newline (PostgreSQL errors go into log lines and text columns). */
+void pst_copy_msg(char *dst, size_t cap, const char *src);
 
 /* ---- persist_conn.c ---- */
 /* libpq notice processor: notices go to the debug log. */

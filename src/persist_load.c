@@ -8,6 +8,8 @@
 #include "clock.h"
 #include "counters.h"
 #include "fmt.h"
+#include "json.h"
+#include "metrics.h"
 #include "persist_int.h"
 #include "spill.h"
 #include "users.h"
@@ -416,6 +418,9 @@ static void srec_free(struct srec *r)
 
 /* Run one named statement with text parameters; true if it succeeded. *dup: it failed with
    a unique violation (23505). Logs other failures. */
+/* The last replay failure: its SQLSTATE and message (for rc_rejected). */
+static char replay_state[6], replay_msg[160];
+
 static bool replay_exec(PGconn *c, const char *name, int n, const char *const *v, bool *dup)
 {
     PGresult *r = PQexecParams(c, pst_stmt_sql(name), n, NULL, v, NULL, NULL, 0);
@@ -423,14 +428,77 @@ static bool replay_exec(PGconn *c, const char *name, int n, const char *const *v
     bool ok = st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
     if (!ok) {
         const char *ss = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+        snprintf(replay_state, sizeof(replay_state), "%s", ss ? ss : "");
+        pst_copy_msg(replay_msg, sizeof(replay_msg), PQresultErrorMessage(r));
         if (dup && ss && strcmp(ss, "23505") == 0)
             *dup = true;
         else
             log_error("spill replay statement failed", LOG_S("statement", name),
-                      LOG_S("error", PQresultErrorMessage(r)));
+                      LOG_S("sqlstate", replay_state), LOG_S("error", replay_msg));
     }
     PQclear(r);
     return ok;
+}
+
+/* A JSON string of s (escaped) appended to b; false when out of memory. */
+static bool json_str_put(struct bytes *b, const char *s)
+{
+    size_t n = strlen(s);
+    if (pst_bytes_reserve(b, 6 * n + 3) < 0)
+        return false;
+    b->buf[b->len++] = '"';
+    ssize_t k = json_escape(b->buf + b->len, b->cap - b->len, s, n);
+    if (k < 0)
+        return false;
+    b->len += (size_t)k;
+    b->buf[b->len++] = '"';
+    b->buf[b->len] = 0;
+    return true;
+}
+
+/* A record that fails deterministically on replay (a constraint, a bad value: it would fail
+   at every start) is not left to block the node for ever: the whole record goes to
+   rc_rejected with its error, in one transaction with its ledger row (so a restart skips it
+   like an applied one). 0, or -EIO (the database could not take even that). */
+static int replay_reject(PGconn *c, const char *node, const char *inc, const struct srec *r)
+{
+    static const char *const names[] = {"seq", "cd", "ev", "sum", "users", "tenants",
+                                        "counters", "deltas", "idempotency", "keys"};
+    const char *vals[] = {r->seq, r->cd, r->ev, r->sum, r->users, r->jt, r->jc, r->jd, r->ji,
+                          r->keys};
+    struct bytes p = {0};
+    bool ok = pst_bytes_reserve(&p, 64) == 0;
+    if (ok)
+        p.len = (size_t)snprintf(p.buf, p.cap, "{\"reset\":%s", r->reset ? "true" : "false");
+    for (size_t i = 0; ok && i < sizeof(names) / sizeof(names[0]); i++) {
+        ok = pst_bytes_reserve(&p, strlen(names[i]) + 4) == 0;
+        if (ok)
+            p.len += (size_t)snprintf(p.buf + p.len, p.cap - p.len, ",\"%s\":", names[i]);
+        ok = ok && json_str_put(&p, vals[i]);
+    }
+    ok = ok && pst_bytes_reserve(&p, 2) == 0;
+    if (ok) {
+        p.buf[p.len++] = '}';
+        p.buf[p.len] = 0;
+    }
+    char st[6], msg[160];
+    memcpy(st, replay_state, sizeof(st));
+    memcpy(msg, replay_msg, sizeof(msg));
+    const char *lv[4] = {node, r->seq, "0", inc};
+    const char *rv[6] = {node, "spill_record", NULL, p.buf, st, msg};
+    int rc = -EIO;
+    if (ok && pst_ok_exec(c, "BEGIN", PGRES_COMMAND_OK, NULL) &&
+        replay_exec(c, "rc_ledger", 4, lv, NULL) && replay_exec(c, "rc_reject", 6, rv, NULL) &&
+        pst_ok_exec(c, "COMMIT", PGRES_COMMAND_OK, NULL)) {
+        log_error("spill record rejected by the database: written whole to rc_rejected",
+                  LOG_S("flush_seq", r->seq), LOG_S("sqlstate", st), LOG_S("error", msg));
+        metrics_flush_rejected(1);
+        rc = 0;
+    } else {
+        PQclear(PQexec(c, "ROLLBACK"));
+    }
+    free(p.buf);
+    return rc;
 }
 
 /* Apply one record in its own transaction, keyed in the ledger under the spilling process's
@@ -462,7 +530,11 @@ static int replay_record(PGconn *c, const char *node, const char *inc, const str
              replay_exec(c, "rc_key_get", 1, kv, NULL);
     if (!ok) {
         PQclear(PQexec(c, "ROLLBACK"));
-        return dup ? 0 : -EIO;
+        if (dup)
+            return 0;
+        /* deterministic (not a lost connection, a timeout, ...): it would fail at every start */
+        return replay_state[0] && !pst_transient_state(replay_state) ? replay_reject(c, node, inc, r)
+                                                                     : -EIO;
     }
     return pst_ok_exec(c, "COMMIT", PGRES_COMMAND_OK, NULL) ? 1 : -EIO;
 }

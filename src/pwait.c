@@ -136,6 +136,8 @@ static void answer_token(struct pwait *pw, struct waiter *w, const struct persis
             answer_unknown(w->s);
         else if (r->status == -EOVERFLOW)
             pwait_answer_overflow(w->s);
+        else if (r->status < 0) /* isolated and written to rc_rejected: certainly not counted */
+            pwait_answer_not_committed(w->s, "PostgreSQL rejected this increment (see rc_rejected)");
         else
             pwait_answer_count(w->s, r->value);
         persist_w_durable_leave(pw->idx);
@@ -294,7 +296,9 @@ static void dur_pop(struct pwait *pw, const struct persist_reply *r)
 {
     struct waiter *w = dur_at(pw, 0);
     if (w->s) {
-        if (r)
+        if (r && r->status < 0) /* the database refused it alone: rc_rejected, never counted */
+            pwait_answer_not_committed(w->s, "PostgreSQL rejected this increment (see rc_rejected)");
+        else if (r)
             pwait_answer_count(w->s, (int64_t)(w->key + r->offset));
         else /* not acknowledged: the increment may still be committed later (no false 2xx) */
             answer_unknown(w->s);

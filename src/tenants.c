@@ -455,10 +455,12 @@ static void dirty_mark(struct tn_store *st, unsigned w, uint32_t idx)
 {
     struct tn_dirty *d = &st->dirty[w];
     uint32_t slot = idx & (DIRTY_CACHE - 1), tail = d->tail;
-    if (d->cache[slot].idx == idx + 1 &&
-        (int32_t)(d->cache[slot].pos - ck_pr_load_32(&d->head)) >= 0)
-        return; /* queued, not taken yet */
-    if (tail - ck_pr_load_32(&d->head) >= DIRTY_RING) {
+    uint32_t head = ck_pr_load_32(&d->head);
+    /* queued and not taken yet: its position is in [head, tail) (unsigned distances: a stale
+       entry 2^31 pushes old must not look queued) */
+    if (d->cache[slot].idx == idx + 1 && d->cache[slot].pos - head < tail - head)
+        return;
+    if (tail - head >= DIRTY_RING) {
         if (!ck_pr_load_32(&d->overflow))
             ck_pr_store_32(&d->overflow, 1);
         return;

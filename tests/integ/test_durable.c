@@ -438,3 +438,34 @@ Test(durable, a_key_that_fails_alone_goes_to_rc_rejected, .init = setup, .fini =
     it_free(s);
     free(r);
 }
+
+/* A keyed durable increment that the database refuses alone is isolated to rc_rejected and
+   answered 503 "not_committed" — never a 2xx (it once got 200 {"count":0}) — while other keys
+   keep committing. */
+Test(durable, rejected_keyed_increment_is_not_acknowledged, .init = setup, .fini = teardown)
+{
+    const char *const extra[] = {"--durable-timeout-ms", "10000", NULL};
+    struct it_server *s = start_rc("1", extra);
+    struct it_conn *c = it_conn_new(it_port(s)), *c2 = it_conn_new(it_port(s));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    char out[256];
+    cr_assert_eq(it_pg_sql(pg_dir, "ALTER TABLE rc_incr_keys ADD CONSTRAINT no_bad CHECK (k <> 'bad')",
+                           out, sizeof(out)), 0, "%s", out);
+    req(s, c, "POST", "/api/v1/increment", "Idempotency-Key: bad\r\n", NULL, r);
+    cr_assert_eq(r->status, 503, "%d %s", r->status, r->body);
+    cr_assert(strstr(r->body, "\"outcome\":\"not_committed\""), "%s", r->body);
+    long long rej = 0; /* written by the next flush */
+    for (uint64_t end = it_now_ms() + 5000; it_now_ms() < end && !rej; usleep(20000))
+        rej = db("SELECT count(*) FROM rc_rejected WHERE kind = 'keyed_increment'");
+    cr_assert_eq(rej, 1);
+    cr_assert_eq(db("SELECT count(*) FROM rc_incr_keys WHERE k = 'bad'"), 0);
+    req(s, c2, "POST", "/api/v1/increment", "Idempotency-Key: good\r\n", NULL, r);
+    long long v = count_of(r);
+    cr_assert_eq(db(SQL_COUNTER), v, "the good key counted, the bad one did not");
+    it_conn_free(c);
+    it_conn_free(c2);
+    cr_assert_eq(it_stop(s), 0);
+    it_free(s);
+    free(r);
+}
