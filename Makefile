@@ -129,7 +129,7 @@ install-files:
 	install -m 0644 deploy/prometheus.yml deploy/ringcount-alerts.yml deploy/grafana-dashboard.json \
 	  deploy/postgres-bootstrap.sql $(SHARE)/
 
-# ---- Fuzzing (issue 7): libFuzzer targets fuzz/fuzz_*.c, built by clang with ASan+UBSan into
+# ---- Fuzzing (SPEC §3 limits, parsers): libFuzzer targets fuzz/fuzz_*.c, built by clang with ASan+UBSan into
 # build/fuzz. `make fuzz FUZZ_SECONDS=N` runs each target N s (default 60) and fails on any crash;
 # `make test` runs each FUZZ_SMOKE_SECONDS (2 s) from its seeds. `make fuzz-seeds` re-harvests
 # fuzz/corpus/ from the unit-test case tables (fuzz/seeds.c).

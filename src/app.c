@@ -355,7 +355,7 @@ static int stats_scope(const struct http_req *req)
     return 0;
 }
 
-/* ---------------------------------------------------------------- CORS (SPEC §2.3, issue 14) */
+/* ---------------------------------------------------------------- CORS (SPEC §2.3) */
 
 /* The 1MRC and Increment routes are public: a browser page may POST /event, read /stats and
    use the counter from another origin when --cors-origins allows it. Every method of these
@@ -476,7 +476,7 @@ enum sess_handled app_handle(struct sess *s, struct http_req *req)
     case ROUTE_INDEX: {
         /* Large answers (~6 KiB): no room now (a send in flight, or the 256 KiB output bound
            under pipelining) -> run again once the socket drained (SESS_H_RETRY, session.h), never
-           a 503. Found by fuzz/fuzz_session and tests/integ/test_faults.c (issue 7). */
+           a 503. Found by fuzz/fuzz_session and tests/integ/test_faults.c. */
         int rc = m.id == ROUTE_METRICS ? handle_metrics(a, s) : handle_index(s);
         return rc == -EAGAIN || (rc == -ENOBUFS && s->out_len) ? SESS_H_RETRY : SESS_H_DONE;
     }

@@ -78,16 +78,11 @@ void cnt_snapshot(struct cnt_snapshot *out)
     memset(out, 0, sizeof(*out));
     for (unsigned i = 0; i < nslots; i++) {
         struct cnt_slot *s = &slots[i];
-        uint64_t ev, lo, hi;
-        unsigned v;
-        do {
-            v = ck_sequence_read_begin(&s->seq);
-            ev = ck_pr_load_64(&s->events);
-            lo = ck_pr_load_64(&s->sum_lo);
-            hi = ck_pr_load_64(&s->sum_hi);
-        } while (ck_sequence_read_retry(&s->seq, v));
+        uint64_t ev, rg, ep;
+        dec_t sum;
+        cnt_read_events(s, &ev, &sum, &rg, &ep);
         out->events += ev;
-        out->sum += (dec_t)(((unsigned __int128)hi << 64) | lo);
+        out->sum += sum;
         out->users += ck_pr_load_64(&s->users);
         out->users_overflow += ck_pr_load_64(&s->users_overflow);
         out->requests += ck_pr_load_64(&s->requests);

@@ -1,5 +1,5 @@
 /*
- * live — the settings that change while the server runs (SIGHUP, issue 14): the admin key
+ * live — the settings that change while the server runs (SIGHUP; SPEC §5 operations): the admin key
  * (re-read from --admin-key-file), the CORS origins, the rate limit and the log level. Every
  * other setting is fixed at start-up: a reload that asks to change one is refused with a log
  * line naming it, and the running value stays.

@@ -350,6 +350,17 @@ static void exchange_done(uint64_t now)
     }
 }
 
+/* The ledger row's counter_after (NULL: the counter delta was refused at INT64_MAX) into
+   pst.r: true if the result had the row. */
+static bool read_counter_after(PGresult *res, ExecStatusType st)
+{
+    if (st != PGRES_TUPLES_OK || PQntuples(res) != 1)
+        return false;
+    pst.r.counter_null = PQgetisnull(res, 0, 0);
+    pst.r.counter_after = pst.r.counter_null ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    return true;
+}
+
 static void on_result(enum qk k, PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);
@@ -375,11 +386,7 @@ static void on_result(enum qk k, PGresult *res)
                         strcmp(PQcmdStatus(res), "COMMIT") == 0;
         break;
     case Q_LEDGER:
-        if (st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            pst.r.have_counter = true;
-            pst.r.counter_null = PQgetisnull(res, 0, 0);
-            pst.r.counter_after = pst.r.counter_null ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        }
+        pst.r.have_counter = read_counter_after(res, st);
         break;
     case Q_EVENTS:
         if (st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
@@ -419,11 +426,7 @@ static void on_result(enum qk k, PGresult *res)
         }
         break;
     case Q_CHECK:
-        if (st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
-            pst.r.check_found = true;
-            pst.r.counter_null = PQgetisnull(res, 0, 0);
-            pst.r.counter_after = pst.r.counter_null ? 0 : strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-        }
+        pst.r.check_found = read_counter_after(res, st);
         break;
     default:
         break;
