@@ -33,7 +33,7 @@ int pst_bytes_reserve(struct bytes *b, size_t more)
 void pst_publish_health(uint64_t now)
 {
     uint64_t lag = pst.pending_since && now > pst.pending_since ? now - pst.pending_since : 0;
-    bool up = pst.connected && lag <= pst.ready_lag_ms;
+    bool up = pst.cst == C_READY && lag <= pst.ready_lag_ms;
     ck_pr_store_64(&pst.lag_ms, lag);
     if (ck_pr_load_int(&pst.db_up) != (int)up) {
         ck_pr_store_int(&pst.db_up, up);
@@ -42,11 +42,9 @@ void pst_publish_health(uint64_t now)
     metrics_set_persist_lag_ms(lag);
 }
 
-/* Connected or not; turning healthy again waits for publish_health (lag checked). */
-void pst_set_up(bool up)
+void pst_mark_down(void)
 {
-    pst.connected = up;
-    if (!up && ck_pr_load_int(&pst.db_up)) {
+    if (ck_pr_load_int(&pst.db_up)) {
         ck_pr_store_int(&pst.db_up, 0);
         metrics_set_pg_up(false);
     }

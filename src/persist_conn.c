@@ -34,7 +34,7 @@ static void conn_drop(uint64_t now, const char *why)
     if (pst.conn)
         snprintf(err, sizeof(err), "%s", PQerrorMessage(pst.conn));
     err[strcspn(err, "\n")] = 0;
-    bool was_up = pst.connected;
+    bool was_up = pst.cst == C_READY;
     /* A backend whose connection we drop may still be running what we sent (stopped, behind a
        lock, or on a dead path we gave up on): the next connection terminates it, instead of
        letting it pile up or commit much later. (PQcancel would block this thread on a dead
@@ -62,7 +62,7 @@ static void conn_drop(uint64_t now, const char *why)
     pst.nq = pst.qi = 0;
     pst.out_pending = false;
     pst.hold_until = 0;
-    pst_set_up(false);
+    pst_mark_down();
     pst.backoff = pst.backoff ? pst.backoff * 2 : BACKOFF_MIN_MS;
     if (pst.backoff > BACKOFF_MAX_MS)
         pst.backoff = BACKOFF_MAX_MS;
@@ -278,7 +278,6 @@ static void exchange_done(uint64_t now)
             const char *app = PQparameterStatus(pst.conn, "application_name");
             snprintf(pst.conn_app, sizeof(pst.conn_app), "%s", app ? app : pst.appname);
         }
-        pst_set_up(true);
         log_info("PostgreSQL connected", LOG_I("backend_pid", PQbackendPID(pst.conn)),
                  LOG_B("resolving_flush", pst.f.st == F_UNKNOWN), LOG_U("old_backends", pst.nold));
         return;

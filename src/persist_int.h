@@ -309,7 +309,6 @@ struct pstate {
     size_t users_cap;           /* users per flush now (USERS_MIN_BATCH..USERS_PER_FLUSH) */
     struct reject *rej;         /* dead letters waiting for a commit */
     size_t nrej, caprej, rej_sent;
-    bool connected;             /* C_READY (published through set_up with the lag) */
     int old_pids[OLD_PIDS];     /* backends of dropped connections, terminated on reconnect */
     int f_pid;                  /* of them, the one that ran the flush of unknown outcome */
     char conn_app[64];          /* application_name the server reports for our connections */
@@ -375,8 +374,9 @@ struct pst_stmt {
 int pst_bytes_reserve(struct bytes *b, size_t more);
 /* Publish dbUp / ringcount_pg_up / the lag from pst.connected and pst.pending_since. */
 void pst_publish_health(uint64_t now);
-/* Connected or not (turning healthy again waits for pst_publish_health). */
-void pst_set_up(bool up);
+/* The connection is gone: unready at once (turning ready again is pst_publish_health's,
+   with the lag checked, once the state is C_READY). */
+void pst_mark_down(void);
 /* Publish the committed count and the base of the live one (committed − Σ watermarks). */
 void pst_publish(int64_t committed, __int128 base);
 /* The published base (and committed count, if not NULL), never torn. */
