@@ -121,33 +121,28 @@ static void do_accept(struct it_proxy *p)
         q->c2u.buf = malloc(IT_PROXY_BUF);
         q->u2c.buf = malloc(IT_PROXY_BUF);
         int ufd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-        if (!q->c2u.buf || !q->u2c.buf || ufd < 0) {
-            if (ufd >= 0)
-                close(ufd);
-            free(q->c2u.buf);
-            free(q->u2c.buf);
-            free(q);
-            close_rst(cfd);
-            return;
-        }
+        q->ufd = ufd;
+        if (!q->c2u.buf || !q->u2c.buf || ufd < 0)
+            goto fail;
         setsockopt(ufd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
         struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(p->upstream)};
         a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-        q->ufd = ufd;
         if (connect(ufd, (struct sockaddr *)&a, sizeof(a)) < 0) {
-            if (errno != EINPROGRESS) {
-                close(ufd);
-                free(q->c2u.buf);
-                free(q->u2c.buf);
-                free(q);
-                close_rst(cfd);
-                return;
-            }
+            if (errno != EINPROGRESS)
+                goto fail;
             q->connecting = true;
         }
     }
     p->pairs[slot] = q;
     __atomic_add_fetch(&p->open, 1, __ATOMIC_RELAXED);
+    return;
+fail: /* no buffers or no upstream socket: refuse this client with a reset */
+    if (q->ufd >= 0)
+        close(q->ufd);
+    free(q->c2u.buf);
+    free(q->u2c.buf);
+    free(q);
+    close_rst(cfd);
 }
 
 /* Read from src into h. false: the pair must be reset. */
