@@ -21,6 +21,10 @@
    pushed again only once the persister has taken its last entry. */
 #define DIRTY_RING 65536u
 #define DIRTY_CACHE 256u
+/* A label index slot whose record was deleted: probes go on past it, an insertion may reuse it.
+   Each record takes at most one slot in its life, so used + tombstoned slots stay <= max <= half
+   the table and a probe always meets an empty slot. */
+#define LABEL_TOMB UINT32_MAX
 
 /* 104 bytes. */
 struct idem_rec {
@@ -65,7 +69,7 @@ struct tn_store {
     struct tn_counter **cch;
     uint64_t **dch;           /* [chunk * nworkers + w] → CCHUNK deltas */
     uint32_t tmask, cmask;    /* index tables: slot = idx + 1, 0 empty */
-    uint32_t *tidx, *cidx, *tlabel;
+    uint32_t *tidx, *cidx, *tlabel, *clabel; /* label tables also take LABEL_TOMB */
     uint32_t idem_per;        /* records per stripe (power of two) */
     struct idem_stripe *idem;
 };
@@ -128,9 +132,11 @@ struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_co
     st->tidx = calloc(ts, sizeof(uint32_t));
     st->tlabel = calloc(ts, sizeof(uint32_t));
     st->cidx = calloc(cs, sizeof(uint32_t));
+    st->clabel = calloc(cs, sizeof(uint32_t));
     st->idem_per = pow2_at_least((idem_capacity + TN_IDEM_STRIPES - 1) / TN_IDEM_STRIPES);
     st->idem = aligned_alloc(64, sizeof(*st->idem) * TN_IDEM_STRIPES);
-    if (!st->tch || !st->cch || !st->dch || !st->tidx || !st->tlabel || !st->cidx || !st->idem)
+    if (!st->tch || !st->cch || !st->dch || !st->tidx || !st->tlabel || !st->cidx || !st->clabel ||
+        !st->idem)
         goto fail;
     memset(st->idem, 0, sizeof(*st->idem) * TN_IDEM_STRIPES);
     for (unsigned i = 0; i < TN_IDEM_STRIPES; i++) {
@@ -177,6 +183,7 @@ void tn_free(struct tn_store *st)
     free(st->tidx);
     free(st->tlabel);
     free(st->cidx);
+    free(st->clabel);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -237,7 +244,7 @@ static uint32_t *id_probe(uint32_t *tab, uint32_t mask, uint64_t seed, const uin
     }
 }
 
-const struct tn_tenant *tn_tenant_find(const struct tn_store *st, const uint8_t id[16])
+const struct tn_tenant *tn_tenant_find_any(const struct tn_store *st, const uint8_t id[16])
 {
     uint32_t v = ck_pr_load_32(id_probe(st->tidx, st->tmask, st->seed, id, st, false));
     if (!v)
@@ -246,8 +253,24 @@ const struct tn_tenant *tn_tenant_find(const struct tn_store *st, const uint8_t 
     return tenant_at(st, v - 1);
 }
 
-const struct tn_counter *tn_counter_find(const struct tn_store *st, const struct tn_tenant *t,
-                                         const uint8_t cid[16])
+const struct tn_tenant *tn_tenant_find(const struct tn_store *st, const uint8_t id[16])
+{
+    const struct tn_tenant *t = tn_tenant_find_any(st, id);
+    return t && !tn_tenant_deleted(t) ? t : NULL;
+}
+
+bool tn_tenant_deleted(const struct tn_tenant *t)
+{
+    return ck_pr_load_32((uint32_t *)&t->deleted) != 0;
+}
+
+bool tn_counter_deleted(const struct tn_counter *c)
+{
+    return ck_pr_load_32((uint32_t *)&c->deleted) != 0;
+}
+
+const struct tn_counter *tn_counter_find_any(const struct tn_store *st, const struct tn_tenant *t,
+                                             const uint8_t cid[16])
 {
     uint32_t v = ck_pr_load_32(id_probe(st->cidx, st->cmask, st->seed + 1, cid, st, true));
     if (!v)
@@ -255,6 +278,63 @@ const struct tn_counter *tn_counter_find(const struct tn_store *st, const struct
     ck_pr_fence_load();
     const struct tn_counter *c = counter_at(st, v - 1);
     return c->tenant == t->idx ? c : NULL;
+}
+
+const struct tn_counter *tn_counter_find(const struct tn_store *st, const struct tn_tenant *t,
+                                         const uint8_t cid[16])
+{
+    const struct tn_counter *c = tn_counter_find_any(st, t, cid);
+    return c && !tn_counter_deleted(c) ? c : NULL;
+}
+
+/* Probe a label index (counters: of tenant ten) for a live record with this label. Returns its
+   slot or NULL; with ins, *ins is where an insertion goes (the first tombstone or the empty
+   slot met). Lock-free for readers (ins NULL): slots go 0 → idx+1 → LABEL_TOMB → idx+1...,
+   each store a release after the record is complete; writers hold mu. */
+static uint32_t *label_probe(const struct tn_store *st, bool counters, uint32_t ten,
+                             const char *label, size_t n, uint32_t **ins)
+{
+    uint32_t *tab = counters ? st->clabel : st->tlabel, mask = counters ? st->cmask : st->tmask;
+    uint32_t i = (uint32_t)hash_bytes(st->seed + 2 + (counters ? 2 + (uint64_t)ten : 0), label,
+                                      n) & mask;
+    if (ins)
+        *ins = NULL;
+    for (;; i = (i + 1) & mask) {
+        uint32_t v = ck_pr_load_32(&tab[i]);
+        if (v == 0 || v == LABEL_TOMB) {
+            if (ins && !*ins)
+                *ins = &tab[i];
+            if (v == 0)
+                return NULL;
+            continue;
+        }
+        ck_pr_fence_load(); /* the slot before the record it publishes */
+        const char *rl;
+        size_t rn;
+        bool del, same = true;
+        if (counters) {
+            const struct tn_counter *c = counter_at(st, v - 1);
+            rl = c->label, rn = c->label_len, del = tn_counter_deleted(c), same = c->tenant == ten;
+        } else {
+            const struct tn_tenant *t = tenant_at(st, v - 1);
+            rl = t->label, rn = t->label_len, del = tn_tenant_deleted(t);
+        }
+        if (same && !del && rn == n && memcmp(rl, label, n) == 0)
+            return &tab[i];
+    }
+}
+
+const struct tn_counter *tn_counter_find_label(const struct tn_store *st,
+                                               const struct tn_tenant *t, const char *label,
+                                               size_t n)
+{
+    uint32_t *slot = label_probe(st, true, t->idx, label, n, NULL);
+    uint32_t v = slot ? ck_pr_load_32(slot) : 0;
+    if (!v || v == LABEL_TOMB)
+        return NULL; /* deleted since the probe */
+    ck_pr_fence_load();
+    const struct tn_counter *c = counter_at(st, v - 1);
+    return tn_counter_deleted(c) ? NULL : c;
 }
 
 /* A fresh id not yet in tab (a collision of 122 random bits is astronomically unlikely, but
@@ -280,14 +360,10 @@ static int tenant_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id
         return -EINVAL;
     int rc = 0;
     pthread_mutex_lock(&st->mu);
-    /* the label index is only touched under mu */
-    uint32_t li = (uint32_t)hash_bytes(st->seed + 2, label, n) & st->tmask;
-    for (uint32_t v; (v = st->tlabel[li]) != 0; li = (li + 1) & st->tmask) {
-        const struct tn_tenant *o = tenant_at(st, v - 1);
-        if (o->label_len == n && memcmp(o->label, label, n) == 0) {
-            rc = -EEXIST;
-            goto out;
-        }
+    uint32_t *li;
+    if (label_probe(st, false, 0, label, n, &li)) {
+        rc = -EEXIST;
+        goto out;
     }
     uint32_t idx = st->nt;
     if (idx >= st->max_t) {
@@ -313,11 +389,12 @@ static int tenant_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id
     t->idx = idx;
     t->first = t->last = 0;
     t->ncounters = 0;
+    t->deleted = 0;
     t->created_ms = now_ms;
     t->label_len = (uint8_t)n;
     memcpy(t->label, label, n);
-    st->tlabel[li] = idx + 1;
-    ck_pr_fence_store(); /* the record before its index slot */
+    ck_pr_fence_store(); /* the record before its index slots */
+    ck_pr_store_32(li, idx + 1);
     ck_pr_store_32(slot, idx + 1);
     ck_pr_store_32(&st->nt, idx + 1);
     *out = t;
@@ -347,7 +424,20 @@ static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *i
         return -EINVAL;
     int rc = 0;
     pthread_mutex_lock(&st->mu);
-    uint32_t idx = st->nc, ch = idx / CCHUNK;
+    uint32_t idx = st->nc, ch = idx / CCHUNK, *li = NULL;
+    if (tc->deleted) { /* deleted since the caller found it */
+        rc = -ENOENT;
+        goto out;
+    }
+    /* Labels are unique per tenant. A restore keeps a counter whose label is taken (rows from
+       before the rule): it is stored, not indexed by label. */
+    if (label && label_probe(st, true, tc->idx, label, n, &li)) {
+        if (!id) {
+            rc = -EEXIST;
+            goto out;
+        }
+        li = NULL;
+    }
     if (idx >= st->max_c) {
         rc = -ENOSPC;
         goto out;
@@ -382,6 +472,7 @@ static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *i
     c->idx = idx;
     c->tenant = tc->idx;
     c->tnext = 0;
+    c->deleted = 0;
     c->max_delta = max_delta;
     c->created_ms = now_ms;
     c->base = (uint64_t)initial;
@@ -389,6 +480,8 @@ static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *i
     if (label)
         memcpy(c->label, label, n);
     ck_pr_fence_store();
+    if (li)
+        ck_pr_store_32(li, idx + 1);
     ck_pr_store_32(slot, idx + 1);
     ck_pr_store_32(&st->nc, idx + 1);
     /* append to the tenant's list (readers follow tnext / first with acquire loads) */
@@ -417,6 +510,53 @@ int tn_counter_restore(struct tn_store *st, const struct tn_tenant *t, const uin
                        int64_t created_ms, const struct tn_counter **out)
 {
     return counter_add(st, NULL, id, t, label, n, value, max_delta, created_ms, out);
+}
+
+/* Mark c deleted and free its label (under mu). */
+static void counter_drop(struct tn_store *st, struct tn_counter *c)
+{
+    if (c->label_len) {
+        uint32_t *slot = label_probe(st, true, c->tenant, c->label, c->label_len, NULL);
+        if (slot && *slot == c->idx + 1) /* a restored duplicate is not indexed */
+            ck_pr_store_32(slot, LABEL_TOMB);
+    }
+    ck_pr_fence_store();
+    ck_pr_store_32(&c->deleted, 1);
+}
+
+int tn_counter_delete(struct tn_store *st, const struct tn_counter *cc)
+{
+    int rc = 0;
+    pthread_mutex_lock(&st->mu);
+    struct tn_counter *c = counter_at(st, cc->idx);
+    if (c->deleted)
+        rc = -ENOENT;
+    else
+        counter_drop(st, c);
+    pthread_mutex_unlock(&st->mu);
+    return rc;
+}
+
+int tn_tenant_delete(struct tn_store *st, const struct tn_tenant *tc)
+{
+    int rc = 0;
+    pthread_mutex_lock(&st->mu);
+    struct tn_tenant *t = tenant_at(st, tc->idx);
+    if (t->deleted) {
+        rc = -ENOENT;
+        goto out;
+    }
+    for (uint32_t next = t->first; next; next = counter_at(st, next - 1)->tnext)
+        if (!counter_at(st, next - 1)->deleted)
+            counter_drop(st, counter_at(st, next - 1));
+    uint32_t *slot = label_probe(st, false, 0, t->label, t->label_len, NULL);
+    if (slot && *slot == t->idx + 1)
+        ck_pr_store_32(slot, LABEL_TOMB);
+    ck_pr_fence_store();
+    ck_pr_store_32(&t->deleted, 1);
+out:
+    pthread_mutex_unlock(&st->mu);
+    return rc;
 }
 
 const struct tn_tenant *tn_tenant_at(const struct tn_store *st, uint32_t idx)
@@ -688,13 +828,39 @@ int tn_counter_list(const struct tn_store *st, const struct tn_tenant *t,
         next = ck_pr_load_32((uint32_t *)&t->first);
     }
     unsigned n = 0;
-    while (next && n < limit) {
+    *more = false;
+    while (next) {
         ck_pr_fence_load();
         const struct tn_counter *c = counter_at(st, next - 1);
-        out[n++] = c;
         next = ck_pr_load_32((uint32_t *)&c->tnext);
+        if (tn_counter_deleted(c))
+            continue;
+        if (n == limit) {
+            *more = true;
+            break;
+        }
+        out[n++] = c;
     }
-    *more = next != 0;
+    return (int)n;
+}
+
+int tn_tenant_list(const struct tn_store *st, const struct tn_tenant *after, unsigned limit,
+                   const struct tn_tenant **out, bool *more)
+{
+    uint32_t nt = ck_pr_load_32((uint32_t *)&st->nt);
+    ck_pr_fence_load(); /* the count before the records it covers */
+    unsigned n = 0;
+    *more = false;
+    for (uint32_t i = after ? after->idx + 1 : 0; i < nt; i++) {
+        const struct tn_tenant *t = tenant_at(st, i);
+        if (tn_tenant_deleted(t))
+            continue;
+        if (n == limit) {
+            *more = true;
+            break;
+        }
+        out[n++] = t;
+    }
     return (int)n;
 }
 

@@ -14,12 +14,22 @@
  *    lock (for a probe and an insert); plain increments take none.
  *
  * Bounds (all fixed at tn_new; memory is reserved lazily in chunks except where stated):
- *  - tenants: max_tenants (chunks of 1,024 records of 296 bytes);
+ *  - tenants: max_tenants (chunks of 1,024 records of 304 bytes);
  *  - counters: max_counters (chunks of 4,096 records of 312 bytes = 1.22 MiB, plus 32 KiB of
- *    delta slots per worker per chunk); index tables: 4 bytes × 2 × max (allocated at tn_new);
+ *    delta slots per worker per chunk); index tables, allocated at tn_new: id and label, each
+ *    4 bytes × the power of two >= 2 × max (65,536 tenants: 2 × 512 KiB; 1,000,000 counters:
+ *    2 × 8 MiB);
  *  - idempotency: idem_capacity records of 104 bytes + a 4-byte chain head, allocated at
  *    tn_new (131,072 records = 13.5 MiB). Records expire after 24 h; when a stripe's ring is
  *    full its oldest record is overwritten (a replay of that key then counts again).
+ *
+ * Deletion (tn_*_delete) marks a record deleted (a release store of its flag) and frees its
+ * label (the label slot becomes a tombstone a later insertion may reuse): finds, find-by-label
+ * and listings skip it from then on. Its memory is never reclaimed and it still counts against
+ * max_tenants / max_counters: records never move and are never reused, because readers hold
+ * plain pointers to them without a lock (a freed slot could be re-filled under a reader).
+ * An increment that found the counter just before the delete may still land on the deleted
+ * record: it is lost, and that is accepted (the counter is gone either way).
  *
  * Known race (documented, not prevented): two workers incrementing the same counter within the
  * last max_delta of INT64_MAX may together pass it (each checks its own view); far from that
@@ -57,7 +67,8 @@ struct tn_tenant {
     uint8_t id[16];
     uint32_t idx;
     uint32_t first, last;  /* counters of this tenant in creation order (index+1; 0 = none) */
-    uint32_t ncounters;
+    uint32_t ncounters;    /* created, deleted ones included */
+    uint32_t deleted;      /* 0 live, 1 deleted (tn_tenant_deleted: an acquire load) */
     int64_t created_ms;    /* unix ms */
     uint8_t label_len;
     char label[TN_LABEL_MAX];
@@ -68,6 +79,7 @@ struct tn_counter {
     uint32_t idx;
     uint32_t tenant;       /* tenant idx */
     uint32_t tnext;        /* next counter of the tenant (index+1; 0 = end), published last */
+    uint32_t deleted;      /* 0 live, 1 deleted (tn_counter_deleted: an acquire load) */
     int64_t max_delta;
     int64_t created_ms;
     uint64_t base;         /* value = base + Σ deltas, modulo 2^64, read as int64 */
@@ -93,14 +105,32 @@ int tn_tenant_create(struct tn_store *st, struct uuid_gen *g, const char *label,
                      int64_t now_ms, const struct tn_tenant **out);
 /* The tenant with this id, or NULL. Lock-free. */
 const struct tn_tenant *tn_tenant_find(const struct tn_store *st, const uint8_t id[16]);
-/* New counter of t: label may be NULL (no label; else validated), max_delta >= 1. 0 and *out;
-   -EINVAL (label or max_delta); -ENOSPC; -ENOMEM; -errno of getrandom. */
+/* New counter of t: label may be NULL (no label; else validated, unique among t's live
+   counters), max_delta >= 1. 0 and *out; -EINVAL (label or max_delta); -EEXIST label taken in
+   t; -ENOENT t deleted; -ENOSPC; -ENOMEM; -errno of getrandom. */
 int tn_counter_create(struct tn_store *st, struct uuid_gen *g, const struct tn_tenant *t,
                       const char *label, size_t n, int64_t initial, int64_t max_delta,
                       int64_t now_ms, const struct tn_counter **out);
-/* Counter cid of tenant t, or NULL (unknown, or it belongs to another tenant). Lock-free. */
+/* Counter cid of tenant t, or NULL (unknown, deleted, or it belongs to another tenant).
+   Lock-free. */
 const struct tn_counter *tn_counter_find(const struct tn_store *st, const struct tn_tenant *t,
                                          const uint8_t cid[16]);
+/* The live counter of t labelled label (labels are unique per tenant), or NULL. Lock-free. */
+const struct tn_counter *tn_counter_find_label(const struct tn_store *st,
+                                               const struct tn_tenant *t, const char *label,
+                                               size_t n);
+/* As tn_tenant_find / tn_counter_find, deleted records included (a listing cursor may name a
+   record deleted since the page was served). Lock-free. */
+const struct tn_tenant *tn_tenant_find_any(const struct tn_store *st, const uint8_t id[16]);
+const struct tn_counter *tn_counter_find_any(const struct tn_store *st, const struct tn_tenant *t,
+                                             const uint8_t cid[16]);
+/* Delete c (under the mutex): 0, or -ENOENT (already deleted). Its label is free again. */
+int tn_counter_delete(struct tn_store *st, const struct tn_counter *c);
+/* Delete t and every counter of it (under the mutex): 0, or -ENOENT (already deleted). */
+int tn_tenant_delete(struct tn_store *st, const struct tn_tenant *t);
+/* Has the record been deleted? Lock-free (acquire load). */
+bool tn_tenant_deleted(const struct tn_tenant *t);
+bool tn_counter_deleted(const struct tn_counter *c);
 /* Live value: base + Σ deltas. Lock-free. */
 int64_t tn_counter_value(const struct tn_store *st, const struct tn_counter *c);
 /* Worker w adds delta (>= 1) to c: 0 and *value (the value right after), or -EOVERFLOW (it
@@ -115,13 +145,18 @@ int tn_counter_set(struct tn_store *st, const struct tn_counter *c, int64_t v);
    for another request (another counter or delta); -EOVERFLOW. */
 int tn_idem_inc(struct tn_store *st, unsigned w, const struct tn_counter *c, const char *key,
                 size_t klen, int64_t delta, int64_t now_ms, int64_t *value);
-/* Page of t's counters in creation order after counter `after` (NULL: from the first); at most
-   limit (1..TN_LIST_MAX) go to out. Returns the count and *more (a next page exists), or
-   -EINVAL when after is not a counter of t. Lock-free. */
+/* Page of t's live counters in creation order after counter `after` (NULL: from the first;
+   it may be deleted); at most limit (1..TN_LIST_MAX) go to out. Returns the count and *more (a
+   next page exists), or -EINVAL when after is not a counter of t. Lock-free; deleted counters
+   are skipped (walked over: a page costs the deleted ones on its way too). */
 int tn_counter_list(const struct tn_store *st, const struct tn_tenant *t,
                     const struct tn_counter *after, unsigned limit, const struct tn_counter **out,
                     bool *more);
-/* Records: counts of tenants, counters, live idempotency records. */
+/* Page of live tenants in creation order after `after` (NULL: from the first; it may be
+   deleted), at most limit (1..TN_LIST_MAX) into out: the count and *more. Lock-free. */
+int tn_tenant_list(const struct tn_store *st, const struct tn_tenant *after, unsigned limit,
+                   const struct tn_tenant **out, bool *more);
+/* Records: counts of tenants, counters (deleted ones included), live idempotency records. */
 void tn_sizes(const struct tn_store *st, uint32_t *tenants, uint32_t *counters, uint32_t *idem);
 
 /* ---- persistence support (src/persist) ----
@@ -131,7 +166,8 @@ void tn_sizes(const struct tn_store *st, uint32_t *tenants, uint32_t *counters, 
 int tn_tenant_restore(struct tn_store *st, const uint8_t id[16], const char *label, size_t n,
                       int64_t created_ms, const struct tn_tenant **out);
 /* A counter of t loaded with its id and value (label NULL: none): 0 and *out; -EINVAL; -EEXIST
-   (id present); -ENOSPC; -ENOMEM. */
+   (id present); -ENOENT; -ENOSPC; -ENOMEM. A label already taken in t (rows from before labels
+   were unique) is kept on the record but not indexed: find-by-label finds the first one. */
 int tn_counter_restore(struct tn_store *st, const struct tn_tenant *t, const uint8_t id[16],
                        const char *label, size_t n, int64_t value, int64_t max_delta,
                        int64_t created_ms, const struct tn_counter **out);

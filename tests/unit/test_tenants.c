@@ -246,6 +246,125 @@ Test(tenants, pagination)
     tn_free(st);
 }
 
+Test(tenants, counter_labels_unique_per_tenant)
+{
+    struct tn_store *st = mk(1, 16);
+    const struct tn_tenant *t, *u;
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    tn_tenant_create(st, &g, S("u"), NOW, &u);
+    const struct tn_counter *a, *b, *x, *n1, *n2;
+    cr_assert_eq(tn_counter_create(st, &g, t, S("hits"), 0, 50, NOW, &a), 0);
+    cr_assert_eq(tn_counter_create(st, &g, t, S("hits"), 0, 50, NOW, &x), -EEXIST);
+    cr_assert_eq(tn_counter_create(st, &g, u, S("hits"), 0, 50, NOW, &b), 0,
+                 "the same label in another tenant is fine");
+    cr_assert_eq(tn_counter_create(st, &g, t, S("hits2"), 0, 50, NOW, &x), 0);
+    cr_assert_eq(tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &n1), 0);
+    cr_assert_eq(tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &n2), 0,
+                 "unlabelled counters are not constrained");
+    cr_assert_eq(tn_counter_find_label(st, t, S("hits")), a);
+    cr_assert_eq(tn_counter_find_label(st, u, S("hits")), b);
+    cr_assert_eq(tn_counter_find_label(st, t, S("hits2")), x);
+    cr_assert_null(tn_counter_find_label(st, t, S("hit")));
+    cr_assert_null(tn_counter_find_label(st, u, S("hits2")));
+    tn_free(st);
+}
+
+Test(tenants, delete_skips_and_frees_the_label)
+{
+    struct tn_store *st = mk(1, 16);
+    const struct tn_tenant *t;
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    const struct tn_counter *c[5], *again;
+    for (int i = 0; i < 5; i++) {
+        char l[8] = {'c', (char)('0' + i)};
+        cr_assert_eq(tn_counter_create(st, &g, t, l, 2, i, 50, NOW, &c[i]), 0);
+    }
+    cr_assert_not(tn_counter_deleted(c[1]));
+    cr_assert_eq(tn_counter_delete(st, c[1]), 0);
+    cr_assert_eq(tn_counter_delete(st, c[1]), -ENOENT);
+    cr_assert_eq(tn_counter_delete(st, c[4]), 0);
+    cr_assert(tn_counter_deleted(c[1]));
+    cr_assert_null(tn_counter_find(st, t, c[1]->id));
+    cr_assert_eq(tn_counter_find_any(st, t, c[1]->id), c[1]);
+    cr_assert_null(tn_counter_find_label(st, t, S("c1")));
+    cr_assert_eq(tn_counter_find(st, t, c[2]->id), c[2]);
+    const struct tn_counter *page[TN_LIST_MAX];
+    bool more;
+    cr_assert_eq(tn_counter_list(st, t, NULL, 2, page, &more), 2);
+    cr_assert_eq(page[0], c[0]);
+    cr_assert_eq(page[1], c[2], "the deleted one is skipped");
+    cr_assert(more);
+    cr_assert_eq(tn_counter_list(st, t, page[1], 2, page, &more), 1);
+    cr_assert_eq(page[0], c[3]);
+    cr_assert_not(more, "only a deleted counter is left after it");
+    cr_assert_eq(tn_counter_list(st, t, c[1], 10, page, &more), 2, "a deleted cursor works");
+    cr_assert_eq(page[0], c[2]);
+    /* the label is free again; the new counter is a new record */
+    cr_assert_eq(tn_counter_create(st, &g, t, S("c1"), 7, 50, NOW, &again), 0);
+    cr_assert_neq(again, c[1]);
+    cr_assert_eq(tn_counter_find_label(st, t, S("c1")), again);
+    cr_assert_eq(tn_counter_create(st, &g, t, S("c1"), 7, 50, NOW, &page[0]), -EEXIST);
+    tn_free(st);
+}
+
+Test(tenants, tenant_delete_takes_its_counters)
+{
+    struct tn_store *st = mk(1, 16);
+    const struct tn_tenant *t, *u, *t2, *x;
+    tn_tenant_create(st, &g, S("t"), NOW, &t);
+    tn_tenant_create(st, &g, S("u"), NOW, &u);
+    const struct tn_counter *a, *b, *k;
+    tn_counter_create(st, &g, t, S("a"), 0, 50, NOW, &a);
+    tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &b);
+    tn_counter_create(st, &g, u, S("a"), 0, 50, NOW, &k);
+    cr_assert_eq(tn_tenant_delete(st, t), 0);
+    cr_assert_eq(tn_tenant_delete(st, t), -ENOENT);
+    cr_assert(tn_tenant_deleted(t));
+    cr_assert_not(tn_tenant_deleted(u));
+    cr_assert(tn_counter_deleted(a));
+    cr_assert(tn_counter_deleted(b));
+    cr_assert_not(tn_counter_deleted(k));
+    cr_assert_null(tn_tenant_find(st, t->id));
+    cr_assert_eq(tn_tenant_find_any(st, t->id), t);
+    cr_assert_eq(tn_counter_find_label(st, u, S("a")), k);
+    cr_assert_eq(tn_counter_create(st, &g, t, NULL, 0, 0, 50, NOW, &b), -ENOENT);
+    const struct tn_tenant *page[TN_LIST_MAX];
+    bool more;
+    cr_assert_eq(tn_tenant_list(st, NULL, 10, page, &more), 1);
+    cr_assert_eq(page[0], u);
+    /* the tenant label is free again */
+    cr_assert_eq(tn_tenant_create(st, &g, S("t"), NOW, &t2), 0);
+    cr_assert_neq(t2, t);
+    cr_assert_eq(tn_tenant_create(st, &g, S("t"), NOW, &x), -EEXIST);
+    cr_assert_eq(tn_tenant_list(st, NULL, 10, page, &more), 2);
+    cr_assert_eq(page[1], t2);
+    tn_free(st);
+}
+
+Test(tenants, tenant_list_pages)
+{
+    struct tn_store *st = mk(1, 16); /* 64 tenants at most */
+    const struct tn_tenant *all[25];
+    for (int i = 0; i < 25; i++) {
+        char l[8] = {'t', (char)('a' + i)};
+        cr_assert_eq(tn_tenant_create(st, &g, l, 2, NOW, &all[i]), 0);
+    }
+    const struct tn_tenant *page[TN_LIST_MAX], *after = NULL;
+    bool more;
+    int seen = 0;
+    for (int round = 0; round < 3; round++) {
+        int n = tn_tenant_list(st, after, 10, page, &more);
+        cr_assert_eq(n, round < 2 ? 10 : 5);
+        for (int i = 0; i < n; i++)
+            cr_assert_eq(page[i], all[seen++]);
+        cr_assert_eq(more, round < 2);
+        after = page[n - 1];
+    }
+    cr_assert_eq(tn_tenant_list(st, all[24], 10, page, &more), 0);
+    cr_assert_not(more);
+    tn_free(st);
+}
+
 Test(tenants, json)
 {
     char buf[TN_JSON_MAX];
