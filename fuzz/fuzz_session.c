@@ -83,6 +83,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     cfg.max_inflight = 16;
     cfg.durable_timeout_ms = 2000;
     cfg.node_id = 1;
+    cfg.tenant_cache = 1024; /* small: tnapi_reset re-creates the store per input */
+    cfg.counter_cache = 16384;
     if (cnt_init(1) < 0 || metrics_init(1) < 0 || users_init(1, 100000, 4096) < 0 ||
         app_init(&cfg, 1) < 0 || persist_init(&cfg, 1) < 0)
         abort();

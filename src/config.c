@@ -56,6 +56,16 @@ const struct cfg_opt cfg_opts[] = {
         1000000000, 0, "keys waiting for a flush to PostgreSQL; past it /readyz answers 503"),
     OPT("max-users", "RINGCOUNT_MAX_USERS", CFG_UINT64, 0, max_users, "10000000", 1,
         1000000000, "N", "distinct userIds kept for uniqueUsers; past it counted as overflow"),
+    /* SPEC §2.3 store bounds; their upper bounds are tn_new's (2^24 tenants, 2^26 counters).
+       Allocated at start: the id and label index tables, 4 bytes x the power of two >= 2N
+       each (1 MiB for 65,536 tenants, 16 MiB for 1,000,000 counters); records in chunks as
+       they are created. Deleted records still count. */
+    U32("tenant-cache", "RINGCOUNT_TENANT_CACHE", tenant_cache, "65536", 1, 16777216, 0,
+        "at most N tenants in memory on this node (reserved at start: 8 bytes x the power of "
+        "two >= 2N, 1 MiB for 65536)"),
+    U32("counter-cache", "RINGCOUNT_COUNTER_CACHE", counter_cache, "1000000", 1, 67108864, 0,
+        "at most N tenant counters in memory on this node (reserved at start: 8 bytes x the "
+        "power of two >= 2N, 16 MiB for 1000000)"),
     OPT("rate-limit", "RINGCOUNT_RATE_LIMIT", CFG_RATE, 0, rate_limit, "20/100", 0, RATE_MAX,
         "R[/BURST]", "per-client-IP token bucket for public routes: R/s, BURST (default 5*R); 0 = off"),
     OPT("cors-origins", "RINGCOUNT_CORS_ORIGINS", CFG_STRING, CFG_F_ORIGINS, cors_origins, "",

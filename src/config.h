@@ -42,6 +42,8 @@ struct config {
     uint32_t max_inflight;
     uint32_t readyz_max_pending;   /* /readyz 503 past this many keys waiting for a flush */
     uint64_t max_users;
+    uint32_t tenant_cache;         /* SPEC §2.3 store bounds: tenants, counters in memory */
+    uint32_t counter_cache;
     struct cfg_rate rate_limit;
     char cors_origins[2048];       /* "", "*" or comma list of origins */
     char trusted_proxies[1024];    /* "" or CIDR,CIDR,...: peers whose X-Forwarded-For counts */

@@ -30,6 +30,7 @@ static struct {
     struct tn_store *st;
     uint64_t seed;
     uint32_t rl_cap;
+    uint32_t max_t, max_c; /* --tenant-cache, --counter-cache */
     unsigned nworkers;
     struct ca_net proxies[CA_MAX_NETS]; /* --trusted-proxies (validated by config) */
     size_t nproxies;
@@ -77,12 +78,16 @@ int tnapi_init(const struct config *cfg, unsigned nworkers)
     if (ca_parse_nets(cfg->trusted_proxies, T.proxies, CA_MAX_NETS, &T.nproxies, err,
                       sizeof(err)) < 0)
         return -EINVAL; /* config refused it already */
-    T.st = tn_new(nworkers, TNAPI_MAX_TENANTS, TNAPI_MAX_COUNTERS, TNAPI_IDEM_CAPACITY, T.seed);
+    T.max_t = cfg->tenant_cache;
+    T.max_c = cfg->counter_cache;
+    if (!T.max_t || !T.max_c)
+        return -EINVAL; /* config refuses 0: a struct config not filled by cfg_load */
+    T.st = tn_new(nworkers, T.max_t, T.max_c, TNAPI_IDEM_CAPACITY, T.seed);
     if (!T.st)
         return -ENOMEM;
     if (!cfg->db[0])
         log_info("tenant counters are memory-only: not persisted, lost on restart",
-                 LOG_U("max_tenants", TNAPI_MAX_TENANTS), LOG_U("max_counters", TNAPI_MAX_COUNTERS),
+                 LOG_U("max_tenants", T.max_t), LOG_U("max_counters", T.max_c),
                  LOG_U("idempotency_records", TNAPI_IDEM_CAPACITY));
     return 0;
 }
@@ -102,7 +107,7 @@ int tnapi_reset(void)
         return 0;
     unsigned nw = T.nworkers;
     tn_free(T.st);
-    T.st = tn_new(nw, TNAPI_MAX_TENANTS, TNAPI_MAX_COUNTERS, TNAPI_IDEM_CAPACITY, T.seed);
+    T.st = tn_new(nw, T.max_t, T.max_c, TNAPI_IDEM_CAPACITY, T.seed);
     return T.st ? 0 : -ENOMEM;
 }
 
@@ -278,6 +283,22 @@ static const struct tn_counter *path_counter(struct rq *q, const struct route_ma
     return c;
 }
 
+/* 409 TOO_MANY_*: "the <what> limit (N, --<what>-cache) is reached", N as configured. */
+static enum sess_handled limit_reached(struct rq *q, enum http_err e, const char *what,
+                                       uint32_t n)
+{
+    char msg[96], *p = msg;
+    p = put(p, "the ");
+    p = put(p, what);
+    p = put(p, " limit (");
+    p += fmt_u64(p, n);
+    p = put(p, ", --");
+    p = put(p, what);
+    p = put(p, "-cache) is reached");
+    *p = 0;
+    return fail(q, e, msg);
+}
+
 static enum sess_handled json_error(struct rq *q)
 {
     return fail(q, HTTP_E_INVALID_JSON, "body must be one JSON object");
@@ -300,7 +321,7 @@ static enum sess_handled create_tenant(struct tnapi_worker *w, struct rq *q,
     if (rc == -EEXIST)
         return fail(q, HTTP_E_DUPLICATE_LABEL, "a tenant with this label exists");
     if (rc == -ENOSPC)
-        return fail(q, HTTP_E_TOO_MANY_TENANTS, "the tenant limit (65536) is reached");
+        return limit_reached(q, HTTP_E_TOO_MANY_TENANTS, "tenant", T.max_t);
     if (rc < 0)
         return out_of_memory(q);
     char body[TN_JSON_MAX];
@@ -336,7 +357,7 @@ static enum sess_handled create_counter(struct tnapi_worker *w, struct rq *q,
     int rc = tn_counter_create(T.st, &w->gen, t, has_label ? label : NULL, ll, initial, max_delta,
                                (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &c);
     if (rc == -ENOSPC)
-        return fail(q, HTTP_E_TOO_MANY_COUNTERS, "the counter limit (1048576) is reached");
+        return limit_reached(q, HTTP_E_TOO_MANY_COUNTERS, "counter", T.max_c);
     if (rc < 0)
         return out_of_memory(q);
     char body[TN_JSON_MAX];

@@ -33,12 +33,12 @@ struct tn_store;
 struct tnapi_worker;
 struct pwait;
 
-/* Bounds of the store (SPEC: "bounded memory; say the bound"): see tenants.h for bytes. */
-#define TNAPI_MAX_TENANTS 65536u
-#define TNAPI_MAX_COUNTERS 1048576u
+/* Bounds of the store (SPEC: "bounded memory; say the bound"): see tenants.h for bytes. The
+   tenant and counter bounds are settings (--tenant-cache, --counter-cache). */
 #define TNAPI_IDEM_CAPACITY 131072u
 
-/* Global state from cfg for n workers. 0, -EINVAL (bad --cors-origins), -ENOMEM. */
+/* Global state from cfg for n workers. 0, -EINVAL (bad --trusted-proxies, or a tenant/counter
+   cache of 0: cfg not from cfg_load), -ENOMEM. */
 int tnapi_init(const struct config *cfg, unsigned nworkers);
 /* The store (for persistence: main hands it to persist_set_tenants). NULL before tnapi_init. */
 struct tn_store *tnapi_store(void);

@@ -615,3 +615,28 @@ Test(tenants, trusted_proxies_give_each_client_a_bucket)
         it_free(srv);
     }
 }
+
+/* --counter-cache / --tenant-cache bound the store; the refusal names the configured number. */
+Test(tenants, cache_flags_bound_the_store)
+{
+    const char *args[] = {"--rate-limit", "0", "--counter-cache", "3", "--tenant-cache", "2",
+                          NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char tid[64], tid2[64], cid[64], p[256];
+    mk_tenant(&c, "one", tid);
+    mk_tenant(&c, "two", tid2);
+    struct it_resp r;
+    cr_assert_eq(rq(&c, "POST", "/tenants", ADM, "{\"label\":\"three\"}", &r), 409, "%s", r.body);
+    cr_assert_str_eq(code_of(&r), "TOO_MANY_TENANTS");
+    cr_assert_not_null(strstr(r.body, "(2, --tenant-cache)"), "%s", r.body);
+    for (int i = 0; i < 3; i++)
+        mk_counter(&c, i == 2 ? tid2 : tid, "{}", cid);
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid2);
+    cr_assert_eq(rq(&c, "POST", p, ADM, "{}", &r), 409, "%s", r.body);
+    cr_assert_str_eq(code_of(&r), "TOO_MANY_COUNTERS");
+    cr_assert_not_null(strstr(r.body, "(3, --counter-cache)"), "%s", r.body);
+    it_conn_close(&c);
+    it_free(srv);
+}

@@ -59,6 +59,8 @@ Test(config, defaults_match_the_spec)
     cr_expect_eq(C.max_connections, 100000);
     cr_expect_eq(C.max_inflight, 10000);
     cr_expect_eq(C.max_users, 10000000);
+    cr_expect_eq(C.tenant_cache, 65536);
+    cr_expect_eq(C.counter_cache, 1000000);
     cr_expect_eq(C.rate_limit.rate, 20);
     cr_expect_eq(C.rate_limit.burst, 100);
     cr_expect_str_eq(C.cors_origins, "");
@@ -722,4 +724,26 @@ Test(config, hidden_test_hooks_are_validated)
     cr_expect_neq(load(V("RINGCOUNT_DEBUG_RL_CAPACITY=lots"), NULL), 0);
     cr_expect(strstr(ERR, "RINGCOUNT_DEBUG_RL_CAPACITY"), "%s", ERR);
     cr_expect_neq(load(V("RINGCOUNT_DEBUG_LOSE_COMMIT_MS=600001"), NULL), 0);
+}
+
+/* SPEC §2.3 store bounds: flag and environment, bounds 1..2^24 and 1..2^26 (tn_new's). */
+Test(config, tenant_and_counter_cache_bounds)
+{
+    cr_assert_eq(load(V("RINGCOUNT_TENANT_CACHE=7"), V("--counter-cache", "3")), 0, "%s", ERR);
+    cr_expect_eq(C.tenant_cache, 7);
+    cr_expect_eq(C.counter_cache, 3);
+    cr_assert_eq(load(NULL, V("--tenant-cache=16777216", "--counter-cache=67108864")), 0, "%s",
+                 ERR);
+    cr_expect_eq(C.tenant_cache, 16777216);
+    cr_expect_eq(C.counter_cache, 67108864);
+    static const char *const bad[][2] = {
+        {"--tenant-cache=0", "--tenant-cache"},
+        {"--tenant-cache=16777217", "16777216"},
+        {"--counter-cache=0", "--counter-cache"},
+        {"--counter-cache=67108865", "67108864"},
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        expect_one_error_line(load(NULL, V((char *)bad[i][0])));
+        cr_expect(strstr(ERR, bad[i][1]), "%s: %s", bad[i][0], ERR);
+    }
 }

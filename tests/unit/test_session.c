@@ -54,6 +54,8 @@ static void setup_n(unsigned n)
         cr_assert_eq(metrics_init(n), 0);
     memset(&cfg, 0, sizeof(cfg));
     strcpy(cfg.admin_key, ADMIN_KEY);
+    cfg.tenant_cache = 1024; /* --tenant-cache, --counter-cache (0 is refused) */
+    cfg.counter_cache = 16384;
     if (setup_cors)
         strcpy(cfg.cors_origins, setup_cors);
     cr_assert_eq(app_init(&cfg, n), 0);
@@ -1168,6 +1170,7 @@ Test(session, reset_disabled_without_key)
 {
     struct config nokey;
     memset(&nokey, 0, sizeof(nokey));
+    nokey.tenant_cache = nokey.counter_cache = 64;
     cr_assert_eq(app_init(&nokey, 1), 0);
     feed(&S, "POST /reset HTTP/1.1\r\nHost: t\r\nX-API-Key: \r\nContent-Length: 0\r\n\r\n"
              "POST /reset HTTP/1.1\r\nHost: t\r\nX-API-Key: s3cret-key\r\nContent-Length: 0\r\n\r\n");
