@@ -81,6 +81,10 @@ const struct cfg_opt cfg_opts[] = {
        the path black-holed or a lock is held, and a new connection is the way out. */
     U32("db-timeout-ms", "RINGCOUNT_DB_TIMEOUT_MS", db_timeout_ms, "5000", 100, 600000, 0,
         "one PostgreSQL exchange (connect, flush, check) longer than this: cancel, drop, reconnect"),
+    /* 1 s: what a browser refreshing a counter notices; one indexed query a second per node
+       costs PostgreSQL nothing (and an idle node one wake-up a second). */
+    U32("sync-ms", "RINGCOUNT_SYNC_MS", sync_ms, "1000", 10, 60000, 0,
+        "tenant counters other nodes changed (values, new, deleted) show here within this"),
     U32("ready-max-lag-ms", "RINGCOUNT_READY_MAX_LAG_MS", ready_max_lag_ms, "5000", 1, 3600000,
         0, "oldest unflushed data older than this: /readyz 503, dbUp false"),
     OPT("spill-dir", "RINGCOUNT_SPILL_DIR", CFG_STRING, 0, spill_dir, "/var/lib/ringcount", 0, 0,

@@ -81,6 +81,7 @@ static struct {
     uint64_t pg_up;
     uint64_t lag_ms;
     uint64_t rejected;
+    uint64_t tn_lookups, tn_lookup_queries, tn_feed_rows;
     uint64_t enabled;
     uint64_t last_flush_unix_ms;
     uint64_t durable_inflight; /* two's complement int64 */
@@ -260,6 +261,17 @@ void metrics_set_persist_lag_ms(uint64_t ms)
 void metrics_flush_rejected(uint64_t n)
 {
     ck_pr_store_64(&P.rejected, P.rejected + n);
+}
+
+void metrics_tn_lookups(uint64_t n)
+{
+    ck_pr_store_64(&P.tn_lookups, P.tn_lookups + n);
+    ck_pr_store_64(&P.tn_lookup_queries, P.tn_lookup_queries + 1);
+}
+
+void metrics_tn_feed(uint64_t rows)
+{
+    ck_pr_store_64(&P.tn_feed_rows, P.tn_feed_rows + rows);
 }
 
 /* Open descriptors = entries of /proc/self/fd minus ".", ".." and the one opendir holds. */
@@ -481,6 +493,14 @@ static void render_persistence(struct out *o)
     u64_metric(o, "ringcount_flush_rejected_keys_total", "counter",
                "Keys that failed alone in repeated flushes and went to the rc_rejected table.",
                ck_pr_load_64(&P.rejected));
+    u64_metric(o, "ringcount_tenant_lookups_total", "counter",
+               "Tenant-cache misses looked up in PostgreSQL.", ck_pr_load_64(&P.tn_lookups));
+    u64_metric(o, "ringcount_tenant_lookup_queries_total", "counter",
+               "Queries those lookups took (many misses share one).",
+               ck_pr_load_64(&P.tn_lookup_queries));
+    u64_metric(o, "ringcount_tenant_feed_rows_total", "counter",
+               "Tenant and counter rows the change feed brought in (written here or elsewhere).",
+               ck_pr_load_64(&P.tn_feed_rows));
     u64_metric(o, "ringcount_pending_keys", "gauge",
                "Distinct keys holding deltas not yet flushed to PostgreSQL.",
                ck_pr_load_64(&P.pending_keys));

@@ -71,6 +71,11 @@ void metrics_set_persist_lag_ms(uint64_t ms);
 /* n keys written to the dead-letter table rc_rejected (they failed alone, N times). */
 void metrics_flush_rejected(uint64_t n);
 
+/* One lookup query that carried n tenant-cache misses. */
+void metrics_tn_lookups(uint64_t n);
+/* The change feed applied this many rows. */
+void metrics_tn_feed(uint64_t rows);
+
 /* ---- main thread ---- */
 
 /* Sample process_* figures (getrusage, /proc/self/statm, /proc/self/fd, RLIMIT_NOFILE,

@@ -89,6 +89,7 @@ int persist_init(const struct config *cfg, unsigned nworkers)
     pst.db_timeout_ms = cfg->db_timeout_ms ? cfg->db_timeout_ms : 5000;
     pst.users_cap = USERS_PER_FLUSH;
     pst.tn_cap = TN_ROWS_PER_FLUSH;
+    pst.sync_ms = cfg->sync_ms ? cfg->sync_ms : 1000;
     pst.ready_lag_ms = cfg->ready_max_lag_ms ? cfg->ready_max_lag_ms : 5000;
     pst.conninfo = cfg->db;
     pst.spill_dir = cfg->spill_dir;
@@ -156,6 +157,12 @@ void persist_fini(void)
     free(pst.f.keys.buf);
     free(pst.urefs);
     free(pst.f.tnd);
+    for (size_t i = 0; i < pst.ntq; i++) /* ops whose workers are gone: nobody waits for them */
+        free(pst.tq[i].op);
+    for (size_t i = 0; i < pst.ntq_fly; i++)
+        free(pst.tq_fly[i].op);
+    free(pst.tq);
+    free(pst.tq_fly);
     free(pst.f.j_t.buf);
     free(pst.f.j_c.buf);
     free(pst.f.j_d.buf);

@@ -47,6 +47,7 @@ struct tn_store;
 enum persist_req {
     PERSIST_REQ_CLUSTER = 1, /* GET /stats?scope=cluster: flush, then read cluster totals */
     PERSIST_REQ_RESET = 2,   /* POST /reset: answer once the reset is committed */
+    PERSIST_REQ_TNOP = 3,    /* a tenant write or lookup (struct persist_tnop) */
 };
 
 enum persist_reply_kind {
@@ -54,6 +55,7 @@ enum persist_reply_kind {
     PERSIST_R_CLUSTER = 2,
     PERSIST_R_RESET = 3,
     PERSIST_R_KEYED = 4,   /* a durable increment with an Idempotency-Key is committed */
+    PERSIST_R_TNOP = 5,    /* a struct persist_tnop is done: token is its address */
 };
 
 struct persist_reply {
@@ -86,7 +88,40 @@ void persist_set_tenants(struct tn_store *st);
 /* Is a database configured? Any thread. */
 bool persist_enabled(void);
 
+/* A tenant write or lookup that PostgreSQL decides (SPEC §2.3 with --db: the database is the
+   source of truth). The worker fills the inputs, hands it over with persist_w_tnop and gets it
+   back in a PERSIST_R_TNOP reply (token = its address) once the statement committed or failed;
+   until then the persister owns it. After the reply the records are in the node's store (the
+   cache) unless status says otherwise. */
+enum persist_tnop_kind {
+    PTN_TENANT_CREATE = 1, /* tid, label, created_ms */
+    PTN_COUNTER_CREATE,    /* tid, cid, label (has_label), value (initial), max_delta, created_ms */
+    PTN_SET,               /* tid, cid, value: absolute */
+    PTN_COUNTER_DELETE,    /* tid, cid */
+    PTN_TENANT_DELETE,     /* tid (and its counters) */
+    PTN_LOOKUP,            /* tid, and cid unless has_cid is false: bring them into the cache */
+};
+struct persist_tnop {
+    /* in (the worker) */
+    uint8_t kind;          /* enum persist_tnop_kind */
+    bool has_label, has_cid;
+    uint8_t label_len;
+    uint8_t tid[16], cid[16];
+    char label[255];
+    int64_t value, max_delta, created_ms;
+    /* out (the persister): 0 done; -EEXIST the label is taken (on any node); -ENOENT no such
+       tenant / counter (or deleted); -ENOSPC done in the database, but the node's cache is
+       full (--tenant-cache / --counter-cache); -ETIMEDOUT not sent (it waited past
+       --durable-timeout-ms: nothing was done); -EIO the database failed it or the connection
+       dropped (outcome unknown for a write) */
+    int status;
+    char sqlstate[6];
+};
+
 /* ---- worker w ---- */
+/* Hand op to the persister: 0 (it comes back in a PERSIST_R_TNOP reply), -ENODEV (no
+   database), -EAGAIN (request queue full: op is still the caller's). */
+int persist_w_tnop(unsigned w, struct persist_tnop *op);
 /* Take one increment of the single counter on worker w: 0 and *ticket (this slot's increment
    number, for a durable wait), or -EOVERFLOW (the value would pass INT64_MAX; nothing taken). */
 int persist_w_incr(unsigned w, uint64_t *ticket);

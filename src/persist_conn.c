@@ -51,6 +51,8 @@ static void conn_drop(uint64_t now, const char *why)
         if (pst.f.st == F_UNKNOWN && !pst.f_pid)
             pst.f_pid = pid;
     }
+    if (pst.x == X_TNOP)
+        pst_tn_done(now, true);
     pst.need_rollback = false; /* a new connection starts outside any transaction */
     if (pst.conn)
         PQfinish(pst.conn);
@@ -103,7 +105,7 @@ static bool out_flush(uint64_t now)
     return true;
 }
 
-static void begin_exchange(enum xch x, uint64_t now)
+void pst_begin_exchange(enum xch x, uint64_t now)
 {
     pst.nq = 0;
     pst.x = x;
@@ -120,7 +122,7 @@ static bool q_push(enum qk k)
     return true;
 }
 
-static bool send_prepared(enum qk k, const char *name, int n, const char *const *vals)
+bool pst_send_prepared(enum qk k, const char *name, int n, const char *const *vals)
 {
     return PQsendQueryPrepared(pst.conn, name, n, vals, NULL, NULL, 0) && q_push(k);
 }
@@ -132,7 +134,7 @@ static bool send_sync(void)
 
 /* Close an exchange whose statements were queued (ok): sync and send; false (the connection
    dropped, logged as why) if anything failed. */
-static bool end_exchange(bool ok, uint64_t now, const char *why)
+bool pst_end_exchange(bool ok, uint64_t now, const char *why)
 {
     if (!ok || !send_sync()) {
         conn_drop(now, why);
@@ -143,7 +145,7 @@ static bool end_exchange(bool ok, uint64_t now, const char *why)
 
 static void send_setup(uint64_t now)
 {
-    begin_exchange(X_SETUP, now);
+    pst_begin_exchange(X_SETUP, now);
     uint32_t lk = pst.db_timeout_ms < pst.durable_timeout_ms ? pst.db_timeout_ms : pst.durable_timeout_ms;
     lk = lk / LOCK_TIMEOUT_DEN * LOCK_TIMEOUT_NUM;
     uint32_t sto = pst.db_timeout_ms / STMT_TIMEOUT_DEN * STMT_TIMEOUT_NUM;
@@ -158,20 +160,20 @@ static void send_setup(uint64_t now)
     for (size_t i = 0; ok && i < PST_NSTMTS; i++)
         ok = PQsendPrepare(pst.conn, PST_STMTS[i].name, PST_STMTS[i].sql, PST_STMTS[i].nparams, NULL) &&
              q_push(Q_PREP);
-    end_exchange(ok, now, "setup");
+    pst_end_exchange(ok, now, "setup");
 }
 
 static void send_rollback(uint64_t now)
 {
-    begin_exchange(X_ROLLBACK, now);
-    end_exchange(PQsendQueryParams(pst.conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) &&
+    pst_begin_exchange(X_ROLLBACK, now);
+    pst_end_exchange(PQsendQueryParams(pst.conn, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) &&
                      q_push(Q_ROLLBACK),
                  now, "rollback");
 }
 
 static void send_kill(uint64_t now)
 {
-    begin_exchange(X_KILL, now);
+    pst_begin_exchange(X_KILL, now);
     char arr[OLD_PIDS * 12 + 3], *o = arr;
     *o++ = '{';
     for (unsigned i = 0; i < pst.nold; i++)
@@ -179,23 +181,23 @@ static void send_kill(uint64_t now)
     *o++ = '}';
     *o = 0;
     const char *v[2] = {arr, pst.conn_app};
-    end_exchange(send_prepared(Q_KILL, "rc_kill", 2, v), now, "kill");
+    pst_end_exchange(pst_send_prepared(Q_KILL, "rc_kill", 2, v), now, "kill");
 }
 
 static void send_check(uint64_t now)
 {
-    begin_exchange(X_CHECK, now);
+    pst_begin_exchange(X_CHECK, now);
     const char *v[3] = {pst.f.p_node, pst.f.p_seq, pst.f.p_inc};
     const char *kv[1] = {pst.f.keys.buf};
-    end_exchange(send_prepared(Q_CHECK, "rc_check", 3, v) &&
-                     (!pst.f.nk || send_prepared(Q_KEYGET, "rc_key_get", 1, kv)),
+    pst_end_exchange(pst_send_prepared(Q_CHECK, "rc_check", 3, v) &&
+                     (!pst.f.nk || pst_send_prepared(Q_KEYGET, "rc_key_get", 1, kv)),
                  now, "check");
 }
 
 static void send_flush(uint64_t now)
 {
     struct flush *f = &pst.f;
-    begin_exchange(X_FLUSH, now);
+    pst_begin_exchange(X_FLUSH, now);
     if (f->st == F_NONE)
         pst.flush_t0_ns = clock_ns(CLOCK_MONOTONIC);
     const char *lv[4] = {f->p_node, f->p_seq, f->p_cd, f->p_inc};
@@ -204,45 +206,45 @@ static void send_flush(uint64_t now)
     const char *pv[3] = {f->p_node, f->p_prune, f->p_inc};
     const char *kn[2] = {f->p_node, f->keys.buf}, *kv[1] = {f->keys.buf};
     bool ok = PQsendQueryParams(pst.conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) && q_push(Q_BEGIN);
-    ok = ok && send_prepared(Q_LEDGER, "rc_ledger", 4, lv);
+    ok = ok && pst_send_prepared(Q_LEDGER, "rc_ledger", 4, lv);
     if (f->reset)
-        ok = ok && send_prepared(Q_TRUNC, "rc_trunc", 0, NULL) &&
-             send_prepared(Q_META0, "rc_meta0", 0, NULL);
+        ok = ok && pst_send_prepared(Q_TRUNC, "rc_trunc", 0, NULL) &&
+             pst_send_prepared(Q_META0, "rc_meta0", 0, NULL);
     if (f->events)
-        ok = ok && send_prepared(Q_EVENTS, "rc_events", 3, ev);
+        ok = ok && pst_send_prepared(Q_EVENTS, "rc_events", 3, ev);
     if (f->nusers)
-        ok = ok && send_prepared(Q_USERS, "rc_users", 1, uv);
+        ok = ok && pst_send_prepared(Q_USERS, "rc_users", 1, uv);
     if (f->tn) {
         const char *jt[1] = {f->j_t.buf}, *jc[1] = {f->j_c.buf}, *jd[1] = {f->j_d.buf},
                    *ji[1] = {f->j_i.buf};
         if (f->j_t.len > 2)
-            ok = ok && send_prepared(Q_TN, "rc_tn_t", 1, jt);
+            ok = ok && pst_send_prepared(Q_TN, "rc_tn_t", 1, jt);
         if (f->j_c.len > 2)
-            ok = ok && send_prepared(Q_TN, "rc_tn_c", 1, jc);
+            ok = ok && pst_send_prepared(Q_TN, "rc_tn_c", 1, jc);
         if (f->j_d.len > 2)
-            ok = ok && send_prepared(Q_TN, "rc_tn_d", 1, jd);
+            ok = ok && pst_send_prepared(Q_TN, "rc_tn_d", 1, jd);
         if (f->j_i.len > 2)
-            ok = ok && send_prepared(Q_TN, "rc_tn_i", 1, ji);
+            ok = ok && pst_send_prepared(Q_TN, "rc_tn_i", 1, ji);
     }
     if (f->nk)
-        ok = ok && send_prepared(Q_TN, "rc_key_ins", 2, kn) &&
-             send_prepared(Q_TN, "rc_key_val", 1, kv) &&
-             send_prepared(Q_KEYGET, "rc_key_get", 1, kv);
+        ok = ok && pst_send_prepared(Q_TN, "rc_key_ins", 2, kn) &&
+             pst_send_prepared(Q_TN, "rc_key_val", 1, kv) &&
+             pst_send_prepared(Q_KEYGET, "rc_key_get", 1, kv);
     if (f->prune)
-        ok = ok && send_prepared(Q_PRUNE, "rc_prune", 3, pv) &&
-             send_prepared(Q_PRUNE, "rc_key_exp", 0, NULL);
+        ok = ok && pst_send_prepared(Q_PRUNE, "rc_prune", 3, pv) &&
+             pst_send_prepared(Q_PRUNE, "rc_key_exp", 0, NULL);
     if (f->prune && pst.tn)
-        ok = ok && send_prepared(Q_PRUNE, "rc_tn_exp", 0, NULL);
+        ok = ok && pst_send_prepared(Q_PRUNE, "rc_tn_exp", 0, NULL);
     pst.rej_sent = pst.nrej;
     for (size_t i = 0; ok && i < pst.nrej; i++) {
         const struct reject *j = &pst.rej[i];
         const char *rv[6] = {f->p_node, j->kind, j->key, j->payload, j->sqlstate, j->error};
-        ok = send_prepared(Q_TN, "rc_reject", 6, rv);
+        ok = pst_send_prepared(Q_TN, "rc_reject", 6, rv);
     }
     ok = ok && PQsendQueryParams(pst.conn, "COMMIT", 0, NULL, NULL, NULL, NULL, 0) &&
          q_push(Q_COMMIT);
     if (f->ncl)
-        ok = ok && send_prepared(Q_CLUSTER, "rc_cluster", 0, NULL);
+        ok = ok && pst_send_prepared(Q_CLUSTER, "rc_cluster", 0, NULL);
     if (!ok || !send_sync()) {
         f->st = F_SENT;
         conn_drop(now, "send flush");
@@ -326,6 +328,9 @@ static void exchange_done(uint64_t now)
                      LOG_S("flush_seq", pst.f.p_seq));
             pst_flush_abandon();
         }
+        return;
+    case X_TNOP:
+        pst_tn_done(now, false);
         return;
     case X_FLUSH:
         /* COMMIT answered OK: applied, whatever came after it (a cluster read failing, or the
@@ -427,6 +432,9 @@ static void on_result(enum qk k, PGresult *res)
     case Q_CHECK:
         pst.r.check_found = read_counter_after(res, st);
         break;
+    case Q_TNOP:
+        pst_tn_result(res);
+        break;
     default:
         break;
     }
@@ -457,7 +465,8 @@ static void read_results(uint64_t now)
             continue;
         }
         on_result(k, res);
-        PQclear(res);
+        if (k != Q_TNOP) /* kept by persist_tn until its exchange is done */
+            PQclear(res);
     }
 }
 
@@ -566,13 +575,22 @@ uint32_t persist_p_run(uint64_t now, unsigned revents)
         } else if (pst.f.st == F_UNKNOWN) {
             if (!pst.f_pid) /* the backend that ran it is gone: the ledger is the truth */
                 send_check(now);
-        } else if (now >= pst.retry_at && (now >= pst.next_due || urgent())) {
-            if (pst_build_flush(now)) {
-                send_flush(now);
+        } else {
+            /* Tenant writes, lookups and the change feed take turns with flushes; a `set`
+               goes out after a flush, so increments counted before it are not added on top. */
+            bool ff = false, tn = pst_tn_due(now, &ff);
+            if (tn && (!ff || pst.tq_flushed)) {
+                pst_tn_send(now);
+            } else if (now >= pst.retry_at && (now >= pst.next_due || urgent() || tn)) {
+                bool sent = pst_build_flush(now);
+                if (sent)
+                    send_flush(now);
                 pst.next_due = now + pst.flush_ms;
-            } else {
-                pst.next_due = now + pst.flush_ms;
-                if (pst.stopping)
+                if (tn)
+                    pst.tq_flushed = true;
+                if (!sent && tn)
+                    pst_tn_send(now);
+                else if (!sent && pst.stopping)
                     pst.finished = true;
             }
         }
@@ -610,6 +628,9 @@ uint32_t persist_p_run(uint64_t now, unsigned revents)
         if (pst.nold)
             due = pst.kill_at;
         d = due > now ? due - now : 1;
+        uint64_t tw = pst_tn_wait(now);
+        if (tw < d)
+            d = tw ? tw : 1;
     }
     else if (pst.cst == C_DOWN)
         d = pst.next_connect > now ? pst.next_connect - now : 1;

@@ -16,6 +16,9 @@
  *                    failing key (rc_rejected), the spill file at shutdown.
  *   persist_conn.c   persister: the libpq connection state machine, exchanges and results,
  *                    and persist_p_run.
+ *   persist_tn.c     persister: the tenant writes and lookups PostgreSQL decides (struct
+ *                    persist_tnop), and the change feed that keeps the node's cache of tenant
+ *                    counters in step with the other nodes (--sync-ms).
  * Cross-file functions are prefixed pst_ and declared at the end, grouped by the file that
  * defines them.
  */
@@ -117,6 +120,9 @@
    until one fails alone 3 times, and that one goes to rc_rejected. 65,536 users = 16 halvings
    × 20 ms: a bad key is isolated in about a second, and every other key commits. */
 #define ISOLATE_AFTER 5u
+/* Lookups per query (one uuid[] parameter of up to 512 × 37 bytes): a flood of unknown ids
+   costs one query per 512 of them, or per exchange round trip when they come slower. */
+#define TN_LOOKUPS_PER_QUERY 512u
 #define ALONE_FAILS 3u
 
 /* ------------------------------------------------------------------ per-worker queues */
@@ -168,9 +174,9 @@ struct pworker {
 /* ------------------------------------------------------------------ persister state */
 
 enum qk { Q_SET = 1, Q_PREP, Q_BEGIN, Q_LEDGER, Q_TRUNC, Q_META0, Q_EVENTS, Q_USERS, Q_PRUNE,
-          Q_COMMIT, Q_CLUSTER, Q_CHECK, Q_SYNC, Q_TN, Q_ROLLBACK, Q_KILL, Q_KEYGET };
+          Q_COMMIT, Q_CLUSTER, Q_CHECK, Q_SYNC, Q_TN, Q_ROLLBACK, Q_KILL, Q_KEYGET, Q_TNOP };
 enum cst { C_DOWN, C_CONNECTING, C_SETUP, C_READY };
-enum xch { X_NONE, X_SETUP, X_FLUSH, X_CHECK, X_ROLLBACK, X_KILL };
+enum xch { X_NONE, X_SETUP, X_FLUSH, X_CHECK, X_ROLLBACK, X_KILL, X_TNOP };
 enum fst { F_NONE, F_SENT, F_UNKNOWN };
 /* The parts of a flush, probed one by one in isolation (ISOLATE_AFTER). */
 enum part { P_PROBE, P_COUNTER, P_EVENTS, P_USERS, P_TN, P_KEYS, P_NPARTS };
@@ -315,7 +321,7 @@ struct pstate {
     unsigned nold;
     uint64_t kill_at;           /* next look at them */
     bool debug_used;
-    enum qk q[24];
+    enum qk q[48];              /* one exchange's statements: setup prepares PST_NSTMTS (27) */
     unsigned nq, qi;
     struct xres r;
     struct flush f;
@@ -349,6 +355,16 @@ struct pstate {
     uint32_t tn_gen;            /* the current stamp */
     uint64_t tn_full_at;        /* last full scan (0: never) */
     uint32_t tn_cap;            /* new counters / changed values per flush now */
+    /* tenant writes and lookups decided by PostgreSQL, and the change feed (persist_tn.c) */
+    struct tnq { struct persist_tnop *op; unsigned w; uint64_t at_ms; } *tq; /* waiting */
+    size_t ntq, captq;
+    struct tnq *tq_fly;         /* the ones the exchange in flight carries (first ntq_fly) */
+    size_t ntq_fly, captq_fly;
+    bool tq_flushed;            /* a flush went out since ops arrived: their turn now */
+    uint32_t sync_ms;
+    uint64_t feed_at;           /* next change-feed query (persister clock) */
+    char feed_xmin[24];         /* the feed reads rows written by transactions >= this xid */
+    uint64_t feed_rows, lookups, lookup_queries;
 };
 
 /* The one persister state (persist.c defines it); see each field for who writes it. */
@@ -432,7 +448,30 @@ bool pst_transient_state(const char *sqlstate);
    newline (PostgreSQL errors go into log lines and text columns). */
 void pst_copy_msg(char *dst, size_t cap, const char *src);
 
+/* ---- persist_tn.c ---- */
+/* A worker handed op over (pst_drain_requests). */
+void pst_tn_add(unsigned w, struct persist_tnop *op, uint64_t now);
+/* Is a tenant exchange wanted now (ops waiting, the feed due)? Sets *flush_first when a flush
+   should go out before it (a `set` must not be overtaken by increments counted before it). */
+bool pst_tn_due(uint64_t now, bool *flush_first);
+/* Send the tenant exchange that is due (X_TNOP). */
+void pst_tn_send(uint64_t now);
+/* One result of it. */
+void pst_tn_result(PGresult *res);
+/* It completed (failed: pst.r says why), or the connection dropped under it (dropped). */
+void pst_tn_done(uint64_t now, bool dropped);
+/* Milliseconds until the feed is due (for persist_p_run's sleep). */
+uint64_t pst_tn_wait(uint64_t now);
+/* Start-up (persist_load): where the feed starts; read before the tenants are loaded. */
+int pst_tn_feed_init(PGconn *c);
+
 /* ---- persist_conn.c ---- */
+/* Exchange helpers for the other persister files: start an exchange, queue a prepared
+   statement (its results go to on_result as kind k), and close it (sync + send; false if the
+   connection dropped). */
+void pst_begin_exchange(enum xch x, uint64_t now);
+bool pst_send_prepared(enum qk k, const char *name, int n, const char *const *vals);
+bool pst_end_exchange(bool ok, uint64_t now, const char *why);
 /* libpq notice processor: notices go to the debug log. */
 void pst_quiet_notice(void *arg, const char *msg);
 /* The connection's socket changed (the poll must be re-armed). */

@@ -56,6 +56,25 @@ static const char *const MIGRATIONS[] = {
     "CREATE TABLE rc_rejected (id bigserial PRIMARY KEY, node_id integer NOT NULL,"
     "  kind text NOT NULL, key bytea, payload text NOT NULL, sqlstate text NOT NULL,"
     "  error text NOT NULL, rejected_at timestamptz NOT NULL DEFAULT now());",
+    /* v4 (SPEC §2.3 with --db: PostgreSQL is the source of truth of tenant counters). Deletes
+       are soft (the change feed must see them) and labels unique among live rows: a tenant's
+       label on any node, a counter's within its tenant (older duplicate counter labels get
+       their id's first 8 characters appended). txid: the transaction that last wrote the row,
+       which the change feed reads by (rc_tn_feed). */
+    "ALTER TABLE rc_tenants ADD COLUMN deleted boolean NOT NULL DEFAULT false,"
+    "  ADD COLUMN txid xid8 NOT NULL DEFAULT pg_current_xact_id();"
+    "ALTER TABLE rc_tenants DROP CONSTRAINT rc_tenants_label_key;"
+    "CREATE UNIQUE INDEX rc_tenants_label ON rc_tenants (label) WHERE NOT deleted;"
+    "CREATE INDEX rc_tenants_txid ON rc_tenants (txid);"
+    "ALTER TABLE rc_tenant_counters ADD COLUMN deleted boolean NOT NULL DEFAULT false,"
+    "  ADD COLUMN txid xid8 NOT NULL DEFAULT pg_current_xact_id();"
+    "UPDATE rc_tenant_counters c SET label = left(c.label, 246) || '-' || left(c.id::text, 8)"
+    "  WHERE c.label IS NOT NULL AND EXISTS (SELECT 1 FROM rc_tenant_counters o"
+    "  WHERE o.tenant_id = c.tenant_id AND o.label = c.label"
+    "  AND (o.created_at, o.id) < (c.created_at, c.id));"
+    "CREATE UNIQUE INDEX rc_tenant_counters_label ON rc_tenant_counters (tenant_id, label)"
+    "  WHERE NOT deleted;"
+    "CREATE INDEX rc_tenant_counters_txid ON rc_tenant_counters (txid);",
 };
 #define NMIGRATIONS (sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]))
 
@@ -258,7 +277,7 @@ static int load_tenants(PGconn *c)
     PGresult *r = NULL;
     uint32_t nt = 0, nc = 0, ni = 0, skipped = 0;
     if (!pst_ok_exec(c, "SELECT id::text, label, (extract(epoch FROM created_at) * 1000)::bigint"
-                    " FROM rc_tenants ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
+                    " FROM rc_tenants WHERE NOT deleted ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
         return -EIO;
     for (int i = 0; i < PQntuples(r); i++) {
         uint8_t id[16];
@@ -273,7 +292,7 @@ static int load_tenants(PGconn *c)
     PQclear(r);
     if (!pst_ok_exec(c, "SELECT id::text, tenant_id::text, label, value, max_delta,"
                     " (extract(epoch FROM created_at) * 1000)::bigint FROM rc_tenant_counters"
-                    " ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
+                    " WHERE NOT deleted ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
         return -EIO;
     for (int i = 0; i < PQntuples(r); i++) {
         uint8_t id[16], tid[16];
@@ -374,6 +393,8 @@ int persist_load(void)
         rc = replay_spill(c);
     if (rc == 0)
         rc = load(c, &nusers, &nover);
+    if (rc == 0 && pst.tn)
+        rc = pst_tn_feed_init(c); /* before the load: what commits during it is fed later */
     if (rc == 0 && pst.tn)
         rc = load_tenants(c);
     PQfinish(c);

@@ -82,6 +82,20 @@ int persist_w_request(unsigned w, enum persist_req kind, uint64_t token)
     return 0;
 }
 
+int persist_w_tnop(unsigned w, struct persist_tnop *op)
+{
+    if (!pst.enabled)
+        return -ENODEV;
+    uintptr_t a = (uintptr_t)op;
+    if (a >> 56) /* x86-64 and arm64 user addresses have 47-52 bits: never seen */
+        return -EINVAL;
+    struct pworker *p = &pst.pw[w];
+    if (!ck_ring_enqueue_spsc(&p->req, p->reqbuf, (void *)(((uintptr_t)PERSIST_REQ_TNOP << 56) | a)))
+        return -EAGAIN;
+    p->want_wake = true;
+    return 0;
+}
+
 bool persist_w_reply_pop(unsigned w, struct persist_reply *r)
 {
     if (!pst.enabled)
@@ -318,7 +332,9 @@ void pst_drain_requests(uint64_t now)
         while (ck_ring_dequeue_spsc(&p->req, p->reqbuf, &e)) {
             uintptr_t v = (uintptr_t)e;
             struct preq q = {.w = w, .token = v & ((1ull << 56) - 1), .at_ms = now};
-            if ((v >> 56) == PERSIST_REQ_CLUSTER) {
+            if ((v >> 56) == PERSIST_REQ_TNOP) {
+                pst_tn_add(w, (struct persist_tnop *)(uintptr_t)q.token, now);
+            } else if ((v >> 56) == PERSIST_REQ_CLUSTER) {
                 preq_add(&pst.cl, &pst.ncl, &pst.capcl, q);
             } else {
                 /* The worker asks after its /reset barrier: every slot has applied it. */

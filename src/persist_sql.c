@@ -6,6 +6,14 @@
 
 /* ------------------------------------------------------------------ persister: connection */
 
+#define TN_MS(a) "(extract(epoch FROM " a ".created_at) * 1000)::bigint::text"
+#define TN_T_ROW(a)                                                                             \
+    "'t', " a ".id::text, NULL::text, " a ".label, NULL::text, NULL::text, " TN_MS(a) ", " a     \
+    ".deleted"
+#define TN_C_ROW(a)                                                                             \
+    "'c', " a ".id::text, " a ".tenant_id::text, " a ".label, " a ".value::text, " a            \
+    ".max_delta::text, " TN_MS(a) ", " a ".deleted"
+
 const struct pst_stmt PST_STMTS[] = {
     {"rc_ledger",
      "WITH c AS (INSERT INTO rc_counters AS t (k, v) VALUES ('" COUNTER_KEY "', $3::bigint)"
@@ -71,10 +79,61 @@ const struct pst_stmt PST_STMTS[] = {
      " SELECT id, tid, label, 0, md, to_timestamp(ms / 1000.0) FROM json_to_recordset($1::json)"
      " AS x(id uuid, tid uuid, label text, md bigint, ms bigint) ON CONFLICT DO NOTHING",
      1},
-    /* numeric delta: a `set` may move a value by more than an int64 can hold */
+    /* numeric delta: a `set` may move a value by more than an int64 can hold; txid: the
+       change feed of the other nodes reads the rows this transaction wrote (rc_tn_feed) */
     {"rc_tn_d",
-     "UPDATE rc_tenant_counters t SET value = (t.value + x.d)::bigint"
+     "UPDATE rc_tenant_counters t SET value = (t.value + x.d)::bigint, txid = pg_current_xact_id()"
      " FROM json_to_recordset($1::json) AS x(id uuid, d numeric) WHERE t.id = x.id",
+     1},
+    /* Tenant writes and lookups the database decides (persist_tn.c). Every one answers rows of
+       one shape, TN_T_ROW / TN_C_ROW: kind, id, tenant id, label, value, max_delta, created
+       (unix ms), deleted. Labels are unique among live rows (partial unique indexes, schema
+       v4), so a duplicate on any node fails with 23505. */
+    {"rc_tn_mk_t",
+     "INSERT INTO rc_tenants AS t (id, label, created_at) VALUES ($1::uuid, $2,"
+     " to_timestamp($3::bigint / 1000.0)) RETURNING " TN_T_ROW("t"),
+     3},
+    {"rc_tn_mk_c",
+     "WITH t AS (SELECT * FROM rc_tenants WHERE id = $1::uuid AND NOT deleted),"
+     " c AS (INSERT INTO rc_tenant_counters (id, tenant_id, label, value, max_delta, created_at)"
+     "  SELECT $2::uuid, t.id, $3, $4::bigint, $5::bigint, to_timestamp($6::bigint / 1000.0)"
+     "  FROM t RETURNING *)"
+     " SELECT " TN_T_ROW("t") " FROM t UNION ALL SELECT " TN_C_ROW("c") " FROM c",
+     6},
+    {"rc_tn_setv",
+     "WITH c AS (UPDATE rc_tenant_counters c SET value = $3::bigint, txid = pg_current_xact_id()"
+     "  FROM rc_tenants t WHERE c.id = $2::uuid AND c.tenant_id = $1::uuid AND NOT c.deleted"
+     "  AND t.id = c.tenant_id AND NOT t.deleted RETURNING c.*),"
+     " t AS (SELECT * FROM rc_tenants WHERE id = $1::uuid AND EXISTS (SELECT 1 FROM c))"
+     " SELECT " TN_T_ROW("t") " FROM t UNION ALL SELECT " TN_C_ROW("c") " FROM c",
+     3},
+    {"rc_tn_del_c",
+     "UPDATE rc_tenant_counters c SET deleted = true, txid = pg_current_xact_id()"
+     " WHERE id = $2::uuid AND tenant_id = $1::uuid AND NOT deleted RETURNING " TN_C_ROW("c"),
+     2},
+    {"rc_tn_del_t",
+     "WITH t AS (UPDATE rc_tenants SET deleted = true, txid = pg_current_xact_id()"
+     "  WHERE id = $1::uuid AND NOT deleted RETURNING *),"
+     " c AS (UPDATE rc_tenant_counters SET deleted = true, txid = pg_current_xact_id()"
+     "  WHERE tenant_id IN (SELECT id FROM t) AND NOT deleted RETURNING *)"
+     " SELECT " TN_T_ROW("t") " FROM t UNION ALL SELECT " TN_C_ROW("c") " FROM c",
+     1},
+    /* $1 every tenant asked for (with those of the counters asked for), $2 the counters asked
+       for, $3 the tenants asked for alone (they come with all their live counters) */
+    {"rc_tn_look",
+     "SELECT " TN_T_ROW("t") " FROM rc_tenants t WHERE t.id = ANY($1::uuid[]) AND NOT t.deleted"
+     " UNION ALL SELECT " TN_C_ROW("c") " FROM rc_tenant_counters c JOIN rc_tenants t"
+     "  ON t.id = c.tenant_id AND NOT t.deleted"
+     " WHERE (c.id = ANY($2::uuid[]) OR c.tenant_id = ANY($3::uuid[])) AND NOT c.deleted",
+     3},
+    /* The change feed: rows written by transactions >= $1, and the xmin of this statement's
+       snapshot: every transaction below it has ended (its rows, if committed, are seen here),
+       so the next read starts there and misses nothing, whatever order commits came in. */
+    {"rc_tn_feed",
+     "SELECT 'x', pg_snapshot_xmin(pg_current_snapshot())::text, NULL, NULL, NULL, NULL, NULL,"
+     " false"
+     " UNION ALL SELECT " TN_T_ROW("t") " FROM rc_tenants t WHERE t.txid >= $1::xid8"
+     " UNION ALL SELECT " TN_C_ROW("c") " FROM rc_tenant_counters c WHERE c.txid >= $1::xid8",
      1},
     {"rc_tn_i",
      "INSERT INTO rc_idempotency (tenant_id, key, counter_id, delta, value, created_at)"

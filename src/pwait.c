@@ -16,6 +16,7 @@ enum tok_kind {
     TOK_RESET,   /* a /reset, answered once it is committed */
     TOK_COMMIT,  /* an answer held until the next PostgreSQL commit (tenant inc ?sync=1) */
     TOK_KEYED,   /* a durable increment with an Idempotency-Key (holds a durable_enter slot) */
+    TOK_TNOP,    /* a tenant write or lookup (struct persist_tnop; key = its address) */
 };
 
 /* A session waiting on the persister: a durable increment (key = its ticket, FIFO) or a token
@@ -27,6 +28,7 @@ struct waiter {
     enum tok_kind kind;
     char *resp;     /* TOK_COMMIT: headers then body of the held answer (malloc'd) */
     uint16_t hlen, blen;
+    pwait_tnop_fn done; /* TOK_TNOP */
 };
 
 struct pwait {
@@ -164,6 +166,13 @@ static void answer_token(struct pwait *pw, struct waiter *w, const struct persis
         else
             pwait_answer_unavailable(w->s, "PostgreSQL did not answer in time");
         break;
+    case TOK_TNOP: {
+        struct persist_tnop *op = (struct persist_tnop *)(uintptr_t)w->key;
+        w->done(w->s, op, r != NULL);
+        if (r) /* else the persister still holds it: freed when its reply comes */
+            free(op);
+        break;
+    }
     }
     sess_unpark(w->s);
 }
@@ -249,6 +258,19 @@ enum sess_handled pwait_keyed(struct pwait *pw, struct sess *s, const char *key,
     return SESS_H_PARKED;
 }
 
+enum sess_handled pwait_tnop(struct pwait *pw, struct sess *s, struct persist_tnop *op,
+                             pwait_tnop_fn done)
+{
+    if (tok_reserve(pw) < 0 || persist_w_tnop(pw->idx, op) < 0) {
+        free(op);
+        sess_error(s, HTTP_E_OVERLOADED, "too many requests waiting for the persister",
+                   SESS_HDRS(SESS_RETRY_AFTER_1));
+        return SESS_H_DONE;
+    }
+    tok_push(pw, s, (uint64_t)(uintptr_t)op, TOK_TNOP)->done = done;
+    return SESS_H_PARKED;
+}
+
 static struct waiter *dur_at(struct pwait *pw, size_t i)
 {
     return &pw->dur[(pw->dur_head + i) % pw->dur_cap];
@@ -318,13 +340,16 @@ void pwait_poll(struct pwait *pw, uint64_t now_ms)
                 dur_pop(pw, &r);
             continue;
         }
-        for (size_t i = 0; i < pw->ntok; i++) {
+        bool found = false;
+        for (size_t i = 0; i < pw->ntok && !found; i++) {
             if (pw->tok[i].key != r.token)
                 continue;
+            found = true;
             answer_token(pw, &pw->tok[i], &r);
             pw->tok[i] = pw->tok[--pw->ntok];
-            break;
         }
+        if (!found && r.kind == PERSIST_R_TNOP) /* its waiter timed out or died: ours to free */
+            free((void *)(uintptr_t)r.token);
     }
     while (pw->dur_len && dur_at(pw, 0)->deadline_ms <= now_ms)
         dur_pop(pw, NULL);

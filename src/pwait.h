@@ -11,6 +11,7 @@
 #ifndef RC_PWAIT_H
 #define RC_PWAIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -23,6 +24,12 @@ enum pwait_req {
     PWAIT_CLUSTER, /* GET /stats?scope=cluster: the cluster totals after a flush */
     PWAIT_RESET,   /* POST /reset: the reset committed */
 };
+
+/* What a tenant operation's waiter runs on its worker when the persister gave op back
+   (answered) or --durable-timeout-ms passed first (!answered: op is not to be touched, the
+   persister still owns it). It answers s or leaves it to run again (SESS_H_AGAIN). */
+struct persist_tnop;
+typedef void (*pwait_tnop_fn)(struct sess *s, struct persist_tnop *op, bool answered);
 
 /* Worker idx's waiters. NULL on ENOMEM. */
 struct pwait *pwait_new(unsigned idx);
@@ -38,6 +45,10 @@ enum sess_handled pwait_request(struct pwait *pw, struct sess *s, enum pwait_req
    -ENOMEM (nothing sent). */
 int pwait_commit(struct pwait *pw, struct sess *s, const char *hdrs, size_t hlen,
                  const char *body, size_t blen);
+/* Hand op (malloc'd; freed here once it is back, or at once on failure) to the persister and
+   park s until done runs. SESS_H_PARKED, or SESS_H_DONE (answered 503 OVERLOADED). */
+enum sess_handled pwait_tnop(struct pwait *pw, struct sess *s, struct persist_tnop *op,
+                             pwait_tnop_fn done);
 /* POST /api/v1/increment with a valid Idempotency-Key (the caller holds a
    persist_w_durable_enter slot, which this takes over): the persister inserts the key in the
    flush that counts it, so the database decides whether it is new. SESS_H_PARKED, or

@@ -28,6 +28,10 @@ enum sess_handled {
     SESS_H_PARKED = 1, /* answered later (sess_unpark); parsing pauses until then */
     SESS_H_RETRY = 2,  /* nothing done, not enough output room: call again with the same
                           request once the socket drained (read-only routes only) */
+    SESS_H_AGAIN = 3,  /* nothing answered yet: the handler parked s (sess_park) and the same
+                          request runs again once it is unparked (a tenant-cache miss looked
+                          up in PostgreSQL); never for a chunked request, whose body was
+                          decoded in place */
 };
 
 /* The layer above the session (the handlers, src/app), injected so the session depends on

@@ -654,6 +654,15 @@ size_t tn_dirty_take(struct tn_store *st, uint32_t *out, size_t cap, bool *full)
     return n;
 }
 
+void tn_counter_adjust(struct tn_store *st, const struct tn_counter *c, int64_t adj)
+{
+    pthread_mutex_lock(&st->mu);
+    ck_sequence_write_begin(&st->setseq);
+    ck_pr_store_64((uint64_t *)&c->base, c->base + (uint64_t)adj);
+    ck_sequence_write_end(&st->setseq);
+    pthread_mutex_unlock(&st->mu);
+}
+
 int tn_counter_set(struct tn_store *st, const struct tn_counter *c, int64_t v)
 {
     pthread_mutex_lock(&st->mu);
@@ -894,6 +903,19 @@ static void put_time(struct json_w *w, int64_t unix_ms)
 {
     char t[FMT_TIME_LEN];
     json_w_str(w, t, fmt_time_ms(t, unix_ms));
+}
+
+size_t tn_value_json(const uint8_t id[16], int64_t v, char *out)
+{
+    struct json_w w;
+    json_w_init(&w, out, TN_JSON_MAX);
+    json_w_lit(&w, "{\"counter_id\":");
+    put_id(&w, id);
+    json_w_lit(&w, ",\"value\":");
+    json_w_i64(&w, v);
+    json_w_lit(&w, "}");
+    ssize_t n = json_w_end(&w);
+    return n < 0 ? 0 : (size_t)n;
 }
 
 size_t tn_tenant_json(const struct tn_tenant *t, char *out)

@@ -181,6 +181,9 @@ const struct tn_counter *tn_counter_at(const struct tn_store *st, uint32_t idx);
    and *full set when that is not the whole story (a worker's ring overflowed, out was too
    small, or a `set` happened): the caller then reads every counter. Persister only. */
 size_t tn_dirty_take(struct tn_store *st, uint32_t *out, size_t cap, bool *full);
+/* Add adj (modulo 2^64) to c's base: the value the database settled it to moved by adj while
+   what this node counted stays on top. Persister only (inside the same seqlock as `set`). */
+void tn_counter_adjust(struct tn_store *st, const struct tn_counter *c, int64_t adj);
 /* Live value, never torn by a concurrent tn_counter_set (old base with new deltas). */
 int64_t tn_counter_value_stable(const struct tn_store *st, const struct tn_counter *c);
 
@@ -208,6 +211,8 @@ void tn_idem_thaw(struct tn_store *st);
    Tenant: {"tenant_id","label","created_at"}; counter: {"counter_id","tenant_id","label",
    "value","max_delta","created_at"} with the live value. created_at: RFC 3339 UTC with ms. */
 size_t tn_tenant_json(const struct tn_tenant *t, char *out);
+/* {"counter_id","value"} of counter id with value v (the answer of inc and set; < TN_JSON_MAX). */
+size_t tn_value_json(const uint8_t id[16], int64_t v, char *out);
 size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out);
 
 #endif

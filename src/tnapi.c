@@ -22,6 +22,7 @@
 #include "pwait.h"
 #include "ratelimit.h"
 #include "tenants.h"
+#include "tndb.h"
 #include "uuid.h"
 
 /* Read-only after tnapi_init. The CORS origins and the rate limit are reloadable: they come
@@ -55,11 +56,15 @@ struct tnapi_worker {
     uint64_t live_gen;    /* generation of the settings rl was last set from; 0 = never */
     struct uuid_gen gen;
     struct pwait *pw;     /* ?sync=1 answers wait here for their commit */
+    struct tndb *db;      /* with --db: the writes and cache misses PostgreSQL decides */
 };
 
 /* Context of one request: the extra header lines every answer of it carries. */
 struct rq {
     struct sess *s;
+    const struct http_req *req;
+    uint64_t now_ms;
+    bool again;           /* parked on a cache-miss lookup: run again (SESS_H_AGAIN) */
     char hdr[RL_HDR_MAX + CORS_HDR_MAX + 128]; /* + "Allow: ..." of a preflight */
     size_t hlen;
 };
@@ -125,6 +130,10 @@ struct tnapi_worker *tnapi_worker_new(unsigned idx, struct pwait *pw)
     w->idx = idx;
     w->pw = pw;
     uuid_gen_init(&w->gen);
+    if (persist_enabled() && !(w->db = tndb_new(T.st, pw))) {
+        free(w);
+        return NULL;
+    }
     const struct live *L = live_current();
     if (L && L->rate) { /* the table for the start-up settings: allocation failure is fatal */
         if (!(w->rl = rl_new(T.rl_cap, L->rate, L->burst, T.seed + idx))) {
@@ -162,6 +171,7 @@ void tnapi_worker_free(struct tnapi_worker *w)
     if (!w)
         return;
     rl_free(w->rl);
+    tndb_free(w->db);
     free(w);
 }
 
@@ -253,33 +263,70 @@ static bool query_get(const struct http_req *req, const char *name, const char *
     return false;
 }
 
-/* The tenant of the path, or NULL after answering 400 INVALID_ID / 404. */
-static const struct tn_tenant *path_tenant(struct rq *q, const struct route_match *m)
+/* A cache miss (with --db): looked up in PostgreSQL (q->again: the request runs again once the
+   answer is in), or answered with what was found before (404, cache full, 503). */
+static void miss(struct tnapi_worker *w, struct rq *q, const uint8_t tid[16], const uint8_t *cid,
+                 const char *not_found)
+{
+    int st;
+    if (!w->db) {
+        fail(q, HTTP_E_NOT_FOUND, not_found);
+        return;
+    }
+    if (tndb_lookup(w->db, q->s, tid, cid, !q->req->chunked, q->now_ms, &st) == SESS_H_AGAIN) {
+        q->again = true;
+        return;
+    }
+    if (st == 404)
+        fail(q, HTTP_E_NOT_FOUND, not_found);
+    else if (st == 409)
+        fail(q, cid ? HTTP_E_TOO_MANY_COUNTERS : HTTP_E_TOO_MANY_TENANTS,
+             "it exists in PostgreSQL, but this node's cache is full (--counter-cache, "
+             "--tenant-cache)");
+    else if (st == 503)
+        fail(q, HTTP_E_PERSISTENCE_UNAVAILABLE, "PostgreSQL did not answer the lookup in time");
+}
+
+/* The ids of the path (cid NULL: the tenant's only): false after answering 400 INVALID_ID.
+   Both are checked for syntax before either is looked up, so a malformed id is always a 400. */
+static bool path_ids(struct rq *q, const struct route_match *m, uint8_t tid[16], uint8_t *cid)
+{
+    if (uuid_parse(m->tid, m->tid_len, tid) < 0) {
+        fail(q, HTTP_E_INVALID_ID, cid ? "tenant and counter ids must be UUIDs"
+                                       : "tenant id must be a UUID");
+        return false;
+    }
+    if (cid && uuid_parse(m->cid, m->cid_len, cid) < 0) {
+        fail(q, HTTP_E_INVALID_ID, "tenant and counter ids must be UUIDs");
+        return false;
+    }
+    return true;
+}
+
+/* The tenant of the path, or NULL after answering 400 INVALID_ID / 404 (or parking a lookup). */
+static const struct tn_tenant *path_tenant(struct tnapi_worker *w, struct rq *q,
+                                           const struct route_match *m)
 {
     uint8_t id[16];
-    if (uuid_parse(m->tid, m->tid_len, id) < 0) {
-        fail(q, HTTP_E_INVALID_ID, "tenant id must be a UUID");
+    if (!path_ids(q, m, id, NULL))
         return NULL;
-    }
     const struct tn_tenant *t = tn_tenant_find(T.st, id);
     if (!t)
-        fail(q, HTTP_E_NOT_FOUND, "no such tenant");
+        miss(w, q, id, NULL, "no such tenant");
     return t;
 }
 
-/* The counter of the path, or NULL after answering 400 INVALID_ID / 404. Both ids are checked
-   for syntax before either is looked up, so a malformed id is always a 400. */
-static const struct tn_counter *path_counter(struct rq *q, const struct route_match *m)
+/* The counter of the path, or NULL after answering 400 INVALID_ID / 404 (or parking a lookup). */
+static const struct tn_counter *path_counter(struct tnapi_worker *w, struct rq *q,
+                                             const struct route_match *m)
 {
     uint8_t tid[16], cid[16];
-    if (uuid_parse(m->tid, m->tid_len, tid) < 0 || uuid_parse(m->cid, m->cid_len, cid) < 0) {
-        fail(q, HTTP_E_INVALID_ID, "tenant and counter ids must be UUIDs");
+    if (!path_ids(q, m, tid, cid))
         return NULL;
-    }
     const struct tn_tenant *t = tn_tenant_find(T.st, tid);
     const struct tn_counter *c = t ? tn_counter_find(T.st, t, cid) : NULL;
     if (!c)
-        fail(q, HTTP_E_NOT_FOUND, t ? "no such counter in this tenant" : "no such tenant");
+        miss(w, q, tid, cid, t ? "no such counter in this tenant" : "no such tenant");
     return c;
 }
 
@@ -316,8 +363,14 @@ static enum sess_handled create_tenant(struct tnapi_worker *w, struct rq *q,
         return json_error(q);
     if (!f[0].present || f[0].err != JSON_OK || !tn_label_valid(label, ll))
         return fail(q, HTTP_E_INVALID_LABEL, "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
+    int64_t now = (int64_t)clock_ms(CLOCK_REALTIME_COARSE);
+    if (w->db) { /* answered once PostgreSQL committed it: it decides whether the label is free */
+        uint8_t id[16];
+        return uuid_v4(&w->gen, id) < 0 ? out_of_memory(q)
+                                         : tndb_create_tenant(w->db, q->s, id, label, ll, now);
+    }
     const struct tn_tenant *t;
-    int rc = tn_tenant_create(T.st, &w->gen, label, ll, (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &t);
+    int rc = tn_tenant_create(T.st, &w->gen, label, ll, now, &t);
     if (rc == -EEXIST)
         return fail(q, HTTP_E_DUPLICATE_LABEL, "a tenant with this label exists");
     if (rc == -ENOSPC)
@@ -333,9 +386,10 @@ static enum sess_handled create_tenant(struct tnapi_worker *w, struct rq *q,
 static enum sess_handled create_counter(struct tnapi_worker *w, struct rq *q,
                                         const struct http_req *req, const struct route_match *m)
 {
-    const struct tn_tenant *t = path_tenant(q, m);
-    if (!t)
-        return SESS_H_DONE; /* answered 400/404 */
+    uint8_t tid[16];
+    const struct tn_tenant *t = NULL;
+    if (w->db ? !path_ids(q, m, tid, NULL) : !(t = path_tenant(w, q, m)))
+        return SESS_H_DONE; /* answered 400/404 (with --db the database says 404) */
     char label[TN_LABEL_MAX + 1];
     size_t ll = 0;
     int64_t initial = 0, max_delta = TN_MAX_DELTA_DEFAULT;
@@ -353,9 +407,17 @@ static enum sess_handled create_counter(struct tnapi_worker *w, struct rq *q,
         return fail(q, HTTP_E_INVALID_VALUE, "initial_value must be a 64-bit signed integer");
     if (f[2].present && (f[2].err != JSON_OK || max_delta < 1))
         return fail(q, HTTP_E_INVALID_MAX_DELTA, "max_delta must be an integer >= 1");
+    int64_t now = (int64_t)clock_ms(CLOCK_REALTIME_COARSE);
+    if (w->db) {
+        uint8_t cid[16];
+        return uuid_v4(&w->gen, cid) < 0
+                   ? out_of_memory(q)
+                   : tndb_create_counter(w->db, q->s, tid, cid, has_label ? label : NULL, ll,
+                                         initial, max_delta, now);
+    }
     const struct tn_counter *c;
     int rc = tn_counter_create(T.st, &w->gen, t, has_label ? label : NULL, ll, initial, max_delta,
-                               (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &c);
+                               now, &c);
     if (rc == -ENOSPC)
         return limit_reached(q, HTTP_E_TOO_MANY_COUNTERS, "counter", T.max_c);
     if (rc < 0)
@@ -365,10 +427,10 @@ static enum sess_handled create_counter(struct tnapi_worker *w, struct rq *q,
 }
 
 /* GET /tenants/{tid}/counters?limit=&cursor= */
-static enum sess_handled list_counters(struct rq *q, const struct http_req *req,
-                                       const struct route_match *m)
+static enum sess_handled list_counters(struct tnapi_worker *tw, struct rq *q,
+                                       const struct http_req *req, const struct route_match *m)
 {
-    const struct tn_tenant *t = path_tenant(q, m);
+    const struct tn_tenant *t = path_tenant(tw, q, m);
     if (!t)
         return SESS_H_DONE; /* answered 400/404 */
     const char *v;
@@ -445,7 +507,7 @@ static enum sess_handled answer_value(struct rq *q, const struct tn_counter *c, 
 static enum sess_handled inc_counter(struct tnapi_worker *w, struct rq *q,
                                      const struct http_req *req, const struct route_match *m)
 {
-    const struct tn_counter *c = path_counter(q, m);
+    const struct tn_counter *c = path_counter(w, q, m);
     if (!c)
         return SESS_H_DONE; /* answered 400/404 */
     const char *v;
@@ -493,18 +555,21 @@ static enum sess_handled inc_counter(struct tnapi_worker *w, struct rq *q,
 }
 
 /* POST /tenants/{tid}/counters/{cid}/set {"value"} */
-static enum sess_handled set_counter(struct rq *q, const struct http_req *req,
-                                     const struct route_match *m)
+static enum sess_handled set_counter(struct tnapi_worker *w, struct rq *q,
+                                     const struct http_req *req, const struct route_match *m)
 {
-    const struct tn_counter *c = path_counter(q, m);
-    if (!c)
-        return SESS_H_DONE; /* answered 400/404 */
+    uint8_t tid[16], cid[16];
+    const struct tn_counter *c = NULL;
+    if (w->db ? !path_ids(q, m, tid, cid) : !(c = path_counter(w, q, m)))
+        return SESS_H_DONE; /* answered 400/404 (with --db the database says 404) */
     int64_t value = 0;
     struct json_field f[] = {{.key = "value", .type = JSON_T_INT, .out = &value}};
     if (json_parse_object(req->body, req->body_len, f, 1) != JSON_OK)
         return json_error(q);
     if (!f[0].present || f[0].err != JSON_OK)
         return fail(q, HTTP_E_INVALID_VALUE, "value must be a 64-bit signed integer");
+    if (w->db) /* absolute in the database, answered after its commit */
+        return tndb_set(w->db, q->s, tid, cid, value);
     tn_counter_set(T.st, c, value);
     return answer_value(q, c, value);
 }
@@ -512,7 +577,7 @@ static enum sess_handled set_counter(struct rq *q, const struct http_req *req,
 enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
                                const struct route_match *m, uint64_t now_ms)
 {
-    struct rq q = {.s = s};
+    struct rq q = {.s = s, .req = req, .now_ms = now_ms};
     const struct http_hdr *origin = http_header(req, LIT("origin"));
     const char *pub = public_methods(m->id);
     const struct live *L = live_get(s->env->live);
@@ -562,15 +627,17 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
     }
     if (adm && auth_admin(s, req) < 0)
         return SESS_H_DONE; /* admin answered 401/403 */
+    /* SESS_H_PARKED: answered after a commit (--db writes, ?sync=1) */
+    enum sess_handled h = SESS_H_DONE;
     switch (m->id) {
     case ROUTE_TENANTS:
-        create_tenant(w, &q, req);
+        h = create_tenant(w, &q, req);
         break;
     case ROUTE_TENANT:
         if (req->method == HTTP_M_POST) {
-            create_counter(w, &q, req, m);
+            h = create_counter(w, &q, req, m);
         } else {
-            const struct tn_tenant *t = path_tenant(&q, m);
+            const struct tn_tenant *t = path_tenant(w, &q, m);
             char body[TN_JSON_MAX];
             if (t)
                 reply(&q, 200, body, tn_tenant_json(t, body));
@@ -578,27 +645,27 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
         break;
     case ROUTE_TN_COUNTERS:
         if (req->method == HTTP_M_POST)
-            create_counter(w, &q, req, m);
+            h = create_counter(w, &q, req, m);
         else
-            list_counters(&q, req, m);
+            list_counters(w, &q, req, m);
         break;
     case ROUTE_TN_COUNTER: {
-        const struct tn_counter *c = path_counter(&q, m);
+        const struct tn_counter *c = path_counter(w, &q, m);
         char body[TN_JSON_MAX];
         if (c)
             reply(&q, 200, body, tn_counter_json(T.st, c, body));
         break;
     }
     case ROUTE_TN_INC:
-        if (inc_counter(w, &q, req, m) == SESS_H_PARKED)
-            return SESS_H_PARKED; /* ?sync=1: answered after the commit */
+        h = inc_counter(w, &q, req, m);
         break;
     case ROUTE_TN_SET:
-        set_counter(&q, req, m);
+        h = set_counter(w, &q, req, m);
         break;
     default:
         fail(&q, HTTP_E_NOT_FOUND, "no such route");
         break;
     }
-    return SESS_H_DONE;
+    /* a cache miss looked up in PostgreSQL: the request runs again once the answer is in */
+    return q.again ? SESS_H_AGAIN : h;
 }

@@ -1,0 +1,433 @@
+/* persist_tn — see persist_int.h: tenant writes and lookups PostgreSQL decides, and the change
+   feed. Persister thread only.
+
+   The node's tn_store is a cache of the database: a record is put in it only from a row the
+   database returned (a committed write, a lookup, the feed, the start-up load), and a cached
+   counter's value is settled to the database's: base += row value − committed value (pst.tn_wm),
+   so what this node counted and has not flushed yet stays on top of it. Exchanges never overlap
+   a flush (one connection, one exchange at a time), so the committed value read from a row and
+   pst.tn_wm always describe the same set of this node's increments. */
+
+#include <errno.h>
+#include <stdlib.h>
+
+#include "metrics.h"
+#include "persist_int.h"
+#include "uuid.h"
+
+/* ------------------------------------------------------------------ queue */
+
+static int tq_push(struct tnq **v, size_t *n, size_t *cap, struct tnq e)
+{
+    if (*n == *cap) {
+        size_t nc = *cap ? *cap * 2 : 64;
+        struct tnq *nv = realloc(*v, nc * sizeof(*nv));
+        if (!nv)
+            return -ENOMEM;
+        *v = nv;
+        *cap = nc;
+    }
+    (*v)[(*n)++] = e;
+    return 0;
+}
+
+static void tn_reply(unsigned w, struct persist_tnop *op, int status)
+{
+    op->status = status;
+    pst_reply(w, &(struct persist_reply){.kind = PERSIST_R_TNOP, .token = (uintptr_t)op});
+}
+
+void pst_tn_add(unsigned w, struct persist_tnop *op, uint64_t now)
+{
+    if (!pst.tn) {
+        tn_reply(w, op, -EIO);
+        return;
+    }
+    if (tq_push(&pst.tq, &pst.ntq, &pst.captq, (struct tnq){.op = op, .w = w, .at_ms = now}) < 0) {
+        log_error("out of memory: a tenant operation is refused");
+        tn_reply(w, op, -EIO);
+    }
+}
+
+bool pst_tn_due(uint64_t now, bool *flush_first)
+{
+    if (!pst.tn)
+        return false;
+    /* An op older than --durable-timeout-ms was answered 503 by its worker: never run it
+       later (a create the client saw fail must not appear after an outage). */
+    size_t j = 0;
+    for (size_t i = 0; i < pst.ntq; i++) {
+        if (now - pst.tq[i].at_ms >= pst.durable_timeout_ms)
+            tn_reply(pst.tq[i].w, pst.tq[i].op, -ETIMEDOUT);
+        else
+            pst.tq[j++] = pst.tq[i];
+    }
+    pst.ntq = j;
+    *flush_first = false;
+    for (size_t i = 0; i < pst.ntq; i++)
+        *flush_first |= pst.tq[i].op->kind == PTN_SET;
+    return pst.ntq || (!pst.stopping && now >= pst.feed_at);
+}
+
+uint64_t pst_tn_wait(uint64_t now)
+{
+    if (!pst.tn)
+        return UINT64_MAX;
+    if (pst.ntq)
+        return 0;
+    return pst.feed_at > now ? pst.feed_at - now : 0;
+}
+
+/* ------------------------------------------------------------------ sending */
+
+/* uuid[] literal of n ids into out (n * 37 + 3 bytes). */
+static void id_array(char *out, const uint8_t (*ids)[16], size_t n)
+{
+    char *o = out;
+    *o++ = '{';
+    for (size_t i = 0; i < n; i++) {
+        if (i)
+            *o++ = ',';
+        uuid_format(ids[i], o);
+        o += UUID_TEXT_LEN;
+    }
+    *o++ = '}';
+    *o = 0;
+}
+
+static bool id_in(const uint8_t (*ids)[16], size_t n, const uint8_t id[16])
+{
+    for (size_t i = 0; i < n; i++)
+        if (memcmp(ids[i], id, 16) == 0)
+            return true;
+    return false;
+}
+
+/* The lookups at the front of the queue (up to TN_LOOKUPS_PER_QUERY), in one query. */
+static bool send_lookups(void)
+{
+    static uint8_t all[TN_LOOKUPS_PER_QUERY][16], cids[TN_LOOKUPS_PER_QUERY][16],
+        alone[TN_LOOKUPS_PER_QUERY][16];
+    static char a1[TN_LOOKUPS_PER_QUERY * 37 + 3], a2[sizeof(a1)], a3[sizeof(a1)];
+    size_t na = 0, nc = 0, nt = 0, i = 0, j = 0;
+    for (; i < pst.ntq && pst.ntq_fly < TN_LOOKUPS_PER_QUERY; i++) {
+        struct persist_tnop *op = pst.tq[i].op;
+        if (op->kind != PTN_LOOKUP) {
+            pst.tq[j++] = pst.tq[i];
+            continue;
+        }
+        if (tq_push(&pst.tq_fly, &pst.ntq_fly, &pst.captq_fly, pst.tq[i]) < 0) {
+            pst.tq[j++] = pst.tq[i];
+            break;
+        }
+        if (!id_in(all, na, op->tid))
+            memcpy(all[na++], op->tid, 16);
+        if (op->has_cid && !id_in(cids, nc, op->cid))
+            memcpy(cids[nc++], op->cid, 16);
+        if (!op->has_cid && !id_in(alone, nt, op->tid))
+            memcpy(alone[nt++], op->tid, 16);
+    }
+    for (; i < pst.ntq; i++)
+        pst.tq[j++] = pst.tq[i];
+    pst.ntq = j;
+    id_array(a1, (const uint8_t(*)[16])all, na);
+    id_array(a2, (const uint8_t(*)[16])cids, nc);
+    id_array(a3, (const uint8_t(*)[16])alone, nt);
+    pst.lookups += pst.ntq_fly;
+    pst.lookup_queries++;
+    const char *v[3] = {a1, a2, a3};
+    return pst_send_prepared(Q_TNOP, "rc_tn_look", 3, v);
+}
+
+/* The write at the front of the queue, alone (a failure is its own: 409 for a duplicate). */
+static bool send_write(void)
+{
+    struct tnq q = pst.tq[0];
+    memmove(pst.tq, pst.tq + 1, (pst.ntq - 1) * sizeof(*pst.tq));
+    pst.ntq--;
+    pst.tq_fly[pst.ntq_fly++] = q; /* room reserved by pst_tn_send */
+    struct persist_tnop *op = q.op;
+    char tid[UUID_TEXT_LEN + 1], cid[UUID_TEXT_LEN + 1], label[TN_LABEL_MAX + 1], v[24], md[24],
+        ms[24];
+    uuid_format(op->tid, tid);
+    uuid_format(op->cid, cid);
+    tid[UUID_TEXT_LEN] = cid[UUID_TEXT_LEN] = 0;
+    memcpy(label, op->label, op->label_len);
+    label[op->label_len] = 0;
+    snprintf(v, sizeof(v), "%lld", (long long)op->value);
+    snprintf(md, sizeof(md), "%lld", (long long)op->max_delta);
+    snprintf(ms, sizeof(ms), "%lld", (long long)op->created_ms);
+    const char *lb = op->has_label ? label : NULL;
+    switch (op->kind) {
+    case PTN_TENANT_CREATE:
+        return pst_send_prepared(Q_TNOP, "rc_tn_mk_t", 3, (const char *const[]){tid, label, ms});
+    case PTN_COUNTER_CREATE:
+        return pst_send_prepared(Q_TNOP, "rc_tn_mk_c", 6,
+                                 (const char *const[]){tid, cid, lb, v, md, ms});
+    case PTN_SET:
+        return pst_send_prepared(Q_TNOP, "rc_tn_setv", 3, (const char *const[]){tid, cid, v});
+    case PTN_COUNTER_DELETE:
+        return pst_send_prepared(Q_TNOP, "rc_tn_del_c", 2, (const char *const[]){tid, cid});
+    default:
+        return pst_send_prepared(Q_TNOP, "rc_tn_del_t", 1, (const char *const[]){tid});
+    }
+}
+
+void pst_tn_send(uint64_t now)
+{
+    pst.tq_flushed = false;
+    pst.ntq_fly = 0;
+    bool ok;
+    if (pst.ntq && !pst.captq_fly) {
+        if (!(pst.tq_fly = malloc(64 * sizeof(*pst.tq_fly)))) {
+            log_error("out of memory: tenant operations wait");
+            return;
+        }
+        pst.captq_fly = 64;
+    }
+    pst_begin_exchange(X_TNOP, now);
+    if (pst.ntq && pst.tq[0].op->kind == PTN_LOOKUP) {
+        ok = send_lookups();
+    } else if (pst.ntq) {
+        ok = send_write();
+    } else {
+        pst.feed_at = now + pst.sync_ms;
+        const char *v[1] = {pst.feed_xmin};
+        ok = pst_send_prepared(Q_TNOP, "rc_tn_feed", 1, v);
+    }
+    pst_end_exchange(ok, now, "tenant exchange");
+}
+
+/* ------------------------------------------------------------------ results */
+
+static PGresult *tn_res; /* the statement's rows, kept until the exchange is done */
+
+void pst_tn_result(PGresult *res)
+{
+    PQclear(tn_res);
+    tn_res = res;
+}
+
+static bool row_id(PGresult *r, int row, int col, uint8_t id[16])
+{
+    return !PQgetisnull(r, row, col) &&
+           uuid_parse(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), id) == 0;
+}
+
+static int64_t row_i64(PGresult *r, int row, int col)
+{
+    return strtoll(PQgetvalue(r, row, col), NULL, 10);
+}
+
+/* Settle cached counter c to the committed value v (see the top of this file). */
+static void settle(const struct tn_counter *c, int64_t v)
+{
+    int64_t adj = (int64_t)((uint64_t)v - pst.tn_wm[c->idx]);
+    if (adj) {
+        tn_counter_adjust(pst.tn, c, adj);
+        pst.tn_wm[c->idx] = (uint64_t)v;
+    }
+}
+
+/* The rows are in the store now: what is in the database, all of it (pst.tn_nt/tn_nc). */
+static void rows_synced(void)
+{
+    uint32_t idem;
+    tn_sizes(pst.tn, &pst.tn_nt, &pst.tn_nc, &idem);
+}
+
+/* A live tenant row: cached (restored if new). -ENOSPC when the cache is full. */
+static int apply_tenant(PGresult *r, int i)
+{
+    uint8_t id[16];
+    if (!row_id(r, i, 1, id))
+        return -EINVAL;
+    if (tn_tenant_find(pst.tn, id))
+        return 0;
+    const struct tn_tenant *t;
+    int rc = tn_tenant_restore(pst.tn, id, PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3),
+                               row_i64(r, i, 6), &t);
+    if (rc == 0)
+        rows_synced();
+    return rc;
+}
+
+/* A live counter row: settled if cached, else cached (its tenant must be). */
+static int apply_counter(PGresult *r, int i)
+{
+    uint8_t id[16], tid[16];
+    if (!row_id(r, i, 1, id) || !row_id(r, i, 2, tid))
+        return -EINVAL;
+    const struct tn_tenant *t = tn_tenant_find(pst.tn, tid);
+    if (!t)
+        return -ENOENT; /* not cached: a lookup of it brings both */
+    int64_t v = row_i64(r, i, 4);
+    const struct tn_counter *c = tn_counter_find(pst.tn, t, id);
+    if (c) {
+        settle(c, v);
+        return 0;
+    }
+    bool nolabel = PQgetisnull(r, i, 3);
+    int rc = tn_counter_restore(pst.tn, t, id, nolabel ? NULL : PQgetvalue(r, i, 3),
+                                nolabel ? 0 : (size_t)PQgetlength(r, i, 3), v, row_i64(r, i, 5),
+                                row_i64(r, i, 6), &c);
+    if (rc < 0)
+        return rc;
+    if (pst_wm_reserve(c->idx + 1u) < 0)
+        return -ENOMEM; /* its value is not tracked: the next full pass flushes it as new */
+    pst.tn_wm[c->idx] = (uint64_t)v;
+    rows_synced();
+    return 0;
+}
+
+/* A deleted row: out of the cache. */
+static void apply_deleted(PGresult *r, int i)
+{
+    uint8_t id[16], tid[16];
+    if (!row_id(r, i, 1, id))
+        return;
+    if (PQgetvalue(r, i, 0)[0] == 't') {
+        const struct tn_tenant *t = tn_tenant_find(pst.tn, id);
+        if (t)
+            (void)tn_tenant_delete(pst.tn, t);
+        return;
+    }
+    const struct tn_tenant *t = row_id(r, i, 2, tid) ? tn_tenant_find(pst.tn, tid) : NULL;
+    const struct tn_counter *c = t ? tn_counter_find(pst.tn, t, id) : NULL;
+    if (c)
+        (void)tn_counter_delete(pst.tn, c);
+}
+
+/* Every row of r into the cache: deletions first (a label freed and taken again in the same
+   batch), then tenants, then counters. Returns the rows applied; *full counts those the full
+   cache could not take. */
+static int apply_rows(PGresult *r, unsigned *full)
+{
+    int n = PQntuples(r), applied = 0;
+    for (int pass = 0; pass < 3; pass++) {
+        for (int i = 0; i < n; i++) {
+            char kind = PQgetvalue(r, i, 0)[0];
+            bool del = PQgetvalue(r, i, 7)[0] == 't';
+            int rc = 0;
+            if (kind == 'x' || (pass == 0) != del)
+                continue;
+            if (pass == 0)
+                apply_deleted(r, i);
+            else if (pass == 1 && kind == 't')
+                rc = apply_tenant(r, i);
+            else if (pass == 2 && kind == 'c')
+                rc = apply_counter(r, i);
+            else
+                continue;
+            if (rc == -ENOSPC)
+                (*full)++;
+            else if (rc == 0)
+                applied++;
+        }
+    }
+    return applied;
+}
+
+/* Is there a row of id in r? */
+static bool row_has(PGresult *r, const uint8_t id[16])
+{
+    uint8_t x[16];
+    for (int i = 0; i < PQntuples(r); i++)
+        if (row_id(r, i, 1, x) && memcmp(x, id, 16) == 0)
+            return true;
+    return false;
+}
+
+/* The status of op once the rows r are applied: is what it names in the cache (or gone)? */
+static int op_status(const struct persist_tnop *op, PGresult *r)
+{
+    const struct tn_tenant *t = tn_tenant_find(pst.tn, op->tid);
+    switch (op->kind) {
+    case PTN_TENANT_DELETE:
+        return t ? -EIO : 0;
+    case PTN_COUNTER_DELETE:
+        return t && tn_counter_find(pst.tn, t, op->cid) ? -EIO : 0;
+    case PTN_TENANT_CREATE:
+        return t ? 0 : -ENOSPC;
+    case PTN_LOOKUP:
+        if (!op->has_cid)
+            return t ? 0 : row_has(r, op->tid) ? -ENOSPC : -ENOENT;
+        if (t && tn_counter_find(pst.tn, t, op->cid))
+            return 0;
+        return row_has(r, op->cid) ? -ENOSPC : -ENOENT;
+    default:
+        return t && tn_counter_find(pst.tn, t, op->cid) ? 0 : -ENOSPC;
+    }
+}
+
+static void feed_done(PGresult *res, uint64_t now)
+{
+    if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
+        log_rl(&pst.rl_err, now, 3, 10000, LOG_ERROR, "tenant change feed failed (retried)",
+               LOG_S("error", pst.r.msg));
+        return;
+    }
+    unsigned full = 0;
+    int n = apply_rows(res, &full);
+    for (int i = 0; i < PQntuples(res); i++)
+        if (PQgetvalue(res, i, 0)[0] == 'x' && PQgetlength(res, i, 1) < (int)sizeof(pst.feed_xmin))
+            snprintf(pst.feed_xmin, sizeof(pst.feed_xmin), "%s", PQgetvalue(res, i, 1));
+    pst.feed_rows += (uint64_t)n;
+    metrics_tn_feed((uint64_t)n);
+    if (full)
+        log_rl(&pst.rl_err, now, 3, 10000, LOG_WARN,
+               "tenant cache full: rows other nodes wrote are not cached here (they are looked "
+               "up when asked for)", LOG_U("rows", full));
+}
+
+void pst_tn_done(uint64_t now, bool dropped)
+{
+    PGresult *res = tn_res;
+    tn_res = NULL;
+    bool ok = !dropped && !pst.r.failed && res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    if (!pst.ntq_fly) {
+        if (!dropped)
+            feed_done(ok ? res : NULL, now);
+        PQclear(res);
+        return;
+    }
+    unsigned full = 0;
+    bool rows = ok && PQntuples(res) > 0;
+    if (ok)
+        apply_rows(res, &full);
+    for (size_t i = 0; i < pst.ntq_fly; i++) {
+        struct persist_tnop *op = pst.tq_fly[i].op;
+        int st;
+        snprintf(op->sqlstate, sizeof(op->sqlstate), "%s", pst.r.sqlstate);
+        if (ok && op->kind != PTN_LOOKUP && !rows)
+            st = -ENOENT; /* nothing matched: no such (live) tenant or counter */
+        else if (ok)
+            st = op_status(op, res);
+        else if (!dropped && strcmp(pst.r.sqlstate, "23505") == 0)
+            st = -EEXIST; /* a live row has this label (rc_tenants_label, *_counters_label) */
+        else
+            st = -EIO;
+        if (st == -EIO && !dropped)
+            log_rl(&pst.rl_err, now, 3, 10000, LOG_ERROR, "tenant operation failed",
+                   LOG_S("error", pst.r.msg), LOG_S("sqlstate", pst.r.sqlstate));
+        tn_reply(pst.tq_fly[i].w, op, st);
+    }
+    if (pst.ntq_fly && pst.tq_fly[0].op->kind == PTN_LOOKUP)
+        metrics_tn_lookups(pst.ntq_fly);
+    pst.ntq_fly = 0;
+    PQclear(res);
+}
+
+/* ------------------------------------------------------------------ start-up */
+
+int pst_tn_feed_init(PGconn *c)
+{
+    PGresult *r;
+    if (!pst_ok_exec(c, "SELECT pg_snapshot_xmin(pg_current_snapshot())::text", PGRES_TUPLES_OK,
+                     &r))
+        return -EIO;
+    snprintf(pst.feed_xmin, sizeof(pst.feed_xmin), "%s", PQgetvalue(r, 0, 0));
+    PQclear(r);
+    pst.feed_at = 0;
+    return 0;
+}

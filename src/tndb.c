@@ -1,0 +1,260 @@
+/* tndb — see tndb.h. */
+#include "tndb.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "http.h"
+#include "persist.h"
+#include "pwait.h"
+#include "tenants.h"
+
+struct absent {       /* a recent lookup outcome (status 0: empty slot) */
+    uint8_t id[16];
+    uint64_t until_ms;
+    int status;
+};
+
+struct tndb {
+    struct tn_store *st;
+    struct pwait *pw;
+    struct absent absent[TNDB_ABSENT_SLOTS];
+};
+
+/* An op with the worker state its answer needs (op first: pwait frees it as the op). */
+struct tnop_ctx {
+    struct persist_tnop op;
+    struct tndb *d;
+    uint64_t now_ms;  /* lookups: when asked (the worker's monotonic clock) */
+};
+
+struct tndb *tndb_new(struct tn_store *st, struct pwait *pw)
+{
+    struct tndb *d = calloc(1, sizeof(*d));
+    if (d) {
+        d->st = st;
+        d->pw = pw;
+    }
+    return d;
+}
+
+void tndb_free(struct tndb *d)
+{
+    free(d);
+}
+
+static struct absent *absent_slot(struct tndb *d, const uint8_t id[16])
+{
+    uint32_t h;
+    memcpy(&h, id + 12, 4); /* random bits of a v4/v7 UUID */
+    return &d->absent[h & (TNDB_ABSENT_SLOTS - 1)];
+}
+
+/* ---------------------------------------------------------------- answers */
+
+static void unavailable(struct sess *s, struct persist_tnop *op, bool answered)
+{
+    bool write = op->kind != PTN_LOOKUP;
+    if (answered && op->status == -ETIMEDOUT)
+        sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE,
+                   "PostgreSQL was not reachable within --durable-timeout-ms; nothing was done",
+                   SESS_HDRS(SESS_RETRY_AFTER_1));
+    else if (write)
+        sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE,
+                   "PostgreSQL did not confirm the change in time; it may still be committed: "
+                   "read it back before retrying", SESS_HDRS(SESS_RETRY_AFTER_1));
+    else
+        sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE, "PostgreSQL did not answer the lookup in time",
+                   SESS_HDRS(SESS_RETRY_AFTER_1));
+}
+
+static void cache_full(struct sess *s, const struct persist_tnop *op)
+{
+    if (op->kind == PTN_TENANT_CREATE || (op->kind == PTN_LOOKUP && !op->has_cid))
+        sess_error(s, HTTP_E_TOO_MANY_TENANTS,
+                   "done in PostgreSQL, but this node's tenant cache is full (--tenant-cache)",
+                   NULL, 0);
+    else
+        sess_error(s, HTTP_E_TOO_MANY_COUNTERS,
+                   "done in PostgreSQL, but this node's counter cache is full (--counter-cache)",
+                   NULL, 0);
+}
+
+/* A write came back (or timed out): answer it from the cache, which holds its rows now. */
+static void write_done(struct sess *s, struct persist_tnop *op, bool answered)
+{
+    struct tnop_ctx *x = (struct tnop_ctx *)op;
+    struct tn_store *st = x->d->st;
+    bool counter = op->kind != PTN_TENANT_CREATE && op->kind != PTN_TENANT_DELETE;
+    if (!answered || op->status == -EIO || op->status == -ETIMEDOUT) {
+        unavailable(s, op, answered);
+        return;
+    }
+    if (op->status == -EEXIST) {
+        sess_error(s, HTTP_E_DUPLICATE_LABEL,
+                   counter ? "a counter with this label exists in this tenant"
+                           : "a tenant with this label exists", NULL, 0);
+        return;
+    }
+    if (op->status == -ENOENT) {
+        const struct tn_tenant *t = tn_tenant_find(st, op->tid);
+        sess_error(s, HTTP_E_NOT_FOUND,
+                   t && counter && op->kind != PTN_COUNTER_CREATE ? "no such counter in this tenant"
+                                                                  : "no such tenant", NULL, 0);
+        return;
+    }
+    if (op->status == -ENOSPC) {
+        cache_full(s, op);
+        return;
+    }
+    const struct tn_tenant *t = tn_tenant_find(st, op->tid);
+    const struct tn_counter *c = t && counter ? tn_counter_find(st, t, op->cid) : NULL;
+    char body[TN_JSON_MAX];
+    switch (op->kind) {
+    case PTN_TENANT_CREATE:
+        if (t) {
+            sess_respond(s, 201, SESS_JSON, NULL, 0, body, tn_tenant_json(t, body));
+            return;
+        }
+        break;
+    case PTN_COUNTER_CREATE:
+        if (c) {
+            sess_respond(s, 201, SESS_JSON, NULL, 0, body, tn_counter_json(st, c, body));
+            return;
+        }
+        break;
+    case PTN_SET:
+        if (c) {
+            sess_respond(s, 200, SESS_JSON, NULL, 0, body, tn_value_json(c->id, op->value, body));
+            return;
+        }
+        break;
+    default: /* deletes */
+        sess_respond(s, 204, NULL, NULL, 0, NULL, 0);
+        return;
+    }
+    cache_full(s, op); /* done, and evicted or never cached: not expected without eviction */
+}
+
+/* A lookup came back (or timed out): remember what it found for the request's second run. */
+static void lookup_done(struct sess *s, struct persist_tnop *op, bool answered)
+{
+    (void)s;
+    struct tnop_ctx *x = (struct tnop_ctx *)op;
+    int status = 0;
+    if (!answered || op->status == -EIO || op->status == -ETIMEDOUT)
+        status = 503;
+    else if (op->status == -ENOENT)
+        status = 404;
+    else if (op->status == -ENOSPC)
+        status = 409;
+    if (!status)
+        return; /* cached: the second run finds it */
+    const uint8_t *id = op->has_cid ? op->cid : op->tid;
+    struct absent *a = absent_slot(x->d, id);
+    memcpy(a->id, id, 16);
+    a->status = status;
+    a->until_ms = x->now_ms + TNDB_ABSENT_MS;
+}
+
+/* ---------------------------------------------------------------- requests */
+
+static struct tnop_ctx *op_new(struct tndb *d, enum persist_tnop_kind k, const uint8_t tid[16],
+                               const uint8_t *cid)
+{
+    struct tnop_ctx *x = calloc(1, sizeof(*x)); /* admin-rate, or one per cache miss */
+    if (!x)
+        return NULL;
+    x->d = d;
+    x->op.kind = (uint8_t)k;
+    memcpy(x->op.tid, tid, 16);
+    if (cid) {
+        memcpy(x->op.cid, cid, 16);
+        x->op.has_cid = true;
+    }
+    return x;
+}
+
+static enum sess_handled no_memory(struct sess *s)
+{
+    sess_error(s, HTTP_E_OVERLOADED, "out of memory", SESS_HDRS(SESS_RETRY_AFTER_1));
+    return SESS_H_DONE;
+}
+
+static void set_label(struct persist_tnop *op, const char *label, size_t n)
+{
+    if (!label || n > sizeof(op->label))
+        return;
+    op->has_label = true;
+    op->label_len = (uint8_t)n;
+    memcpy(op->label, label, n);
+}
+
+enum sess_handled tndb_create_tenant(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                                     const char *label, size_t n, int64_t now_ms)
+{
+    struct tnop_ctx *x = op_new(d, PTN_TENANT_CREATE, tid, NULL);
+    if (!x)
+        return no_memory(s);
+    set_label(&x->op, label, n);
+    x->op.created_ms = now_ms;
+    return pwait_tnop(d->pw, s, &x->op, write_done);
+}
+
+enum sess_handled tndb_create_counter(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                                      const uint8_t cid[16], const char *label, size_t n,
+                                      int64_t initial, int64_t max_delta, int64_t now_ms)
+{
+    struct tnop_ctx *x = op_new(d, PTN_COUNTER_CREATE, tid, cid);
+    if (!x)
+        return no_memory(s);
+    set_label(&x->op, label, n);
+    x->op.value = initial;
+    x->op.max_delta = max_delta;
+    x->op.created_ms = now_ms;
+    return pwait_tnop(d->pw, s, &x->op, write_done);
+}
+
+enum sess_handled tndb_set(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                           const uint8_t cid[16], int64_t value)
+{
+    struct tnop_ctx *x = op_new(d, PTN_SET, tid, cid);
+    if (!x)
+        return no_memory(s);
+    x->op.value = value;
+    return pwait_tnop(d->pw, s, &x->op, write_done);
+}
+
+enum sess_handled tndb_delete(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                              const uint8_t *cid)
+{
+    struct tnop_ctx *x = op_new(d, cid ? PTN_COUNTER_DELETE : PTN_TENANT_DELETE, tid, cid);
+    if (!x)
+        return no_memory(s);
+    return pwait_tnop(d->pw, s, &x->op, write_done);
+}
+
+enum sess_handled tndb_lookup(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                              const uint8_t *cid, bool can_wait, uint64_t now_ms, int *status)
+{
+    const uint8_t *id = cid ? cid : tid;
+    struct absent *a = absent_slot(d, id);
+    *status = 0;
+    if (a->status && memcmp(a->id, id, 16) == 0 && now_ms < a->until_ms) {
+        *status = a->status;
+        if (a->status == 503) /* a failure is answered once; the next request asks again */
+            a->status = 0;
+        return SESS_H_DONE;
+    }
+    if (!can_wait) {
+        *status = 404;
+        return SESS_H_DONE;
+    }
+    struct tnop_ctx *x = op_new(d, PTN_LOOKUP, tid, cid);
+    if (!x)
+        return no_memory(s);
+    x->now_ms = now_ms;
+    enum sess_handled h = pwait_tnop(d->pw, s, &x->op, lookup_done);
+    return h == SESS_H_PARKED ? SESS_H_AGAIN : h;
+}

@@ -1,0 +1,63 @@
+/*
+ * tndb — tenant requests PostgreSQL decides (SPEC §2.3 with --db): the database is the source
+ * of truth and the node's tn_store a cache of it. Creating a tenant or counter, `set` and
+ * delete are answered after their commit, from what the database returned (a label taken on
+ * any node is a 409 here); an id the cache does not hold is looked up in the database through
+ * the persister (the request waits, bounded by --durable-timeout-ms, and then runs again with
+ * the record cached), and an id found nowhere is remembered for TNDB_ABSENT_MS so a flood of
+ * the same unknown id costs no query each (distinct unknown ids share one query per batch:
+ * persist_tn).
+ *
+ * Owns: per worker, a small table of recent lookup outcomes (TNDB_ABSENT_SLOTS, direct-mapped
+ * by id). The persister owns every op between its hand-over and its reply (src/pwait).
+ *
+ * Threads: a struct tndb is one worker's, used by that worker only.
+ */
+#ifndef RC_TNDB_H
+#define RC_TNDB_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "session.h"
+
+struct pwait;
+struct tn_store;
+
+/* Outcomes kept: 1,024 × 32 bytes per worker; 1 s, short enough that an id created on another
+   node a moment after it was asked for here is found within a second. */
+#define TNDB_ABSENT_SLOTS 1024u
+#define TNDB_ABSENT_MS 1000u
+
+struct tndb;
+
+/* Worker state over store st, parking requests on pw. NULL on ENOMEM. */
+struct tndb *tndb_new(struct tn_store *st, struct pwait *pw);
+void tndb_free(struct tndb *d);
+
+/* The writes, each answered once PostgreSQL committed it (SESS_H_PARKED), or at once
+   (SESS_H_DONE: 503 when the persister cannot take it). Labels are validated by the caller;
+   label NULL = none. */
+enum sess_handled tndb_create_tenant(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                                     const char *label, size_t n, int64_t now_ms);
+enum sess_handled tndb_create_counter(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                                      const uint8_t cid[16], const char *label, size_t n,
+                                      int64_t initial, int64_t max_delta, int64_t now_ms);
+enum sess_handled tndb_set(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                           const uint8_t cid[16], int64_t value);
+/* cid NULL: delete the tenant and its counters. 204 when done. */
+enum sess_handled tndb_delete(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                              const uint8_t *cid);
+
+/* A cache miss on tenant tid (cid NULL) or counter cid of tid, now_ms the worker's monotonic
+   clock: SESS_H_AGAIN (looked up; the request runs again once the answer is in: the record is
+   then cached, or its outcome remembered), or SESS_H_DONE with *status set to what the request
+   is to answer instead, without a lookup: 404 (recently found nowhere), 409 (found, but the
+   cache is full), 503 (the lookup failed or timed out; remembered once); 404 too when the
+   request cannot wait (!can_wait: a chunked body, decoded in place, cannot run twice).
+   *status 0 with SESS_H_DONE: s was answered (503 OVERLOADED). */
+enum sess_handled tndb_lookup(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                              const uint8_t *cid, bool can_wait, uint64_t now_ms, int *status);
+
+#endif
