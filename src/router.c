@@ -37,11 +37,14 @@ static const struct route routes[] = {
 
 /* SPEC §2.3: the tenant routes are patterns, matched by segments after "/tenants". */
 static const struct route tenant_routes[] = {
-    {LIT("/tenants"), ROUTE_TENANTS, M(HTTP_M_POST), "POST, OPTIONS", "tenants"},
-    {NULL, 0, ROUTE_TENANT, M(HTTP_M_GET) | M(HTTP_M_POST), "GET, HEAD, POST, OPTIONS", "tenant"},
+    {LIT("/tenants"), ROUTE_TENANTS, M(HTTP_M_GET) | M(HTTP_M_POST), "GET, HEAD, POST, OPTIONS",
+     "tenants"},
+    {NULL, 0, ROUTE_TENANT, M(HTTP_M_GET) | M(HTTP_M_POST) | M(HTTP_M_DELETE),
+     "GET, HEAD, POST, DELETE, OPTIONS", "tenant"},
     {NULL, 0, ROUTE_TN_COUNTERS, M(HTTP_M_GET) | M(HTTP_M_POST), "GET, HEAD, POST, OPTIONS",
      "tenant_counters"},
-    {NULL, 0, ROUTE_TN_COUNTER, M(HTTP_M_GET), "GET, HEAD, OPTIONS", "tenant_counter"},
+    {NULL, 0, ROUTE_TN_COUNTER, M(HTTP_M_GET) | M(HTTP_M_DELETE), "GET, HEAD, DELETE, OPTIONS",
+     "tenant_counter"},
     {NULL, 0, ROUTE_TN_INC, M(HTTP_M_POST), "POST, OPTIONS", "tenant_counter_inc"},
     {NULL, 0, ROUTE_TN_SET, M(HTTP_M_POST), "POST, OPTIONS", "tenant_counter_set"},
 };

@@ -24,10 +24,12 @@ enum route_id {
     ROUTE_INCR_V2,    /* /api/v2/increment: POST fast (204), GET live value */
     ROUTE_COUNTER_V1, /* /api/v1/counter: alias of the v2 pair */
     /* SPEC §2.3, pattern routes ({tid}/{cid} in struct route_match) */
-    ROUTE_TENANTS,     /* /tenants: POST create tenant (admin) */
-    ROUTE_TENANT,      /* /tenants/{tid}: GET tenant; POST create counter (admin alias) */
+    ROUTE_TENANTS,     /* /tenants: GET list, POST create tenant (admin) */
+    ROUTE_TENANT,      /* /tenants/{tid}: GET tenant; POST create counter (admin alias);
+                          DELETE (admin) */
     ROUTE_TN_COUNTERS, /* /tenants/{tid}/counters: GET list, POST create (admin) */
-    ROUTE_TN_COUNTER,  /* /tenants/{tid}/counters/{cid}, alias /tenants/{tid}/{cid}: GET */
+    ROUTE_TN_COUNTER,  /* /tenants/{tid}/counters/{cid}, alias /tenants/{tid}/{cid}: GET;
+                          DELETE (admin) */
     ROUTE_TN_INC,      /* .../counters/{cid}/inc, alias /tenants/{tid}/{cid}/inc: POST */
     ROUTE_TN_SET,      /* .../counters/{cid}/set: POST (admin) */
     ROUTE__COUNT

@@ -206,8 +206,9 @@ static const char *public_methods(enum route_id id)
 
 static bool is_admin(enum route_id id, enum http_method meth)
 {
-    if (id == ROUTE_TENANT || id == ROUTE_TN_COUNTER)
-        return meth == HTTP_M_POST; /* POST /tenants/{tid}: the create-counter alias */
+    if (id == ROUTE_TENANT || id == ROUTE_TN_COUNTER) /* POST /tenants/{tid}: the create-counter
+                                                          alias; DELETE */
+        return meth == HTTP_M_POST || meth == HTTP_M_DELETE;
     return id != ROUTE_TN_INC;
 }
 
@@ -239,8 +240,8 @@ static enum sess_handled out_of_memory(struct rq *q)
     return SESS_H_DONE;
 }
 
-/* Value of query parameter name (raw, not percent-decoded: every parameter here is a number or
-   a UUID). true and (v, n) if present. */
+/* Value of query parameter name (raw, not percent-decoded: every parameter but ?label= is a
+   number or a UUID; form_decode decodes that one). true and (v, n) if present. */
 static bool query_get(const struct http_req *req, const char *name, const char **v, size_t *n)
 {
     size_t nl = strlen(name);
@@ -418,6 +419,10 @@ static enum sess_handled create_counter(struct tnapi_worker *w, struct rq *q,
     const struct tn_counter *c;
     int rc = tn_counter_create(T.st, &w->gen, t, has_label ? label : NULL, ll, initial, max_delta,
                                now, &c);
+    if (rc == -EEXIST)
+        return fail(q, HTTP_E_DUPLICATE_LABEL, "a counter with this label exists in this tenant");
+    if (rc == -ENOENT)
+        return fail(q, HTTP_E_NOT_FOUND, "no such tenant"); /* deleted meanwhile */
     if (rc == -ENOSPC)
         return limit_reached(q, HTTP_E_TOO_MANY_COUNTERS, "counter", T.max_c);
     if (rc < 0)
@@ -426,30 +431,36 @@ static enum sess_handled create_counter(struct tnapi_worker *w, struct rq *q,
     return reply(q, 201, body, tn_counter_json(T.st, c, body));
 }
 
-/* GET /tenants/{tid}/counters?limit=&cursor= */
-static enum sess_handled list_counters(struct tnapi_worker *tw, struct rq *q,
-                                       const struct http_req *req, const struct route_match *m)
+/* ?limit= (1..TN_LIST_MAX, default 20) and ?cursor= (raw; *cn 0 = none) of a listing (SPEC
+   §2.3). false after answering 400 INVALID_LIMIT. */
+static bool page_args(struct rq *q, const struct http_req *req, unsigned *limit, const char **cv,
+                      size_t *cn)
 {
-    const struct tn_tenant *t = path_tenant(tw, q, m);
-    if (!t)
-        return SESS_H_DONE; /* answered 400/404 */
     const char *v;
     size_t n;
-    int64_t limit = 20;
+    int64_t l = 20;
     if (query_get(req, "limit", &v, &n) &&
-        (dec_parse_i64(v, n, &limit) < 0 || limit < 1 || limit > TN_LIST_MAX))
-        return fail(q, HTTP_E_INVALID_LIMIT, "limit must be an integer 1..100");
-    const struct tn_counter *after = NULL;
-    if (query_get(req, "cursor", &v, &n) && n) {
-        uint8_t cid[16];
-        if (uuid_parse(v, n, cid) < 0 || !(after = tn_counter_find(T.st, t, cid)))
-            return fail(q, HTTP_E_INVALID_CURSOR, "cursor must be a next_cursor of this listing");
+        (dec_parse_i64(v, n, &l) < 0 || l < 1 || l > TN_LIST_MAX)) {
+        fail(q, HTTP_E_INVALID_LIMIT, "limit must be an integer 1..100");
+        return false;
     }
-    const struct tn_counter *page[TN_LIST_MAX];
-    bool more;
-    int cnt = tn_counter_list(T.st, t, after, (unsigned)limit, page, &more);
-    if (cnt < 0)
-        return fail(q, HTTP_E_INVALID_CURSOR, "cursor must be a next_cursor of this listing");
+    *limit = (unsigned)l;
+    if (!query_get(req, "cursor", cv, cn))
+        *cn = 0;
+    return true;
+}
+
+static enum sess_handled bad_cursor(struct rq *q)
+{
+    return fail(q, HTTP_E_INVALID_CURSOR, "cursor must be a next_cursor of this listing");
+}
+
+/* 200 {"<key>":[obj(items, 0..cnt-1)],"next_cursor":next|null}: the one page shape of every
+   listing (next: the id of the last item when a next page exists, else NULL). */
+static enum sess_handled answer_page(struct rq *q, const char *key, const void *items, int cnt,
+                                     size_t (*obj)(const void *items, int i, char *out),
+                                     const uint8_t *next)
+{
     /* admin path, not per public request: one malloc of at most 100 × TN_JSON_MAX = 64 KiB */
     size_t cap = (size_t)cnt * TN_JSON_MAX + 256;
     char *body = malloc(cap);
@@ -457,17 +468,19 @@ static enum sess_handled list_counters(struct tnapi_worker *tw, struct rq *q,
         return out_of_memory(q);
     struct json_w w;
     json_w_init(&w, body, cap);
-    json_w_lit(&w, "{\"counters\":[");
+    json_w_lit(&w, "{\"");
+    json_w_raw(&w, key, strlen(key));
+    json_w_lit(&w, "\":[");
     for (int i = 0; i < cnt; i++) {
-        char obj[TN_JSON_MAX];
+        char o[TN_JSON_MAX];
         if (i)
             json_w_lit(&w, ",");
-        json_w_raw(&w, obj, tn_counter_json(T.st, page[i], obj));
+        json_w_raw(&w, o, obj(items, i, o));
     }
     json_w_lit(&w, "],\"next_cursor\":");
-    if (more) {
+    if (next) {
         char id[UUID_TEXT_LEN];
-        uuid_format(page[cnt - 1]->id, id);
+        uuid_format(next, id);
         json_w_str(&w, id, sizeof(id));
     } else {
         json_w_lit(&w, "null");
@@ -479,28 +492,143 @@ static enum sess_handled list_counters(struct tnapi_worker *tw, struct rq *q,
     return SESS_H_DONE;
 }
 
-/* {"counter_id","value"} into body (VALUE_JSON_MAX: 15 + 36 + 10 + 20 + 1 = 82 bytes and the
-   NUL). Its length. */
-#define VALUE_JSON_MAX 128
-static size_t value_json(const struct tn_counter *c, int64_t v, char body[VALUE_JSON_MAX])
+static size_t counter_obj(const void *items, int i, char *out)
 {
-    char id[UUID_TEXT_LEN];
-    struct json_w w;
-    uuid_format(c->id, id);
-    json_w_init(&w, body, VALUE_JSON_MAX);
-    json_w_lit(&w, "{\"counter_id\":");
-    json_w_str(&w, id, sizeof(id));
-    json_w_lit(&w, ",\"value\":");
-    json_w_i64(&w, v);
-    json_w_lit(&w, "}");
-    ssize_t n = json_w_end(&w);
-    return n < 0 ? 0 : (size_t)n;
+    return tn_counter_json(T.st, ((const struct tn_counter *const *)items)[i], out);
+}
+
+static size_t tenant_obj(const void *items, int i, char *out)
+{
+    return tn_tenant_json(((const struct tn_tenant *const *)items)[i], out);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    c = (char)(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+/* A query value form-decoded (%XX, '+' = space) into out (cap bytes): its length, or -1 when
+   malformed or longer than cap. */
+static ssize_t form_decode(const char *v, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++, o++) {
+        if (o == cap)
+            return -1;
+        if (v[i] == '%') {
+            int hi = i + 2 < n ? hexval(v[i + 1]) : -1, lo = i + 2 < n ? hexval(v[i + 2]) : -1;
+            if (hi < 0 || lo < 0)
+                return -1;
+            out[o] = (char)(hi << 4 | lo);
+            i += 2;
+        } else {
+            out[o] = v[i] == '+' ? ' ' : v[i];
+        }
+    }
+    return (ssize_t)o;
+}
+
+/* GET /tenants/{tid}/counters?limit=&cursor= and ?label=L (the one counter labelled L, SPEC
+   §2.3 labels being unique per tenant: a page of 0 or 1). */
+static enum sess_handled list_counters(struct tnapi_worker *w, struct rq *q,
+                                       const struct http_req *req, const struct route_match *m)
+{
+    const struct tn_tenant *t = path_tenant(w, q, m);
+    if (!t)
+        return SESS_H_DONE; /* answered 400/404 */
+    const char *v;
+    size_t n;
+    unsigned limit;
+    if (!page_args(q, req, &limit, &v, &n))
+        return SESS_H_DONE;
+    const struct tn_counter *page[TN_LIST_MAX], *after = NULL;
+    if (n) {
+        uint8_t cid[16]; /* a cursor deleted since its page is still a place in the list */
+        if (uuid_parse(v, n, cid) < 0 || !(after = tn_counter_find_any(T.st, t, cid)))
+            return bad_cursor(q);
+    }
+    bool more = false;
+    int cnt;
+    if (query_get(req, "label", &v, &n)) {
+        char label[TN_LABEL_MAX];
+        ssize_t ll = form_decode(v, n, label, sizeof(label));
+        if (ll < 0 || !tn_label_valid(label, (size_t)ll))
+            return fail(q, HTTP_E_INVALID_LABEL, "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
+        page[0] = tn_counter_find_label(T.st, t, label, (size_t)ll);
+        cnt = page[0] != NULL;
+    } else if ((cnt = tn_counter_list(T.st, t, after, limit, page, &more)) < 0) {
+        return bad_cursor(q);
+    }
+    return answer_page(q, "counters", page, cnt, counter_obj, more ? page[cnt - 1]->id : NULL);
+}
+
+/* GET /tenants?limit=&cursor= (admin): live tenants in creation order. */
+static enum sess_handled list_tenants(struct rq *q, const struct http_req *req)
+{
+    const char *v;
+    size_t n;
+    unsigned limit;
+    if (!page_args(q, req, &limit, &v, &n))
+        return SESS_H_DONE;
+    const struct tn_tenant *page[TN_LIST_MAX], *after = NULL;
+    if (n) {
+        uint8_t id[16];
+        if (uuid_parse(v, n, id) < 0 || !(after = tn_tenant_find_any(T.st, id)))
+            return bad_cursor(q);
+    }
+    bool more;
+    int cnt = tn_tenant_list(T.st, after, limit, page, &more);
+    return answer_page(q, "tenants", page, cnt, tenant_obj, more ? page[cnt - 1]->id : NULL);
+}
+
+/* DELETE /tenants/{tid} (admin): the tenant and its counters → 204; then 404 (SPEC §2.3). */
+static enum sess_handled delete_tenant(struct tnapi_worker *w, struct rq *q,
+                                       const struct route_match *m)
+{
+    uint8_t tid[16];
+    if (w->db) /* answered after the commit; every node drops it within --sync-ms */
+        return path_ids(q, m, tid, NULL) ? tndb_delete(w->db, q->s, tid, NULL) : SESS_H_DONE;
+    const struct tn_tenant *t = path_tenant(w, q, m);
+    if (!t)
+        return SESS_H_DONE; /* answered 400/404 */
+    if (tn_tenant_delete(T.st, t) < 0) /* a concurrent DELETE won */
+        return fail(q, HTTP_E_NOT_FOUND, "no such tenant");
+    sess_respond(q->s, 204, NULL, q->hdr, q->hlen, NULL, 0);
+    return SESS_H_DONE;
+}
+
+/* DELETE /tenants/{tid}/counters/{cid} (admin) → 204; then 404. */
+static enum sess_handled delete_counter(struct tnapi_worker *w, struct rq *q,
+                                        const struct route_match *m)
+{
+    uint8_t tid[16], cid[16];
+    if (w->db)
+        return path_ids(q, m, tid, cid) ? tndb_delete(w->db, q->s, tid, cid) : SESS_H_DONE;
+    const struct tn_counter *c = path_counter(w, q, m);
+    if (!c)
+        return SESS_H_DONE; /* answered 400/404 */
+    if (tn_counter_delete(T.st, c) < 0)
+        return fail(q, HTTP_E_NOT_FOUND, "no such counter in this tenant");
+    sess_respond(q->s, 204, NULL, q->hdr, q->hlen, NULL, 0);
+    return SESS_H_DONE;
+}
+
+/* GET /tenants/{tid}/counters/{cid} (public): the counter with its live value. */
+static enum sess_handled get_counter(struct tnapi_worker *w, struct rq *q,
+                                     const struct route_match *m)
+{
+    const struct tn_counter *c = path_counter(w, q, m);
+    char body[TN_JSON_MAX];
+    return c ? reply(q, 200, body, tn_counter_json(T.st, c, body)) : SESS_H_DONE;
 }
 
 static enum sess_handled answer_value(struct rq *q, const struct tn_counter *c, int64_t v)
 {
-    char body[VALUE_JSON_MAX];
-    return reply(q, 200, body, value_json(c, v, body));
+    char body[TN_JSON_MAX];
+    return reply(q, 200, body, tn_value_json(c->id, v, body));
 }
 
 /* POST /tenants/{tid}/counters/{cid}/inc?delta=N[&sync=1], Idempotency-Key optional. */
@@ -545,8 +673,8 @@ static enum sess_handled inc_counter(struct tnapi_worker *w, struct rq *q,
     if (sync) {
         /* Answered once the flush carrying this increment (or its idempotent replay's
            original) has committed, like POST /api/v1/increment. */
-        char body[VALUE_JSON_MAX];
-        int pr = pwait_commit(w->pw, q->s, q->hdr, q->hlen, body, value_json(c, value, body));
+        char body[TN_JSON_MAX];
+        int pr = pwait_commit(w->pw, q->s, q->hdr, q->hlen, body, tn_value_json(c->id, value, body));
         if (pr >= 0)
             return (enum sess_handled)pr;
         return fail(q, HTTP_E_PERSISTENCE_UNAVAILABLE, "cannot wait for the commit now");
@@ -631,11 +759,16 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
     enum sess_handled h = SESS_H_DONE;
     switch (m->id) {
     case ROUTE_TENANTS:
-        h = create_tenant(w, &q, req);
+        if (req->method == HTTP_M_POST)
+            h = create_tenant(w, &q, req);
+        else
+            list_tenants(&q, req);
         break;
     case ROUTE_TENANT:
         if (req->method == HTTP_M_POST) {
             h = create_counter(w, &q, req, m);
+        } else if (req->method == HTTP_M_DELETE) {
+            h = delete_tenant(w, &q, m);
         } else {
             const struct tn_tenant *t = path_tenant(w, &q, m);
             char body[TN_JSON_MAX];
@@ -649,13 +782,12 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
         else
             list_counters(w, &q, req, m);
         break;
-    case ROUTE_TN_COUNTER: {
-        const struct tn_counter *c = path_counter(w, &q, m);
-        char body[TN_JSON_MAX];
-        if (c)
-            reply(&q, 200, body, tn_counter_json(T.st, c, body));
+    case ROUTE_TN_COUNTER:
+        if (req->method == HTTP_M_DELETE)
+            h = delete_counter(w, &q, m);
+        else
+            get_counter(w, &q, m);
         break;
-    }
     case ROUTE_TN_INC:
         h = inc_counter(w, &q, req, m);
         break;

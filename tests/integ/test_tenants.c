@@ -221,6 +221,47 @@ Test(tenants, routes_and_errors)
     it_free(srv);
 }
 
+/* Occurrences of needle in s. */
+static int count_of(const char *s, const char *needle)
+{
+    int n = 0;
+    for (const char *p = s; (p = strstr(p, needle)); p += strlen(needle))
+        n++;
+    return n;
+}
+
+/* GET base?limit=2[&cursor=...] page by page: each page starts with head and holds exactly the
+   next ids (n of them in all, in creation order, counted by their key idkey), its next_cursor
+   is its last id, and null on the last page. */
+static void expect_pages(struct it_conn *c, const char *base, const char *head, const char *idkey,
+                         char ids[][64], int n)
+{
+    char p[512], cursor[64] = "";
+    struct it_resp r;
+    int seen = 0, pages = (n + 1) / 2;
+    for (int page = 0; page < pages; page++) {
+        snprintf(p, sizeof(p), "%s?limit=2%s%s", base, *cursor ? "&cursor=" : "", cursor);
+        cr_assert_eq(rq(c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
+        cr_assert_eq(strncmp(r.body, head, strlen(head)), 0, "%s", r.body);
+        int k = count_of(r.body, idkey);
+        cr_assert_eq(k, page < pages - 1 ? 2 : n - 2 * page, "page %d: %s", page, r.body);
+        for (int i = 0; i < k; i++, seen++) {
+            char *at = strstr(r.body, ids[seen]);
+            cr_assert_not_null(at, "page %d lacks %s: %s", page, ids[seen], r.body);
+            cr_assert(i == 0 || at > strstr(r.body, ids[seen - 1]), "creation order");
+        }
+        char nc[64];
+        field(&r, "next_cursor", nc, sizeof(nc));
+        if (page < pages - 1) {
+            cr_assert_str_eq(nc, ids[seen - 1]);
+            strcpy(cursor, nc);
+        } else {
+            cr_assert_str_eq(nc, "null");
+        }
+    }
+    cr_assert_eq(seen, n);
+}
+
 Test(tenants, listing_pagination)
 {
     const char *args[] = {"--rate-limit", "0", NULL};
@@ -235,26 +276,8 @@ Test(tenants, listing_pagination)
         mk_counter(&c, other, "{}", oc);
     }
     struct it_resp r;
-    char cursor[64] = "";
-    int seen = 0;
-    for (int page = 0; page < 3; page++) {
-        snprintf(p, sizeof(p), "/tenants/%s/counters?limit=2%s%s", tid, *cursor ? "&cursor=" : "",
-                 cursor);
-        cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
-        for (int i = 0; i < 2 && seen < 5; i++, seen++)
-            cr_assert_not_null(strstr(r.body, ids[seen]), "page %d lacks %s", page, ids[seen]);
-        cr_assert_null(strstr(r.body, oc), "another tenant's counter listed");
-        char nc[64];
-        field(&r, "next_cursor", nc, sizeof(nc));
-        if (page < 2) {
-            cr_assert_str_eq(nc, ids[seen - 1]);
-            strcpy(cursor, nc);
-        } else {
-            cr_assert_str_eq(nc, "null");
-        }
-    }
-    cr_assert_eq(seen, 5);
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    expect_pages(&c, p, "{\"counters\":[", "\"counter_id\"", ids, 5); /* not another's */
     cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
     for (int i = 0; i < 5; i++)
         cr_assert_not_null(strstr(r.body, ids[i]));
@@ -637,6 +660,145 @@ Test(tenants, cache_flags_bound_the_store)
     cr_assert_eq(rq(&c, "POST", p, ADM, "{}", &r), 409, "%s", r.body);
     cr_assert_str_eq(code_of(&r), "TOO_MANY_COUNTERS");
     cr_assert_not_null(strstr(r.body, "(3, --counter-cache)"), "%s", r.body);
+    it_conn_close(&c);
+    it_free(srv);
+}
+
+/* GET /tenants: admin only, 3 pages of 2, 2, 1 in creation order, cursor errors. */
+Test(tenants, tenant_listing_pages)
+{
+    const char *args[] = {"--rate-limit", "0", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char ids[5][64];
+    for (int i = 0; i < 5; i++) {
+        char l[8] = {'t', (char)('0' + i)};
+        mk_tenant(&c, l, ids[i]);
+    }
+    EXPECT(&c, "GET", "/tenants", NULL, NULL, 401, "UNAUTHORIZED");
+    EXPECT(&c, "GET", "/tenants", "X-API-Key: nope\r\n", NULL, 403, "FORBIDDEN");
+    expect_pages(&c, "/tenants", "{\"tenants\":[", "\"tenant_id\"", ids, 5);
+    struct it_resp r;
+    cr_assert_eq(rq(&c, "GET", "/tenants", ADM, NULL, &r), 200);
+    cr_assert_eq(count_of(r.body, "\"tenant_id\""), 5, "default limit 20: %s", r.body);
+    EXPECT(&c, "GET", "/tenants?limit=0", ADM, NULL, 400, "INVALID_LIMIT");
+    EXPECT(&c, "GET", "/tenants?limit=101", ADM, NULL, 400, "INVALID_LIMIT");
+    EXPECT(&c, "GET", "/tenants?cursor=garbage", ADM, NULL, 400, "INVALID_CURSOR");
+    EXPECT(&c, "GET", "/tenants?cursor=" NOID, ADM, NULL, 400, "INVALID_CURSOR");
+    EXPECT(&c, "PUT", "/tenants", ADM, NULL, 405, "METHOD_NOT_ALLOWED");
+    it_conn_close(&c);
+    it_free(srv);
+}
+
+/* Counter labels are unique per tenant; ?label= finds the one counter (form-decoded). */
+Test(tenants, counter_labels_unique_and_found)
+{
+    const char *args[] = {"--rate-limit", "0", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char tid[64], tid2[64], hits[64], pv[64], x[64], p[512];
+    mk_tenant(&c, "lab", tid);
+    mk_tenant(&c, "lab2", tid2);
+    mk_counter(&c, tid, "{\"label\":\"hits\"}", hits);
+    mk_counter(&c, tid, "{\"label\":\"page views\"}", pv);
+    mk_counter(&c, tid2, "{\"label\":\"hits\"}", x); /* another tenant: fine */
+    mk_counter(&c, tid, "{}", x);
+    mk_counter(&c, tid, "{}", x); /* unlabelled ones are not constrained */
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    EXPECT(&c, "POST", p, ADM, "{\"label\":\"hits\"}", 409, "DUPLICATE_LABEL");
+    snprintf(p, sizeof(p), "/tenants/%s", tid);
+    EXPECT(&c, "POST", p, ADM, "{\"label\":\"page views\"}", 409, "DUPLICATE_LABEL"); /* alias */
+    struct it_resp r;
+    static const char *const forms[] = {"page%20views", "page+views", "%70age%20view%73"};
+    for (size_t i = 0; i < 3; i++) {
+        snprintf(p, sizeof(p), "/tenants/%s/counters?label=%s", tid, forms[i]);
+        cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
+        cr_assert_eq(count_of(r.body, "\"counter_id\""), 1, "%s: %s", forms[i], r.body);
+        cr_assert_not_null(strstr(r.body, pv), "%s: %s", forms[i], r.body);
+        cr_assert_not_null(strstr(r.body, "\"next_cursor\":null"), "%s", r.body);
+    }
+    snprintf(p, sizeof(p), "/tenants/%s/counters?label=hits", tid);
+    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    cr_assert_eq(count_of(r.body, "\"counter_id\""), 1, "%s", r.body);
+    cr_assert_not_null(strstr(r.body, hits), "this tenant's hits, not the other's: %s", r.body);
+    snprintf(p, sizeof(p), "/tenants/%s/counters?label=nope", tid);
+    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    cr_assert_str_eq(r.body, "{\"counters\":[],\"next_cursor\":null}");
+    static const char *const bad[] = {"", "a%2Fb", "%zz", "a%2", "a:b"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(p, sizeof(p), "/tenants/%s/counters?label=%s", tid, bad[i]);
+        EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_LABEL");
+    }
+    snprintf(p, sizeof(p), "/tenants/%s/counters?label=hits", tid);
+    EXPECT(&c, "GET", p, NULL, NULL, 401, "UNAUTHORIZED");
+    it_conn_close(&c);
+    it_free(srv);
+}
+
+/* DELETE a counter, then a tenant: 204, then 404 for GET, inc and DELETE; listings skip them;
+   labels are free again; admin only. */
+Test(tenants, delete_counter_and_tenant)
+{
+    const char *args[] = {"--rate-limit", "0", NULL};
+    struct it_server *srv = it_start(args, env_key);
+    struct it_conn c;
+    cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
+    char tid[64], keep[64], cid[64], cid2[64], again[64], p[256], q[512];
+    mk_tenant(&c, "doomed", tid);
+    mk_tenant(&c, "kept", keep);
+    mk_counter(&c, tid, "{\"label\":\"hits\"}", cid);
+    mk_counter(&c, tid, "{}", cid2);
+    struct it_resp r;
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
+    EXPECT(&c, "DELETE", p, NULL, NULL, 401, "UNAUTHORIZED");
+    EXPECT(&c, "DELETE", p, "X-API-Key: nope\r\n", NULL, 403, "FORBIDDEN");
+    cr_assert_eq(rq(&c, "OPTIONS", p, NULL, NULL, &r), 204);
+    char allow[128];
+    cr_assert_gt(it_header(&r, "Allow", allow, sizeof(allow)), 0);
+    cr_assert_str_eq(allow, "GET, HEAD, DELETE, OPTIONS");
+    cr_assert_eq(rq(&c, "DELETE", p, ADM, NULL, &r), 204, "%s", r.body);
+    cr_assert_eq(r.body_len, 0);
+    EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
+    EXPECT(&c, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
+    snprintf(q, sizeof(q), "%s/inc", p);
+    EXPECT(&c, "POST", q, NULL, NULL, 404, "NOT_FOUND");
+    snprintf(q, sizeof(q), "%s/set", p);
+    EXPECT(&c, "POST", q, ADM, "{\"value\":1}", 404, "NOT_FOUND");
+    snprintf(q, sizeof(q), "/tenants/%s/counters", tid);
+    cr_assert_eq(rq(&c, "GET", q, ADM, NULL, &r), 200);
+    cr_assert_null(strstr(r.body, cid), "listed after delete: %s", r.body);
+    cr_assert_not_null(strstr(r.body, cid2), "%s", r.body);
+    snprintf(q, sizeof(q), "/tenants/%s/counters?label=hits", tid);
+    cr_assert_eq(rq(&c, "GET", q, ADM, NULL, &r), 200);
+    cr_assert_null(strstr(r.body, cid), "found by label after delete: %s", r.body);
+    mk_counter(&c, tid, "{\"label\":\"hits\"}", again); /* the label is free again */
+    cr_assert_str_neq(again, cid);
+    EXPECT(&c, "DELETE", "/tenants/" NOID "/counters/" NOID, ADM, NULL, 404, "NOT_FOUND");
+    EXPECT(&c, "DELETE", "/tenants/x/counters/y", ADM, NULL, 400, "INVALID_ID");
+
+    /* the tenant, with its counters */
+    snprintf(p, sizeof(p), "/tenants/%s", tid);
+    EXPECT(&c, "DELETE", p, NULL, NULL, 401, "UNAUTHORIZED");
+    cr_assert_eq(rq(&c, "DELETE", p, ADM, NULL, &r), 204, "%s", r.body);
+    EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
+    EXPECT(&c, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
+    snprintf(q, sizeof(q), "/tenants/%s/counters/%s", tid, again);
+    EXPECT(&c, "GET", q, NULL, NULL, 404, "NOT_FOUND");
+    snprintf(q, sizeof(q), "/tenants/%s/%s/inc", tid, cid2);
+    EXPECT(&c, "POST", q, NULL, NULL, 404, "NOT_FOUND");
+    snprintf(q, sizeof(q), "/tenants/%s/counters", tid);
+    EXPECT(&c, "GET", q, ADM, NULL, 404, "NOT_FOUND");
+    EXPECT(&c, "POST", q, ADM, "{}", 404, "NOT_FOUND");
+    cr_assert_eq(rq(&c, "GET", "/tenants", ADM, NULL, &r), 200);
+    cr_assert_null(strstr(r.body, tid), "listed after delete: %s", r.body);
+    cr_assert_not_null(strstr(r.body, keep), "%s", r.body);
+    char tid3[64];
+    mk_tenant(&c, "doomed", tid3); /* the tenant label is free again */
+    cr_assert_str_neq(tid3, tid);
+    snprintf(q, sizeof(q), "/tenants/%s", keep);
+    cr_assert_eq(rq(&c, "GET", q, NULL, NULL, &r), 200, "the other tenant is untouched");
     it_conn_close(&c);
     it_free(srv);
 }

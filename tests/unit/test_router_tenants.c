@@ -17,11 +17,21 @@ struct tcase {
 
 static const struct tcase cases[] = {
     {HTTP_M_POST, "/tenants", 0, ROUTE_TENANTS, NULL, NULL},
-    {HTTP_M_GET, "/tenants", 405, ROUTE_NONE, NULL, NULL},
+    {HTTP_M_GET, "/tenants", 0, ROUTE_TENANTS, NULL, NULL}, /* the tenant listing */
+    {HTTP_M_HEAD, "/tenants", 0, ROUTE_TENANTS, NULL, NULL},
+    {HTTP_M_DELETE, "/tenants", 405, ROUTE_NONE, NULL, NULL},
+    {HTTP_M_PUT, "/tenants", 405, ROUTE_NONE, NULL, NULL},
     {HTTP_M_GET, "/tenants/T1", 0, ROUTE_TENANT, "T1", NULL},
     {HTTP_M_HEAD, "/tenants/T1", 0, ROUTE_TENANT, "T1", NULL},
     {HTTP_M_POST, "/tenants/T1", 0, ROUTE_TENANT, "T1", NULL}, /* create-counter alias */
-    {HTTP_M_DELETE, "/tenants/T1", 405, ROUTE_NONE, "T1", NULL},
+    {HTTP_M_DELETE, "/tenants/T1", 0, ROUTE_TENANT, "T1", NULL},
+    {HTTP_M_PUT, "/tenants/T1", 405, ROUTE_NONE, "T1", NULL},
+    {HTTP_M_DELETE, "/tenants/T1/counters", 405, ROUTE_NONE, "T1", NULL},
+    {HTTP_M_DELETE, "/tenants/T1/counters/C2", 0, ROUTE_TN_COUNTER, "T1", "C2"},
+    {HTTP_M_DELETE, "/tenants/T1/C2", 0, ROUTE_TN_COUNTER, "T1", "C2"}, /* alias */
+    {HTTP_M_OPTIONS, "/tenants/T1/counters/C2", 0, ROUTE_TN_COUNTER, "T1", "C2"},
+    {HTTP_M_DELETE, "/tenants/T1/counters/C2/inc", 405, ROUTE_NONE, "T1", "C2"},
+    {HTTP_M_DELETE, "/tenants/T1/counters/C2/set", 405, ROUTE_NONE, "T1", "C2"},
     {HTTP_M_GET, "/tenants/T1/counters", 0, ROUTE_TN_COUNTERS, "T1", NULL},
     {HTTP_M_POST, "/tenants/T1/counters", 0, ROUTE_TN_COUNTERS, "T1", NULL},
     {HTTP_M_GET, "/tenants/T1/counters/C2", 0, ROUTE_TN_COUNTER, "T1", "C2"},
@@ -78,6 +88,14 @@ Test(router_tenants, allow_and_names)
     cr_assert_str_eq(m.allow, "GET, HEAD, POST, OPTIONS");
     route_match(HTTP_M_GET, "/tenants/a/counters/b/inc", 25, &m);
     cr_assert_str_eq(m.allow, "POST, OPTIONS");
+    route_match(HTTP_M_PUT, "/tenants", 8, &m);
+    cr_assert_str_eq(m.allow, "GET, HEAD, POST, OPTIONS");
+    route_match(HTTP_M_PUT, "/tenants/a", 10, &m);
+    cr_assert_str_eq(m.allow, "GET, HEAD, POST, DELETE, OPTIONS");
+    route_match(HTTP_M_PUT, "/tenants/a/counters/b", 21, &m);
+    cr_assert_str_eq(m.allow, "GET, HEAD, DELETE, OPTIONS");
+    route_match(HTTP_M_PUT, "/tenants/a/b", 12, &m);
+    cr_assert_str_eq(m.allow, "GET, HEAD, DELETE, OPTIONS");
     cr_assert_str_eq(route_name(ROUTE_TENANTS), "tenants");
     cr_assert_str_eq(route_name(ROUTE_TN_INC), "tenant_counter_inc");
     cr_assert_str_eq(route_name(ROUTE_TN_SET), "tenant_counter_set");
