@@ -100,6 +100,8 @@ enum persist_tnop_kind {
     PTN_COUNTER_DELETE,    /* tid, cid */
     PTN_TENANT_DELETE,     /* tid (and its counters) */
     PTN_LOOKUP,            /* tid, and cid unless has_cid is false: bring them into the cache */
+    PTN_KEYED_INC,         /* tid, cid, delta, label = the Idempotency-Key: the database
+                              decides whether the key is new (on any node); out: value */
 };
 struct persist_tnop {
     /* in (the worker) */
@@ -108,7 +110,7 @@ struct persist_tnop {
     uint8_t label_len;
     uint8_t tid[16], cid[16];
     char label[255];
-    int64_t value, max_delta, created_ms;
+    int64_t value, max_delta, created_ms, delta;
     /* out (the persister): 0 done; -EEXIST the label is taken (on any node); -ENOENT no such
        tenant / counter (or deleted); -ENOSPC done in the database, but the node's cache is
        full (--tenant-cache / --counter-cache); -ETIMEDOUT not sent (it waited past
@@ -116,6 +118,8 @@ struct persist_tnop {
        dropped (outcome unknown for a write) */
     int status;
     char sqlstate[6];
+    /* PTN_KEYED_INC out: status 0 and value = the counter right after it (or after the key's
+       first request); -EEXIST the key was used for another counter or delta; -EOVERFLOW */
 };
 
 /* ---- worker w ---- */

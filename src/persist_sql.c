@@ -118,6 +118,24 @@ const struct pst_stmt PST_STMTS[] = {
      "  WHERE tenant_id IN (SELECT id FROM t) AND NOT deleted RETURNING *)"
      " SELECT " TN_T_ROW("t") " FROM t UNION ALL SELECT " TN_C_ROW("c") " FROM c",
      1},
+    /* An Idempotency-Key increment (SPEC §2.3), decided here for every node: the counter row is
+       locked (FOR UPDATE: keyed increments of one counter queue up), a new key is inserted
+       with the value it makes and the counter moved to it; a key already there is answered
+       with its first result ('o' row). 'c' is the counter as locked (none: no such counter). */
+    {"rc_tn_key",
+     "WITH cur AS (SELECT c.value FROM rc_tenant_counters c JOIN rc_tenants t ON t.id = c.tenant_id"
+     "  AND NOT t.deleted WHERE c.id = $2::uuid AND c.tenant_id = $1::uuid AND NOT c.deleted"
+     "  FOR UPDATE OF c),"
+     " ins AS (INSERT INTO rc_idempotency (tenant_id, key, counter_id, delta, value, created_at)"
+     "  SELECT $1::uuid, $3, $2::uuid, $4::bigint, cur.value + $4::bigint, now() FROM cur"
+     "  WHERE cur.value <= 9223372036854775807 - $4::bigint ON CONFLICT DO NOTHING RETURNING value),"
+     " upd AS (UPDATE rc_tenant_counters c SET value = ins.value, txid = pg_current_xact_id()"
+     "  FROM ins WHERE c.id = $2::uuid RETURNING c.value)"
+     " SELECT 'n', value::text, NULL, NULL FROM upd"
+     " UNION ALL SELECT 'o', i.value::text, i.counter_id::text, i.delta::text FROM rc_idempotency i"
+     "  WHERE i.tenant_id = $1::uuid AND i.key = $3 AND NOT EXISTS (SELECT 1 FROM ins)"
+     " UNION ALL SELECT 'c', value::text, NULL, NULL FROM cur",
+     4},
     /* $1 every tenant asked for (with those of the counters asked for), $2 the counters asked
        for, $3 the tenants asked for alone (they come with all their live counters) */
     {"rc_tn_look",

@@ -64,8 +64,10 @@ bool pst_tn_due(uint64_t now, bool *flush_first)
     }
     pst.ntq = j;
     *flush_first = false;
+    /* after a flush: a `set` must not be overtaken by increments counted before it, and a
+       keyed increment's answer must include them */
     for (size_t i = 0; i < pst.ntq; i++)
-        *flush_first |= pst.tq[i].op->kind == PTN_SET;
+        *flush_first |= pst.tq[i].op->kind == PTN_SET || pst.tq[i].op->kind == PTN_KEYED_INC;
     return pst.ntq || (!pst.stopping && now >= pst.feed_at);
 }
 
@@ -148,7 +150,7 @@ static bool send_write(void)
     pst.tq_fly[pst.ntq_fly++] = q; /* room reserved by pst_tn_send */
     struct persist_tnop *op = q.op;
     char tid[UUID_TEXT_LEN + 1], cid[UUID_TEXT_LEN + 1], label[TN_LABEL_MAX + 1], v[24], md[24],
-        ms[24];
+        ms[24], d[24];
     uuid_format(op->tid, tid);
     uuid_format(op->cid, cid);
     tid[UUID_TEXT_LEN] = cid[UUID_TEXT_LEN] = 0;
@@ -157,6 +159,7 @@ static bool send_write(void)
     snprintf(v, sizeof(v), "%lld", (long long)op->value);
     snprintf(md, sizeof(md), "%lld", (long long)op->max_delta);
     snprintf(ms, sizeof(ms), "%lld", (long long)op->created_ms);
+    snprintf(d, sizeof(d), "%lld", (long long)op->delta);
     const char *lb = op->has_label ? label : NULL;
     switch (op->kind) {
     case PTN_TENANT_CREATE:
@@ -168,6 +171,8 @@ static bool send_write(void)
         return pst_send_prepared(Q_TNOP, "rc_tn_setv", 3, (const char *const[]){tid, cid, v});
     case PTN_COUNTER_DELETE:
         return pst_send_prepared(Q_TNOP, "rc_tn_del_c", 2, (const char *const[]){tid, cid});
+    case PTN_KEYED_INC:
+        return pst_send_prepared(Q_TNOP, "rc_tn_key", 4, (const char *const[]){tid, cid, label, d});
     default:
         return pst_send_prepared(Q_TNOP, "rc_tn_del_t", 1, (const char *const[]){tid});
     }
@@ -380,6 +385,45 @@ static void feed_done(PGresult *res, uint64_t now)
                "up when asked for)", LOG_U("rows", full));
 }
 
+/* The rows of rc_tn_key (committed): op's status and value; the cached counter settled. */
+static int keyed_done(struct persist_tnop *op, PGresult *r)
+{
+    bool cur = false, n = false, o = false;
+    int64_t curv = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        char k = PQgetvalue(r, i, 0)[0];
+        int64_t v = row_i64(r, i, 1);
+        if (k == 'c') {
+            cur = true;
+            curv = v;
+        } else if (k == 'n') {
+            n = true;
+            op->value = v;
+        } else if (k == 'o') {
+            uint8_t cid[16];
+            o = true;
+            if (!row_id(r, i, 2, cid) || memcmp(cid, op->cid, 16) != 0 ||
+                row_i64(r, i, 3) != op->delta)
+                return -EEXIST; /* the key names another request */
+            op->value = v;
+        }
+    }
+    if (!cur)
+        return -ENOENT;
+    if (n) { /* the counter moved to op->value: settle the cached one at once */
+        const struct tn_tenant *t = tn_tenant_find(pst.tn, op->tid);
+        const struct tn_counter *c = t ? tn_counter_find(pst.tn, t, op->cid) : NULL;
+        if (c)
+            settle(c, op->value);
+        return 0;
+    }
+    if (o)
+        return 0;
+    /* neither: past INT64_MAX, or another node inserted the key while this waited for the
+       row lock (its row is not in this statement's snapshot): asked again */
+    return curv > INT64_MAX - op->delta ? -EOVERFLOW : -EAGAIN;
+}
+
 void pst_tn_done(uint64_t now, bool dropped)
 {
     PGresult *res = tn_res;
@@ -389,6 +433,16 @@ void pst_tn_done(uint64_t now, bool dropped)
         if (!dropped)
             feed_done(ok ? res : NULL, now);
         PQclear(res);
+        return;
+    }
+    if (pst.tq_fly[0].op->kind == PTN_KEYED_INC) {
+        struct tnq q = pst.tq_fly[0];
+        int st = ok ? keyed_done(q.op, res) : -EIO;
+        pst.ntq_fly = 0;
+        PQclear(res);
+        if (st == -EAGAIN && tq_push(&pst.tq, &pst.ntq, &pst.captq, q) == 0)
+            return; /* once more, behind what else waits */
+        tn_reply(q.w, q.op, st == -EAGAIN ? -EIO : st);
         return;
     }
     unsigned full = 0;

@@ -68,6 +68,7 @@ struct rq {
     char hdr[RL_HDR_MAX + CORS_HDR_MAX + 128]; /* + "Allow: ..." of a preflight */
     size_t hlen;
 };
+_Static_assert(sizeof(((struct rq *)0)->hdr) <= TNDB_HDR_MAX, "a keyed answer keeps these lines");
 
 int tnapi_init(const struct config *cfg, unsigned nworkers)
 {
@@ -660,6 +661,9 @@ static enum sess_handled inc_counter(struct tnapi_worker *w, struct rq *q,
         if (!tn_idem_key_valid(ik->value, ik->value_len))
             return fail(q, HTTP_E_INVALID_IDEMPOTENCY_KEY,
                         "Idempotency-Key must be 1-64 printable ASCII characters");
+        if (w->db) /* the database decides, for every node; answered after its commit */
+            return tndb_keyed_inc(w->db, q->s, tn_tenant_at(T.st, c->tenant)->id, c->id,
+                                  ik->value, ik->value_len, delta, q->hdr, q->hlen);
         rc = tn_idem_inc(T.st, w->idx, c, ik->value, ik->value_len, delta, (int64_t)clock_ms(CLOCK_REALTIME_COARSE), &value);
         if (rc == -EEXIST)
             return fail(q, HTTP_E_IDEMPOTENCY_KEY_REUSED,

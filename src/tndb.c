@@ -27,6 +27,8 @@ struct tnop_ctx {
     struct persist_tnop op;
     struct tndb *d;
     uint64_t now_ms;  /* lookups: when asked (the worker's monotonic clock) */
+    uint16_t hlen;    /* keyed increments: the header lines of the answer (rate limit, CORS) */
+    char hdr[TNDB_HDR_MAX];
 };
 
 struct tndb *tndb_new(struct tn_store *st, struct pwait *pw)
@@ -158,6 +160,31 @@ static void lookup_done(struct sess *s, struct persist_tnop *op, bool answered)
     a->until_ms = x->now_ms + TNDB_ABSENT_MS;
 }
 
+/* A keyed increment came back: the database's answer, with the request's header lines. */
+static void keyed_done(struct sess *s, struct persist_tnop *op, bool answered)
+{
+    struct tnop_ctx *x = (struct tnop_ctx *)op;
+    char body[TN_JSON_MAX];
+    if (!answered || op->status == -EIO || op->status == -ETIMEDOUT)
+        sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE,
+                   !answered ? "PostgreSQL did not confirm the increment in time; it may still be "
+                               "committed: retry with the same Idempotency-Key"
+                             : "PostgreSQL is not reachable; nothing was counted",
+                   x->hdr, x->hlen);
+    else if (op->status == -EEXIST)
+        sess_error(s, HTTP_E_IDEMPOTENCY_KEY_REUSED,
+                   "this Idempotency-Key was used for a different request", x->hdr, x->hlen);
+    else if (op->status == -EOVERFLOW)
+        sess_error(s, HTTP_E_COUNTER_OVERFLOW,
+                   "the counter would pass 9223372036854775807 and is never wrapped", x->hdr,
+                   x->hlen);
+    else if (op->status == -ENOENT)
+        sess_error(s, HTTP_E_NOT_FOUND, "no such counter in this tenant", x->hdr, x->hlen);
+    else
+        sess_respond(s, 200, SESS_JSON, x->hdr, x->hlen, body,
+                     tn_value_json(op->cid, op->value, body));
+}
+
 /* ---------------------------------------------------------------- requests */
 
 static struct tnop_ctx *op_new(struct tndb *d, enum persist_tnop_kind k, const uint8_t tid[16],
@@ -233,6 +260,20 @@ enum sess_handled tndb_delete(struct tndb *d, struct sess *s, const uint8_t tid[
     if (!x)
         return no_memory(s);
     return pwait_tnop(d->pw, s, &x->op, write_done);
+}
+
+enum sess_handled tndb_keyed_inc(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                                 const uint8_t cid[16], const char *key, size_t klen,
+                                 int64_t delta, const char *hdr, size_t hlen)
+{
+    struct tnop_ctx *x = op_new(d, PTN_KEYED_INC, tid, cid);
+    if (!x)
+        return no_memory(s);
+    set_label(&x->op, key, klen);
+    x->op.delta = delta;
+    x->hlen = (uint16_t)(hlen < sizeof(x->hdr) ? hlen : 0);
+    memcpy(x->hdr, hdr, x->hlen);
+    return pwait_tnop(d->pw, s, &x->op, keyed_done);
 }
 
 enum sess_handled tndb_lookup(struct tndb *d, struct sess *s, const uint8_t tid[16],

@@ -46,6 +46,15 @@ enum sess_handled tndb_create_counter(struct tndb *d, struct sess *s, const uint
                                       int64_t initial, int64_t max_delta, int64_t now_ms);
 enum sess_handled tndb_set(struct tndb *d, struct sess *s, const uint8_t tid[16],
                            const uint8_t cid[16], int64_t value);
+/* POST .../inc with an Idempotency-Key (validated by the caller): the database decides whether
+   the key is new for this tenant, on any node (a replay anywhere returns the first result and
+   counts nothing), once this node's increments before it are flushed. Answered 200
+   {"counter_id","value"} / 409 IDEMPOTENCY_KEY_REUSED / 409 COUNTER_OVERFLOW / 404 / 503 with
+   the header lines hdr (copied; at most TNDB_HDR_MAX bytes). */
+#define TNDB_HDR_MAX 1312 /* tnapi's rate-limit + CORS lines: RL_HDR_MAX + CORS_HDR_MAX + 128 */
+enum sess_handled tndb_keyed_inc(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                                 const uint8_t cid[16], const char *key, size_t klen,
+                                 int64_t delta, const char *hdr, size_t hlen);
 /* cid NULL: delete the tenant and its counters. 204 when done. */
 enum sess_handled tndb_delete(struct tndb *d, struct sess *s, const uint8_t tid[16],
                               const uint8_t *cid);
