@@ -118,6 +118,11 @@ enum sess_handled bar_start(struct barrier *b, struct sess *s, enum bar_kind k)
     return SESS_H_PARKED;
 }
 
+uint64_t bar_reset_all(void)
+{
+    return ck_pr_faa_64(&reset_gen_global, 1) + 1;
+}
+
 void bar_poll(struct barrier *b)
 {
     serve(b);

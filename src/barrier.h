@@ -45,6 +45,10 @@ enum sess_handled bar_start(struct barrier *b, struct sess *s, enum bar_kind k);
 /* A wake-up or a tick: serve the pending generations on this worker (users drained first),
    then complete the waiters every worker has caught up with. */
 void bar_poll(struct barrier *b);
+/* Any thread (the persister, adopting a reset made on another node): start a reset of every
+   worker's user shard and events as POST /reset does, with nobody waiting for it; the caller
+   wakes the workers (each serves it in bar_poll). Returns its generation. */
+uint64_t bar_reset_all(void);
 /* The session s died while waiting: drop it. */
 void bar_forget(struct barrier *b, struct sess *s);
 

@@ -207,9 +207,10 @@ static void send_flush(uint64_t now)
     const char *kn[2] = {f->p_node, f->keys.buf}, *kv[1] = {f->keys.buf};
     bool ok = PQsendQueryParams(pst.conn, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) && q_push(Q_BEGIN);
     ok = ok && pst_send_prepared(Q_LEDGER, "rc_ledger", 4, lv);
-    if (f->reset)
+    if (f->reset && !f->adopt)
         ok = ok && pst_send_prepared(Q_TRUNC, "rc_trunc", 0, NULL) &&
-             pst_send_prepared(Q_META0, "rc_meta0", 0, NULL);
+             pst_send_prepared(Q_META0, "rc_meta0", 0, NULL) &&
+             pst_send_prepared(Q_EPOCH, "rc_epoch", 0, NULL);
     if (f->events)
         ok = ok && pst_send_prepared(Q_EVENTS, "rc_events", 3, ev);
     if (f->nusers)
@@ -431,6 +432,12 @@ static void on_result(enum qk k, PGresult *res)
         break;
     case Q_CHECK:
         pst.r.check_found = read_counter_after(res, st);
+        break;
+    case Q_EPOCH:
+        if (st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
+            pst.r.have_epoch = true;
+            pst.r.epoch = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
+        }
         break;
     case Q_TNOP:
         pst_tn_result(res);

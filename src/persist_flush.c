@@ -468,6 +468,9 @@ bool pst_build_flush(uint64_t now)
             settled = false;
     }
     f->reset = settled && f->rg[0] > pst.reset_applied;
+    /* exactly the one generation an adopted reset made, and no POST /reset of this node */
+    f->adopt = f->reset && pst.adopt_gen && f->rg[0] == pst.adopt_gen &&
+               pst.reset_applied + 1 == pst.adopt_gen;
     if (settled && !f->reset)
         for (unsigned w = 0; w < pst.n; w++)
             if (f->ep[w] != pst.pw[w].wm_ep)
@@ -659,6 +662,8 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
         }
         if (f->reset) {
             pst.reset_applied = f->rg[0];
+            if (pst.r.have_epoch) /* our own: not to be adopted again */
+                pst.reset_epoch = pst.r.epoch;
             ck_pr_store_64(&pst.persisted_total, f->ev_param);
         } else {
             ck_pr_store_64(&pst.persisted_total, pst.persisted_total + f->ev_param);
@@ -1025,7 +1030,7 @@ static void spill_put_flush(struct spill_buf *b, const struct flush *f)
 {
     const char *none = "";
     spill_put_bytes(b, f->p_seq, strlen(f->p_seq));
-    spill_put_u8(b, f->reset);
+    spill_put_u8(b, f->reset && !f->adopt); /* an adopted one deletes nothing on replay */
     spill_put_bytes(b, f->p_cd, strlen(f->p_cd));
     spill_put_bytes(b, f->events ? f->p_ev : none, f->events ? strlen(f->p_ev) : 0);
     spill_put_bytes(b, f->events ? f->p_sum : none, f->events ? strlen(f->p_sum) : 0);

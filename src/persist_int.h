@@ -174,7 +174,8 @@ struct pworker {
 /* ------------------------------------------------------------------ persister state */
 
 enum qk { Q_SET = 1, Q_PREP, Q_BEGIN, Q_LEDGER, Q_TRUNC, Q_META0, Q_EVENTS, Q_USERS, Q_PRUNE,
-          Q_COMMIT, Q_CLUSTER, Q_CHECK, Q_SYNC, Q_TN, Q_ROLLBACK, Q_KILL, Q_KEYGET, Q_TNOP };
+          Q_COMMIT, Q_CLUSTER, Q_CHECK, Q_SYNC, Q_TN, Q_ROLLBACK, Q_KILL, Q_KEYGET, Q_TNOP,
+          Q_EPOCH };
 enum cst { C_DOWN, C_CONNECTING, C_SETUP, C_READY };
 enum xch { X_NONE, X_SETUP, X_FLUSH, X_CHECK, X_ROLLBACK, X_KILL, X_TNOP };
 enum fst { F_NONE, F_SENT, F_UNKNOWN };
@@ -228,6 +229,8 @@ struct flush {
     size_t ntnd, captnd;
     struct bytes j_t, j_c, j_d, j_i; /* new tenants, new counters, deltas, idempotency */
     bool reset, events, counter, prune;
+    bool adopt;            /* the reset is another node's, adopted: this node's aggregates
+                              restart from zero, nothing is deleted (no rc_trunc/rc_meta0) */
     uint64_t *incr, *ev, *rg, *ep; /* per-slot snapshot */
     dec_t *sum;
     int64_t cdelta;
@@ -261,6 +264,8 @@ struct xres {
     bool have_final;       /* rc_key_get: the counter after the keyed increments */
     int64_t counter_final;
     size_t nkres;          /* rows of rc_key_get in pst.kres */
+    bool have_epoch;       /* rc_epoch: the reset epoch this flush's reset made */
+    uint64_t epoch;
 };
 
 struct pstate {
@@ -326,6 +331,8 @@ struct pstate {
     struct xres r;
     struct flush f;
     uint64_t next_seq, reset_applied;
+    uint64_t reset_epoch;       /* the cluster's reset epoch this node has applied (rc_meta) */
+    uint64_t adopt_gen;         /* the reset generation bar_reset_all gave an adopted reset */
     struct preq *cl, *rs;       /* pending cluster / reset requests */
     struct kreq *kq;            /* keyed durable increments, in arrival order */
     size_t nkq, capkq;

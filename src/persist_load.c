@@ -74,7 +74,10 @@ static const char *const MIGRATIONS[] = {
     "  AND (o.created_at, o.id) < (c.created_at, c.id));"
     "CREATE UNIQUE INDEX rc_tenant_counters_label ON rc_tenant_counters (tenant_id, label)"
     "  WHERE NOT deleted;"
-    "CREATE INDEX rc_tenant_counters_txid ON rc_tenant_counters (txid);",
+    "CREATE INDEX rc_tenant_counters_txid ON rc_tenant_counters (txid);"
+    /* POST /reset clears the cluster: every reset flush bumps this epoch, and every node that
+       sees it move (the change feed, --sync-ms) clears its own aggregates too */
+    "INSERT INTO rc_meta VALUES ('reset_epoch', 0);",
 };
 #define NMIGRATIONS (sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]))
 
@@ -202,6 +205,11 @@ static int load(PGconn *c, uint64_t *nusers, uint64_t *noverflow)
     if (!pst_ok_exec(c, "SELECT nextval('rc_incarnation')", PGRES_TUPLES_OK, &r))
         return -EIO;
     pst.incarnation = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    PQclear(r);
+    /* resets before this start are in what is loaded: only later ones are adopted */
+    if (!pst_ok_exec(c, "SELECT v FROM rc_meta WHERE k = 'reset_epoch'", PGRES_TUPLES_OK, &r))
+        return -EIO;
+    pst.reset_epoch = PQntuples(r) ? strtoull(PQgetvalue(r, 0, 0), NULL, 10) : 0;
     PQclear(r);
     pst.next_seq = 1;
 
@@ -533,7 +541,8 @@ static int replay_record(PGconn *c, const char *node, const char *inc, const str
         return -EIO;
     bool ok = replay_exec(c, "rc_ledger", 4, lv, &dup);
     if (ok && r->reset)
-        ok = replay_exec(c, "rc_trunc", 0, NULL, NULL) && replay_exec(c, "rc_meta0", 0, NULL, NULL);
+        ok = replay_exec(c, "rc_trunc", 0, NULL, NULL) && replay_exec(c, "rc_meta0", 0, NULL, NULL) &&
+             replay_exec(c, "rc_epoch", 0, NULL, NULL);
     const char *ev[3] = {node, r->ev, r->sum};
     if (ok && *r->ev)
         ok = replay_exec(c, "rc_events", 3, ev, NULL);

@@ -28,6 +28,7 @@ const struct pst_stmt PST_STMTS[] = {
     {"rc_trunc", "DELETE FROM rc_users", 0},
     {"rc_meta0",
      "WITH e AS (DELETE FROM rc_events RETURNING 1) UPDATE rc_meta SET v = 0 WHERE k = 'users'", 0},
+    {"rc_epoch", "UPDATE rc_meta SET v = v + 1 WHERE k = 'reset_epoch' RETURNING v", 0},
     {"rc_events",
      "INSERT INTO rc_events AS t (node_id, total, sum_u) VALUES ($1::integer, $2::bigint,"
      " $3::numeric) ON CONFLICT (node_id) DO UPDATE SET total = t.total + EXCLUDED.total,"
@@ -151,7 +152,9 @@ const struct pst_stmt PST_STMTS[] = {
      "SELECT 'x', pg_snapshot_xmin(pg_current_snapshot())::text, NULL, NULL, NULL, NULL, NULL,"
      " false"
      " UNION ALL SELECT " TN_T_ROW("t") " FROM rc_tenants t WHERE t.txid >= $1::xid8"
-     " UNION ALL SELECT " TN_C_ROW("c") " FROM rc_tenant_counters c WHERE c.txid >= $1::xid8",
+     " UNION ALL SELECT " TN_C_ROW("c") " FROM rc_tenant_counters c WHERE c.txid >= $1::xid8"
+     " UNION ALL SELECT 'r', v::text, NULL, NULL, NULL, NULL, NULL, false FROM rc_meta"
+     "  WHERE k = 'reset_epoch'",
      1},
     {"rc_tn_i",
      "INSERT INTO rc_idempotency (tenant_id, key, counter_id, delta, value, created_at)"

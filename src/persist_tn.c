@@ -11,6 +11,7 @@
 #include <errno.h>
 #include <stdlib.h>
 
+#include "barrier.h"
 #include "metrics.h"
 #include "persist_int.h"
 #include "uuid.h"
@@ -365,6 +366,21 @@ static int op_status(const struct persist_tnop *op, PGresult *r)
     }
 }
 
+/* POST /reset on another node moved the cluster's reset epoch to e: clear this node's events and
+   users as a reset of its own would, but delete nothing in the database (that reset did): the
+   next flush sends this node's aggregates from zero (f->adopt). What this node acknowledged
+   within --sync-ms after the other node's reset may be cleared with it. */
+static void adopt_reset(uint64_t e)
+{
+    if (e <= pst.reset_epoch)
+        return;
+    pst.reset_epoch = e;
+    pst.adopt_gen = bar_reset_all();
+    for (unsigned w = 0; w < pst.n; w++)
+        pst.pw[w].wake = true; /* persist_p_run posts the wake-ups: each serves the reset */
+    log_info("reset adopted from another node", LOG_U("reset_epoch", e));
+}
+
 static void feed_done(PGresult *res, uint64_t now)
 {
     if (!res || PQresultStatus(res) != PGRES_TUPLES_OK) {
@@ -374,9 +390,13 @@ static void feed_done(PGresult *res, uint64_t now)
     }
     unsigned full = 0;
     int n = apply_rows(res, &full);
-    for (int i = 0; i < PQntuples(res); i++)
-        if (PQgetvalue(res, i, 0)[0] == 'x' && PQgetlength(res, i, 1) < (int)sizeof(pst.feed_xmin))
+    for (int i = 0; i < PQntuples(res); i++) {
+        char k = PQgetvalue(res, i, 0)[0];
+        if (k == 'x' && PQgetlength(res, i, 1) < (int)sizeof(pst.feed_xmin))
             snprintf(pst.feed_xmin, sizeof(pst.feed_xmin), "%s", PQgetvalue(res, i, 1));
+        if (k == 'r')
+            adopt_reset(strtoull(PQgetvalue(res, i, 1), NULL, 10));
+    }
     pst.feed_rows += (uint64_t)n;
     metrics_tn_feed((uint64_t)n);
     if (full)
