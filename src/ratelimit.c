@@ -114,7 +114,7 @@ static uint64_t key_of(const struct rl_table *t, int family, const uint8_t addr[
         memcpy(&b, addr + 8, 8);
         fam = 6;
     }
-    uint64_t k = mix64(mix64(a ^ t->seed ^ fam << 32 ^ fam << 60) ^ b);
+    uint64_t k = mix64(mix64(a ^ t->seed ^ (fam << 32) ^ (fam << 60)) ^ b);
     return k ? k : 1;
 }
 

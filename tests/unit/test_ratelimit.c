@@ -314,3 +314,24 @@ Test(ratelimit, threads_evicting_never_refuse_a_new_client)
     cr_assert_eq(mt_run(args), (unsigned)(MT_THREADS * MT_TRIES));
     rl_free(t);
 }
+
+/* Every worker applies a reload: the same policy again changes nothing, and an answer prints
+   the policy it was decided under even if a reload came in between. */
+Test(ratelimit, same_policy_twice_and_headers_of_the_decision)
+{
+    struct rl_table *t = rl_new(16, 1, 10, 27);
+    uint8_t a[16];
+    v4(a, 42);
+    struct rl_result r;
+    for (int i = 0; i < 4; i++)
+        rl_take(t, AF_INET, a, 0, &r);
+    rl_set_policy(t, 2, 20);
+    rl_set_policy(t, 2, 20); /* the second worker: a no-op */
+    cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 1);
+    cr_assert_eq(r.remaining, 15u, "20 - the 4 spent - this one, once");
+    rl_set_policy(t, 1, 5);
+    char hdr[RL_HDR_MAX];
+    size_t n = rl_headers(t, &r, hdr, sizeof(hdr));
+    cr_assert(n > 0 && strstr(hdr, "RateLimit-Policy: \"default\";q=20;w=10\r\n"), "%s", hdr);
+    rl_free(t);
+}
