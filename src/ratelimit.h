@@ -16,11 +16,12 @@
  * aiming at that. A key lives within RL_PROBE slots of its hash; when that window is full the
  * entry touched longest ago is evicted (approximate LRU, millisecond resolution), so a new
  * client is never refused (its bucket starts full). Evicting a throttled client forgets its
- * debt: an attacker needs more than 32 clients hashing into one window (> 65,536 addresses
- * overall) for that, and each of them still gets at most one burst. Two rare races are
- * tolerated, each worth at most one token per racing worker, once: the first request of a new
- * client arriving on two workers at the same instant into a full window (two entries; later
- * requests find the first), and a request of a client racing the eviction of its own entry.
+ * debt: an attacker needs enough addresses to fill the table (tens of thousands: windows fill
+ * before every slot is used) for that, and each of them still gets at most one burst. Two rare
+ * races are tolerated, each worth at most one token per racing worker, once: the first request
+ * of a new client arriving on two workers at the same instant into a full window (two entries;
+ * later requests find the first), and a request of a client racing the eviction of its own
+ * entry.
  *
  * Bound: capacity x 16 bytes, per node: RL_DEFAULT_CAPACITY (65,536) is 1 MiB whatever the
  * number of workers (the per-worker tables were 3.25 MiB each). A window is 32 slots, 512

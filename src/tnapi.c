@@ -25,8 +25,8 @@
 #include "tenants.h"
 #include "uuid.h"
 
-/* Read-only after tnapi_init. The CORS origins and the rate limit are reloadable: they come
-   from the request's struct live (src/live). */
+/* Read-only after tnapi_init but for rl and rl_gen (CAS, see shared_rl). The CORS origins and
+   the rate limit are reloadable: they come from the request's struct live (src/live). */
 static struct {
     struct tn_store *st;
     uint64_t seed;
@@ -119,8 +119,9 @@ void tnapi_fini(void)
 }
 
 /* The shared table with L's policy: created by the first worker that needs it (CAS; a loser
-   frees its copy), the policy set by the first worker that sees a newer generation (a worker
-   still on an older one never undoes it). NULL on ENOMEM. */
+   frees its copy), the policy set by the first worker that sees a newer generation, so a
+   worker still on an older one does not undo it (unless it stalls between its CAS and its
+   rl_set_policy while the next reload is applied: reloads are seconds apart). NULL on ENOMEM. */
 static struct rl_table *shared_rl(const struct live *L)
 {
     struct rl_table *rl = ck_pr_load_ptr(&T.rl);
