@@ -1,6 +1,7 @@
 /* tnapi — see tnapi.h. */
 #include "tnapi.h"
 
+#include <ck_pr.h>
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,13 +26,16 @@
 #include "tndb.h"
 #include "uuid.h"
 
-/* Read-only after tnapi_init. The CORS origins and the rate limit are reloadable: they come
-   from the request's struct live (src/live). */
+/* Read-only after tnapi_init but for rl and rl_gen (CAS, see shared_rl). The CORS origins and
+   the rate limit are reloadable: they come from the request's struct live (src/live). */
 static struct {
     struct tn_store *st;
     uint64_t seed;
     uint32_t rl_cap;
     uint32_t max_t, max_c; /* --tenant-cache, --counter-cache */
+    struct rl_table *rl; /* shared by the workers (one bucket per client per node); set once
+                            (CAS) the first time the limit is on, freed by tnapi_fini */
+    uint64_t rl_gen;     /* the settings generation whose policy rl has (CAS: newer only) */
     unsigned nworkers;
     struct ca_net proxies[CA_MAX_NETS]; /* --trusted-proxies (validated by config) */
     size_t nproxies;
@@ -51,7 +55,7 @@ static void client_of(const struct sess *s, const struct http_req *req, uint8_t 
 
 struct tnapi_worker {
     unsigned idx;
-    struct rl_table *rl;  /* allocated the first time the rate limit is on, then kept */
+    struct rl_table *rl;  /* T.rl once the rate limit was on (not owned) */
     bool rl_on;           /* the rate limit of live_gen is on (rl is then non-NULL) */
     uint64_t live_gen;    /* generation of the settings rl was last set from; 0 = never */
     struct uuid_gen gen;
@@ -73,6 +77,7 @@ _Static_assert(sizeof(((struct rq *)0)->hdr) <= TNDB_HDR_MAX, "a keyed answer ke
 int tnapi_init(const struct config *cfg, unsigned nworkers)
 {
     tn_free(T.st); /* unit tests call app_init more than once */
+    rl_free(T.rl);
     memset(&T, 0, sizeof(T));
     T.nworkers = nworkers;
     if (getrandom(&T.seed, sizeof(T.seed), 0) != sizeof(T.seed))
@@ -120,7 +125,34 @@ int tnapi_reset(void)
 void tnapi_fini(void)
 {
     tn_free(T.st);
+    rl_free(T.rl);
     memset(&T, 0, sizeof(T));
+}
+
+/* The shared table with L's policy: created by the first worker that needs it (CAS; a loser
+   frees its copy), the policy set by the first worker that sees a newer generation, so a
+   worker still on an older one does not undo it (unless it stalls between its CAS and its
+   rl_set_policy while the next reload is applied: reloads are seconds apart). NULL on ENOMEM. */
+static struct rl_table *shared_rl(const struct live *L)
+{
+    struct rl_table *rl = ck_pr_load_ptr(&T.rl);
+    if (!rl) {
+        struct rl_table *n = rl_new(T.rl_cap, L->rate, L->burst, T.seed);
+        if (!n)
+            return NULL;
+        if (ck_pr_cas_ptr_value(&T.rl, NULL, n, &rl))
+            rl = n;
+        else
+            rl_free(n);
+    }
+    uint64_t g = ck_pr_load_64(&T.rl_gen);
+    while (g < L->gen) {
+        if (ck_pr_cas_64_value(&T.rl_gen, g, L->gen, &g)) {
+            rl_set_policy(rl, L->rate, L->burst);
+            break;
+        }
+    }
+    return rl;
 }
 
 struct tnapi_worker *tnapi_worker_new(unsigned idx, struct pwait *pw)
@@ -136,19 +168,18 @@ struct tnapi_worker *tnapi_worker_new(unsigned idx, struct pwait *pw)
         return NULL;
     }
     const struct live *L = live_current();
-    if (L && L->rate) { /* the table for the start-up settings: allocation failure is fatal */
-        if (!(w->rl = rl_new(T.rl_cap, L->rate, L->burst, T.seed + idx))) {
-            free(w);
-            return NULL;
-        }
-        w->rl_on = true;
+    /* the table for the start-up settings: allocation failure is fatal */
+    if (L && L->rate && !(w->rl = shared_rl(L))) {
+        free(w);
+        return NULL;
     }
+    w->rl_on = w->rl != NULL;
     w->live_gen = L ? L->gen : 0;
     return w;
 }
 
 /* The settings changed (SIGHUP): follow their rate limit. Once per reload per worker, never per
-   request; the first time the limit is turned on the 3.25 MiB table is allocated here, and it
+   request; the first time the limit is turned on the shared 1 MiB table is allocated, and it
    is kept when it is turned off again (a client's bucket then starts full when it comes back). */
 static void follow_settings(struct tnapi_worker *w, const struct live *L)
 {
@@ -157,9 +188,7 @@ static void follow_settings(struct tnapi_worker *w, const struct live *L)
         w->rl_on = false;
         return;
     }
-    if (w->rl) {
-        rl_set_policy(w->rl, L->rate, L->burst);
-    } else if (!(w->rl = rl_new(T.rl_cap, L->rate, L->burst, T.seed + w->idx))) {
+    if (!(w->rl = shared_rl(L))) {
         log_error("rate limit not applied on this worker: out of memory", LOG_U("worker", w->idx));
         w->rl_on = false;
         return;
@@ -171,9 +200,8 @@ void tnapi_worker_free(struct tnapi_worker *w)
 {
     if (!w)
         return;
-    rl_free(w->rl);
     tndb_free(w->db);
-    free(w);
+    free(w); /* w->rl is T.rl: tnapi_fini frees it */
 }
 
 bool tnapi_route(enum route_id id)

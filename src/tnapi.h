@@ -6,8 +6,9 @@
  *
  * Owns (stated global state, read-only after tnapi_init): the struct tn_store. The CORS
  * origins and the rate-limit policy are the request's reloadable settings (src/live); a worker
- * follows a new rate limit at its first tenant request after a reload. Per worker: its
- * rate-limit table and its UUID pool (struct tnapi_worker).
+ * follows a new rate limit at its first tenant request after a reload. The rate-limit table
+ * is one per node, shared by the workers (src/ratelimit: lock-free), created the first time
+ * the limit is on. Per worker: its UUID pool (struct tnapi_worker).
  *
  * Persistence: with --db, src/persist loads the store at start-up and flushes tenants,
  * counters and idempotency records with its other deltas (main wires it: tnapi_store). Without
@@ -44,7 +45,7 @@ int tnapi_init(const struct config *cfg, unsigned nworkers);
 struct tn_store *tnapi_store(void);
 /* Free it (after the workers are joined). */
 void tnapi_fini(void);
-/* Worker idx's state (rate-limit table, UUID pool); ?sync=1 answers park on pw (the worker's
+/* Worker idx's state (UUID pool, the shared rate-limit table); ?sync=1 answers park on pw (the worker's
    src/pwait). NULL on ENOMEM. */
 struct tnapi_worker *tnapi_worker_new(unsigned idx, struct pwait *pw);
 void tnapi_worker_free(struct tnapi_worker *w);

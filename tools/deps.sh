@@ -5,6 +5,7 @@ set -euo pipefail
 pkgs=(build-essential liburing-dev libpq-dev libck-dev libcriterion-dev postgresql-15 curl
       clang-14 libclang-rt-14-dev # clang: the libFuzzer targets of fuzz/ (make fuzz, make test)
       prometheus                  # promtool: tests/integ/test_ops checks a live /metrics scrape
+      nginx-light                 # tests/integ/test_ratelimit: rate limits behind a real proxy
       systemd)                    # systemd-analyze: test_ops and test_install verify the unit
 # Extras, only in CI (CI=true) or when RINGCOUNT_DEPS_EXTRA is set. Without them these tests
 # skip, and in CI tools/run-tests.sh fails the run on any skip, so CI must have them:

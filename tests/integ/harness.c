@@ -483,7 +483,7 @@ int it_run(const char *const *args, const char *const *env, int timeout_ms, char
 
 /* ------------------------------------------------------------------ connections */
 
-int it_connect(uint16_t port)
+int it_connect_from(uint32_t src, uint16_t port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -491,7 +491,14 @@ int it_connect(uint16_t port)
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    struct sockaddr_in from = {.sin_family = AF_INET};
+    from.sin_addr.s_addr = htonl(src);
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (src && bind(fd, (struct sockaddr *)&from, sizeof(from)) < 0) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
     while (connect(fd, (struct sockaddr *)&a, sizeof(a)) < 0) {
         if (errno == EINTR)
             continue;
@@ -502,16 +509,26 @@ int it_connect(uint16_t port)
     return fd;
 }
 
-int it_conn_open(struct it_conn *c, uint16_t port)
+int it_connect(uint16_t port)
+{
+    return it_connect_from(0, port);
+}
+
+int it_conn_open_from(struct it_conn *c, uint32_t src, uint16_t port)
 {
     c->len = 0;
-    c->fd = it_connect(port);
+    c->fd = it_connect_from(src, port);
     if (c->fd < 0) {
         int e = c->fd;
         c->fd = -1;
         return e;
     }
     return 0;
+}
+
+int it_conn_open(struct it_conn *c, uint16_t port)
+{
+    return it_conn_open_from(c, 0, port);
 }
 
 void it_conn_close(struct it_conn *c)
@@ -905,8 +922,7 @@ int it_pg_ctl(const char *dir, const char *what)
     return it_pg_ctl_mode(dir, what, "fast");
 }
 
-/* A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close). 0 on error. */
-static uint16_t free_tcp_port(void)
+uint16_t it_free_port(void)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
@@ -953,7 +969,7 @@ static int pg_start(char *dir, size_t cap, const char *prefix, bool tcp, uint16_
             char path[4096];
             snprintf(path, sizeof(path), "%s/port", dir);
             FILE *f = fopen(path, "w");
-            port = free_tcp_port();
+            port = it_free_port();
             if (!f || !port || fprintf(f, "%u\n", port) < 0) {
                 if (f)
                     fclose(f);

@@ -129,8 +129,16 @@ struct it_resp {
 
 /* Connect to 127.0.0.1:port (blocking socket, TCP_NODELAY). Returns the fd or -errno. */
 int it_connect(uint16_t port);
+/* it_connect from source address src (host order, e.g. 0x7f000002 for 127.0.0.2; 0 = any):
+   a loopback client of another address. The fd or -errno. */
+int it_connect_from(uint32_t src, uint16_t port);
 /* it_connect into c (c->len = 0). 0 or -errno (then c->fd = -1). */
 int it_conn_open(struct it_conn *c, uint16_t port);
+/* it_conn_open from source address src (as it_connect_from). 0 or -errno (c->fd = -1). */
+int it_conn_open_from(struct it_conn *c, uint32_t src, uint16_t port);
+/* A TCP port on 127.0.0.1 that was free a moment ago (bind port 0, read it, close). 0 on
+   error. For a child process (nginx) that cannot be told to pick one itself. */
+uint16_t it_free_port(void);
 /* Close c->fd if open. */
 void it_conn_close(struct it_conn *c);
 /* Allocate and connect one (asserts on failure; main thread, like it_start). */

@@ -467,24 +467,7 @@ Test(tenants, rate_limit_refusal_and_fields)
 /* Connect from source address 127.0.0.<host>. */
 static int conn_from(struct it_conn *c, uint16_t port, int host)
 {
-    c->len = 0;
-    c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (c->fd < 0)
-        return -errno;
-    struct sockaddr_in src = {.sin_family = AF_INET}, dst = {.sin_family = AF_INET};
-    src.sin_addr.s_addr = htonl(0x7f000000u | (uint32_t)host);
-    dst.sin_addr.s_addr = htonl(0x7f000001u);
-    dst.sin_port = htons(port);
-    int one = 1;
-    setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    if (bind(c->fd, (struct sockaddr *)&src, sizeof(src)) < 0 ||
-        connect(c->fd, (struct sockaddr *)&dst, sizeof(dst)) < 0) {
-        int e = -errno;
-        close(c->fd);
-        c->fd = -1;
-        return e;
-    }
-    return 0;
+    return it_conn_open_from(c, 0x7f000000u | (uint32_t)host, port);
 }
 
 static int inc_from(uint16_t port, int host, const char *path)

@@ -1,8 +1,10 @@
 /* Unit tests for src/ratelimit: burst then refusal, integer refill, headers in draft-10 syntax,
    IPv4/IPv6 separation, LRU eviction that never refuses a new client, a new policy (SIGHUP)
-   that keeps what each client spent. */
+   that keeps what each client spent, and one table shared by threads (the workers): one
+   client hammering it from every thread gets exactly one burst plus the refill. */
 #include <arpa/inet.h>
 #include <criterion/criterion.h>
+#include <pthread.h>
 #include <string.h>
 #include <sys/socket.h>
 
@@ -103,31 +105,34 @@ Test(ratelimit, families_and_addresses_are_separate)
     rl_free(t);
 }
 
+/* Recency has millisecond resolution (the bucket's last refill): these tests move the clock
+   by 1 ms per client. One token a second: nobody refills within the 232 ms they cover. */
 Test(ratelimit, lru_eviction_never_refuses_new_clients)
 {
     struct rl_table *t = rl_new(16, 1, 1, 11);
     uint8_t a[16];
     struct rl_result r;
-    /* 16 clients drain their bucket; client 0 stays recently used */
+    uint64_t now = 0;
+    /* 16 clients drain their bucket; client 100 is then touched again: the most recent */
     for (uint32_t i = 0; i < 16; i++) {
         v4(a, 100 + i);
-        cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 1);
+        cr_assert_eq(rl_take(t, AF_INET, a, now++, &r), 1);
     }
     v4(a, 100);
-    cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 0); /* touched: most recent */
-    /* 1000 more clients: every one is admitted although the table holds 16 */
-    for (uint32_t i = 0; i < 1000; i++) {
+    cr_assert_eq(rl_take(t, AF_INET, a, now++, &r), 0);
+    /* 200 more clients: every one is admitted although the table holds 16 */
+    for (uint32_t i = 0; i < 200; i++) {
         v4(a, 5000 + i);
-        cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 1, "new client %u refused", i);
+        cr_assert_eq(rl_take(t, AF_INET, a, now++, &r), 1, "new client %u refused", i);
     }
     /* the most recent 16 are still remembered (and still empty) */
-    for (uint32_t i = 1000 - 16; i < 1000; i++) {
+    for (uint32_t i = 200 - 16; i < 200; i++) {
         v4(a, 5000 + i);
-        cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 0, "client %u forgotten", i);
+        cr_assert_eq(rl_take(t, AF_INET, a, now, &r), 0, "client %u forgotten", i);
     }
-    /* client 100 was evicted long ago: it comes back with a fresh bucket */
+    /* client 100 was evicted long ago (216 ms: not refilled): it comes back with a full bucket */
     v4(a, 100);
-    cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 1);
+    cr_assert_eq(rl_take(t, AF_INET, a, now, &r), 1);
     rl_free(t);
 }
 
@@ -138,16 +143,16 @@ Test(ratelimit, lru_keeps_the_recently_used)
     struct rl_result r;
     for (uint32_t i = 0; i < 16; i++) {
         v4(a, i);
-        rl_take(t, AF_INET, a, 0, &r);
+        rl_take(t, AF_INET, a, i, &r);
     }
     v4(a, 0);
-    rl_take(t, AF_INET, a, 0, &r); /* 0 is now the most recent; 1 the least */
+    rl_take(t, AF_INET, a, 16, &r); /* 0 is now the most recent; 1 the least */
     v4(a, 999);
-    rl_take(t, AF_INET, a, 0, &r); /* evicts 1 */
+    rl_take(t, AF_INET, a, 17, &r); /* evicts 1 */
     v4(a, 0);
-    cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 0, "0 was evicted instead of 1");
+    cr_assert_eq(rl_take(t, AF_INET, a, 18, &r), 0, "0 was evicted instead of 1");
     v4(a, 1);
-    cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 1, "1 was not evicted");
+    cr_assert_eq(rl_take(t, AF_INET, a, 18, &r), 1, "1 was not evicted");
     rl_free(t);
 }
 
@@ -218,5 +223,115 @@ Test(ratelimit, new_policy_keeps_what_each_client_spent)
     rl_set_policy(t, 5, 0);
     n = rl_headers(t, &r, hdr, sizeof(hdr));
     cr_assert(strstr(hdr, "q=2;w=2"), "%s", hdr);
+    rl_free(t);
+}
+
+/* ---- one table, several workers (SO_REUSEPORT spreads one client's connections) ---- */
+
+#define MT_THREADS 4
+#define MT_TRIES 20000
+
+struct mt_arg {
+    struct rl_table *t;
+    pthread_barrier_t *go;
+    uint64_t now;      /* the fixed clock of this phase */
+    uint32_t first_ip; /* clients first_ip .. first_ip + nclients - 1, round robin */
+    uint32_t nclients;
+    unsigned allowed;
+};
+
+static void *mt_hammer(void *p)
+{
+    struct mt_arg *a = p;
+    uint8_t addr[16];
+    struct rl_result r;
+    pthread_barrier_wait(a->go);
+    for (uint32_t i = 0; i < MT_TRIES; i++) {
+        v4(addr, a->first_ip + i % a->nclients);
+        a->allowed += (unsigned)rl_take(a->t, AF_INET, addr, a->now, &r);
+    }
+    return NULL;
+}
+
+/* MT_THREADS threads, each running mt_hammer with args[i]; returns the sum of allowed. */
+static unsigned mt_run(struct mt_arg *args)
+{
+    pthread_t th[MT_THREADS];
+    pthread_barrier_t go;
+    pthread_barrier_init(&go, NULL, MT_THREADS);
+    unsigned sum = 0;
+    for (int i = 0; i < MT_THREADS; i++) {
+        args[i].go = &go;
+        args[i].allowed = 0;
+        cr_assert_eq(pthread_create(&th[i], NULL, mt_hammer, &args[i]), 0);
+    }
+    for (int i = 0; i < MT_THREADS; i++) {
+        pthread_join(th[i], NULL);
+        sum += args[i].allowed;
+    }
+    pthread_barrier_destroy(&go);
+    return sum;
+}
+
+/* One bucket per client whatever thread asks: with a fixed clock, 4 threads x 20,000 takes of
+   one client allow exactly the burst (per-worker tables allowed 4 bursts; an unsynchronised
+   shared one loses updates), then 250 ms later exactly the refill (1000/s: 250 tokens). */
+Test(ratelimit, threads_share_one_bucket_exactly)
+{
+    struct rl_table *t = rl_new(64, 1000, 1000, 21);
+    cr_assert_not_null(t);
+    struct mt_arg args[MT_THREADS];
+    for (int i = 0; i < MT_THREADS; i++)
+        args[i] = (struct mt_arg){.t = t, .now = 5000, .first_ip = 0x0a000001, .nclients = 1};
+    cr_assert_eq(mt_run(args), 1000u, "one burst");
+    for (int i = 0; i < MT_THREADS; i++)
+        args[i].now = 5250;
+    cr_assert_eq(mt_run(args), 250u, "the refill of 250 ms, once");
+    rl_free(t);
+}
+
+/* Several clients at once from every thread: each gets exactly its burst. */
+Test(ratelimit, threads_many_clients_each_one_burst)
+{
+    struct rl_table *t = rl_new(1024, 1, 100, 23);
+    struct mt_arg args[MT_THREADS];
+    for (int i = 0; i < MT_THREADS; i++)
+        args[i] = (struct mt_arg){.t = t, .now = 777, .first_ip = 0xc0a80001, .nclients = 50};
+    cr_assert_eq(mt_run(args), 50u * 100u);
+    rl_free(t);
+}
+
+/* A table far too small, every thread bringing new clients: the first request of each is
+   always allowed (eviction never refuses), nothing crashes or loops. */
+Test(ratelimit, threads_evicting_never_refuse_a_new_client)
+{
+    struct rl_table *t = rl_new(16, 1, 1, 25);
+    struct mt_arg args[MT_THREADS];
+    for (int i = 0; i < MT_THREADS; i++)
+        args[i] = (struct mt_arg){.t = t, .now = 1,
+                                  .first_ip = 0x01000000u * (uint32_t)(i + 1),
+                                  .nclients = MT_TRIES};
+    cr_assert_eq(mt_run(args), (unsigned)(MT_THREADS * MT_TRIES));
+    rl_free(t);
+}
+
+/* Every worker applies a reload: the same policy again changes nothing, and an answer prints
+   the policy it was decided under even if a reload came in between. */
+Test(ratelimit, same_policy_twice_and_headers_of_the_decision)
+{
+    struct rl_table *t = rl_new(16, 1, 10, 27);
+    uint8_t a[16];
+    v4(a, 42);
+    struct rl_result r;
+    for (int i = 0; i < 4; i++)
+        rl_take(t, AF_INET, a, 0, &r);
+    rl_set_policy(t, 2, 20);
+    rl_set_policy(t, 2, 20); /* the second worker: a no-op */
+    cr_assert_eq(rl_take(t, AF_INET, a, 0, &r), 1);
+    cr_assert_eq(r.remaining, 15u, "20 - the 4 spent - this one, once");
+    rl_set_policy(t, 1, 5);
+    char hdr[RL_HDR_MAX];
+    size_t n = rl_headers(t, &r, hdr, sizeof(hdr));
+    cr_assert(n > 0 && strstr(hdr, "RateLimit-Policy: \"default\";q=20;w=10\r\n"), "%s", hdr);
     rl_free(t);
 }
