@@ -200,6 +200,8 @@ static void send_flush(uint64_t now)
     pst_begin_exchange(X_FLUSH, now);
     if (f->st == F_NONE)
         pst.flush_t0_ns = clock_ns(CLOCK_MONOTONIC);
+    for (size_t i = 0; i < f->ntnd; i++) /* values come with this attempt's results only */
+        f->tnd[i].has_db = false;
     const char *lv[4] = {f->p_node, f->p_seq, f->p_cd, f->p_inc};
     const char *ev[3] = {f->p_node, f->p_ev, f->p_sum};
     const char *uv[1] = {f->users.buf};
@@ -223,7 +225,7 @@ static void send_flush(uint64_t now)
         if (f->j_c.len > 2)
             ok = ok && pst_send_prepared(Q_TN, "rc_tn_c", 1, jc);
         if (f->j_d.len > 2)
-            ok = ok && pst_send_prepared(Q_TN, "rc_tn_d", 1, jd);
+            ok = ok && pst_send_prepared(Q_TND, "rc_tn_d", 1, jd);
         if (f->j_i.len > 2)
             ok = ok && pst_send_prepared(Q_TN, "rc_tn_i", 1, ji);
     }
@@ -442,6 +444,9 @@ static void on_result(enum qk k, PGresult *res)
     case Q_TNOP:
         pst_tn_result(res);
         break;
+    case Q_TND:
+        pst_tn_flush_values(res);
+        break;
     default:
         break;
     }
@@ -544,6 +549,38 @@ static bool urgent(void)
     return ck_pr_load_64(&pst.inflight) > 0 || pst.ncl > 0 || pst.nrs > 0 || pst.stopping;
 }
 
+/* The connection is idle: start the exchange due now, if any (cleanup first, then flushes and
+   tenant exchanges in turn). */
+static void next_exchange(uint64_t now)
+{
+    if (pst.nold && now >= pst.kill_at) {
+        send_kill(now);
+    } else if (pst.need_rollback) {
+        send_rollback(now);
+    } else if (pst.f.st == F_UNKNOWN) {
+        if (!pst.f_pid) /* the backend that ran it is gone: the ledger is the truth */
+            send_check(now);
+    } else {
+        /* Tenant writes, lookups and the change feed take turns with flushes; a `set`
+           goes out after a flush, so increments counted before it are not added on top. */
+        bool ff = false, tn = pst_tn_due(now, &ff);
+        if (tn && (!ff || pst.tq_flushed)) {
+            pst_tn_send(now);
+        } else if (now >= pst.retry_at && (now >= pst.next_due || urgent() || tn)) {
+            bool sent = pst_build_flush(now);
+            if (sent)
+                send_flush(now);
+            pst.next_due = now + pst.flush_ms;
+            if (tn)
+                pst.tq_flushed = true;
+            if (!sent && tn)
+                pst_tn_send(now);
+            else if (!sent && pst.stopping)
+                pst.finished = true;
+        }
+    }
+}
+
 uint32_t persist_p_run(uint64_t now, unsigned revents)
 {
     pst.now_ms = now;
@@ -574,34 +611,8 @@ uint32_t persist_p_run(uint64_t now, unsigned revents)
         conn_drop(now, "no answer within --db-timeout-ms");
     }
 
-    if (pst.cst == C_READY && pst.x == X_NONE) {
-        if (pst.nold && now >= pst.kill_at) {
-            send_kill(now);
-        } else if (pst.need_rollback) {
-            send_rollback(now);
-        } else if (pst.f.st == F_UNKNOWN) {
-            if (!pst.f_pid) /* the backend that ran it is gone: the ledger is the truth */
-                send_check(now);
-        } else {
-            /* Tenant writes, lookups and the change feed take turns with flushes; a `set`
-               goes out after a flush, so increments counted before it are not added on top. */
-            bool ff = false, tn = pst_tn_due(now, &ff);
-            if (tn && (!ff || pst.tq_flushed)) {
-                pst_tn_send(now);
-            } else if (now >= pst.retry_at && (now >= pst.next_due || urgent() || tn)) {
-                bool sent = pst_build_flush(now);
-                if (sent)
-                    send_flush(now);
-                pst.next_due = now + pst.flush_ms;
-                if (tn)
-                    pst.tq_flushed = true;
-                if (!sent && tn)
-                    pst_tn_send(now);
-                else if (!sent && pst.stopping)
-                    pst.finished = true;
-            }
-        }
-    }
+    if (pst.cst == C_READY && pst.x == X_NONE)
+        next_exchange(now);
     if (pst.stopping && !pst.finished && now + SPILL_RESERVE_MS >= pst.deadline) {
         pst_spill_pending(now);
         pst.finished = true;

@@ -672,8 +672,12 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
             ck_pr_store_64(&pst.persisted_total, (uint64_t)pst.r.events_total);
     }
     if (f->tn) {
-        for (size_t i = 0; i < f->ntnd; i++)
+        for (size_t i = 0; i < f->ntnd; i++) {
             pst.tn_wm[f->tnd[i].idx] = f->tnd[i].live;
+            /* what other nodes added shows here at once, not only at the next change feed */
+            if (f->tnd[i].has_db)
+                pst_tn_settle(f->tnd[i].idx, f->tnd[i].db);
+        }
         pst.tn_nt = f->tn_nt;
         pst.tn_nc = f->tn_nc;
         memcpy(pst.tn_icur, f->tn_icur, sizeof(pst.tn_icur));

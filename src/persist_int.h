@@ -175,7 +175,7 @@ struct pworker {
 
 enum qk { Q_SET = 1, Q_PREP, Q_BEGIN, Q_LEDGER, Q_TRUNC, Q_META0, Q_EVENTS, Q_USERS, Q_PRUNE,
           Q_COMMIT, Q_CLUSTER, Q_CHECK, Q_SYNC, Q_TN, Q_ROLLBACK, Q_KILL, Q_KEYGET, Q_TNOP,
-          Q_EPOCH };
+          Q_EPOCH, Q_TND };
 enum cst { C_DOWN, C_CONNECTING, C_SETUP, C_READY };
 enum xch { X_NONE, X_SETUP, X_FLUSH, X_CHECK, X_ROLLBACK, X_KILL, X_TNOP };
 enum fst { F_NONE, F_SENT, F_UNKNOWN };
@@ -217,6 +217,8 @@ struct tnd { /* a tenant counter whose live value differs from what is committed
     uint32_t idx;
     uint64_t live;
     const uint8_t *id;
+    bool has_db;           /* rc_tn_d returned its value in the database after this flush */
+    int64_t db;
 };
 
 struct flush {
@@ -467,6 +469,10 @@ void pst_tn_send(uint64_t now);
 void pst_tn_result(PGresult *res);
 /* It completed (failed: pst.r says why), or the connection dropped under it (dropped). */
 void pst_tn_done(uint64_t now, bool dropped);
+/* A flush committed with counter idx at v in the database: settle the cached one to it. */
+void pst_tn_settle(uint32_t idx, int64_t v);
+/* One result of rc_tn_d (the values the flush's deltas made), kept in pst.f.tnd. */
+void pst_tn_flush_values(PGresult *res);
 /* Milliseconds until the feed is due (for persist_p_run's sleep). */
 uint64_t pst_tn_wait(uint64_t now);
 /* Start-up (persist_load): where the feed starts; read before the tenants are loaded. */

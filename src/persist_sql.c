@@ -84,7 +84,8 @@ const struct pst_stmt PST_STMTS[] = {
        change feed of the other nodes reads the rows this transaction wrote (rc_tn_feed) */
     {"rc_tn_d",
      "UPDATE rc_tenant_counters t SET value = (t.value + x.d)::bigint, txid = pg_current_xact_id()"
-     " FROM json_to_recordset($1::json) AS x(id uuid, d numeric) WHERE t.id = x.id",
+     " FROM json_to_recordset($1::json) AS x(id uuid, d numeric) WHERE t.id = x.id"
+     " RETURNING t.id::text, t.value::text",
      1},
     /* Tenant writes and lookups the database decides (persist_tn.c). Every one answers rows of
        one shape, TN_T_ROW / TN_C_ROW: kind, id, tenant id, label, value, max_delta, created

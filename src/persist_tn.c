@@ -235,6 +235,30 @@ static void settle(const struct tn_counter *c, int64_t v)
     }
 }
 
+void pst_tn_settle(uint32_t idx, int64_t v)
+{
+    settle(tn_counter_at(pst.tn, idx), v);
+}
+
+static int tnd_key(const void *key, const void *e)
+{
+    return memcmp(key, ((const struct tnd *)e)->id, 16);
+}
+
+void pst_tn_flush_values(PGresult *res)
+{
+    struct flush *f = &pst.f;
+    for (int i = 0; PQresultStatus(res) == PGRES_TUPLES_OK && i < PQntuples(res); i++) {
+        uint8_t id[16];
+        struct tnd *d;
+        if (f->ntnd && row_id(res, i, 0, id) &&
+            (d = bsearch(id, f->tnd, f->ntnd, sizeof(*f->tnd), tnd_key))) { /* sorted by id */
+            d->has_db = true;
+            d->db = row_i64(res, i, 1);
+        }
+    }
+}
+
 /* The rows are in the store now: what is in the database, all of it (pst.tn_nt/tn_nc). */
 static void rows_synced(void)
 {
