@@ -39,6 +39,7 @@
 #include <stdint.h>
 
 #include "decimal.h"
+#include "tenants.h"
 
 struct config;
 struct tn_store;
@@ -102,6 +103,8 @@ enum persist_tnop_kind {
     PTN_LOOKUP,            /* tid, and cid unless has_cid is false: bring them into the cache */
     PTN_KEYED_INC,         /* tid, cid, delta, label = the Idempotency-Key: the database
                               decides whether the key is new (on any node); out: value */
+    PTN_DB_INC,            /* tid, cid, delta: a counter the full cache does not hold is
+                              incremented in the database itself; out: value */
 };
 struct persist_tnop {
     /* in (the worker) */
@@ -118,6 +121,7 @@ struct persist_tnop {
        dropped (outcome unknown for a write) */
     int status;
     char sqlstate[6];
+    struct tn_row row;     /* PTN_LOOKUP -ENOSPC: the row found, to answer without the cache */
     /* PTN_KEYED_INC out: status 0 and value = the counter right after it (or after the key's
        first request); -EEXIST the key was used for another counter or delta; -EOVERFLOW */
 };

@@ -138,6 +138,18 @@ const struct pst_stmt PST_STMTS[] = {
      "  WHERE i.tenant_id = $1::uuid AND i.key = $3 AND NOT EXISTS (SELECT 1 FROM ins)"
      " UNION ALL SELECT 'c', value::text, NULL, NULL FROM cur",
      4},
+    /* An increment of a counter the full cache does not hold, made in the database ('c' the
+       counter as locked, 'n' its value after; no 'n': past INT64_MAX). */
+    {"rc_tn_dbinc",
+     "WITH cur AS (SELECT c.value FROM rc_tenant_counters c JOIN rc_tenants t ON t.id = c.tenant_id"
+     "  AND NOT t.deleted WHERE c.id = $2::uuid AND c.tenant_id = $1::uuid AND NOT c.deleted"
+     "  FOR UPDATE OF c),"
+     " upd AS (UPDATE rc_tenant_counters c SET value = c.value + $3::bigint,"
+     "  txid = pg_current_xact_id() FROM cur WHERE c.id = $2::uuid"
+     "  AND cur.value <= 9223372036854775807 - $3::bigint RETURNING c.value)"
+     " SELECT 'n', value::text, NULL, NULL FROM upd UNION ALL SELECT 'c', value::text, NULL, NULL"
+     " FROM cur",
+     3},
     /* $1 every tenant asked for (with those of the counters asked for), $2 the counters asked
        for, $3 the tenants asked for alone (they come with all their live counters) */
     {"rc_tn_look",

@@ -174,6 +174,8 @@ static bool send_write(void)
         return pst_send_prepared(Q_TNOP, "rc_tn_del_c", 2, (const char *const[]){tid, cid});
     case PTN_KEYED_INC:
         return pst_send_prepared(Q_TNOP, "rc_tn_key", 4, (const char *const[]){tid, cid, label, d});
+    case PTN_DB_INC:
+        return pst_send_prepared(Q_TNOP, "rc_tn_dbinc", 3, (const char *const[]){tid, cid, d});
     default:
         return pst_send_prepared(Q_TNOP, "rc_tn_del_t", 1, (const char *const[]){tid});
     }
@@ -358,14 +360,37 @@ static int apply_rows(PGresult *r, unsigned *full)
     return applied;
 }
 
-/* Is there a row of id in r? */
-static bool row_has(PGresult *r, const uint8_t id[16])
+/* The row of id in r, or -1. */
+static int row_of(PGresult *r, const uint8_t id[16])
 {
     uint8_t x[16];
     for (int i = 0; i < PQntuples(r); i++)
         if (row_id(r, i, 1, x) && memcmp(x, id, 16) == 0)
-            return true;
-    return false;
+            return i;
+    return -1;
+}
+
+static bool row_has(PGresult *r, const uint8_t id[16])
+{
+    return row_of(r, id) >= 0;
+}
+
+/* A lookup found what the full cache cannot take: the row into op->row, to answer from it. */
+static void row_out(struct persist_tnop *op, PGresult *r)
+{
+    int i = row_of(r, op->has_cid ? op->cid : op->tid);
+    struct tn_row *o = &op->row;
+    if (i < 0)
+        return;
+    o->counter = op->has_cid;
+    memcpy(o->id, op->has_cid ? op->cid : op->tid, 16);
+    memcpy(o->tid, op->tid, 16);
+    o->has_label = !PQgetisnull(r, i, 3);
+    o->label_len = (uint8_t)(o->has_label && PQgetlength(r, i, 3) <= TN_LABEL_MAX ? PQgetlength(r, i, 3) : 0);
+    memcpy(o->label, PQgetvalue(r, i, 3), o->label_len);
+    o->value = o->counter ? row_i64(r, i, 4) : 0;
+    o->max_delta = o->counter ? row_i64(r, i, 5) : 0;
+    o->created_ms = row_i64(r, i, 6);
 }
 
 /* The status of op once the rows r are applied: is what it names in the cache (or gone)? */
@@ -479,7 +504,7 @@ void pst_tn_done(uint64_t now, bool dropped)
         PQclear(res);
         return;
     }
-    if (pst.tq_fly[0].op->kind == PTN_KEYED_INC) {
+    if (pst.tq_fly[0].op->kind == PTN_KEYED_INC || pst.tq_fly[0].op->kind == PTN_DB_INC) {
         struct tnq q = pst.tq_fly[0];
         int st = ok ? keyed_done(q.op, res) : -EIO;
         pst.ntq_fly = 0;
@@ -505,6 +530,8 @@ void pst_tn_done(uint64_t now, bool dropped)
             st = -EEXIST; /* a live row has this label (rc_tenants_label, *_counters_label) */
         else
             st = -EIO;
+        if (st == -ENOSPC) /* done, or found: answered from the row without the cache */
+            row_out(op, res);
         if (st == -EIO && !dropped)
             log_rl(&pst.rl_err, now, 3, 10000, LOG_ERROR, "tenant operation failed",
                    LOG_S("error", pst.r.msg), LOG_S("sqlstate", pst.r.sqlstate));

@@ -933,23 +933,42 @@ size_t tn_tenant_json(const struct tn_tenant *t, char *out)
     return n < 0 ? 0 : (size_t)n; /* never: TN_JSON_MAX bounds the longest object */
 }
 
-size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out)
+static size_t counter_json(const uint8_t id[16], const uint8_t tid[16], const char *label,
+                           size_t n, int64_t value, int64_t max_delta, int64_t created_ms,
+                           char *out)
 {
     struct json_w w;
     json_w_init(&w, out, TN_JSON_MAX);
     json_w_lit(&w, "{\"counter_id\":");
-    put_id(&w, c->id);
+    put_id(&w, id);
     json_w_lit(&w, ",\"tenant_id\":");
-    put_id(&w, tenant_at(st, c->tenant)->id);
+    put_id(&w, tid);
     json_w_lit(&w, ",\"label\":");
-    put_label(&w, c->label, c->label_len);
+    put_label(&w, label, n);
     json_w_lit(&w, ",\"value\":");
-    json_w_i64(&w, tn_counter_value(st, c));
+    json_w_i64(&w, value);
     json_w_lit(&w, ",\"max_delta\":");
-    json_w_i64(&w, c->max_delta);
+    json_w_i64(&w, max_delta);
     json_w_lit(&w, ",\"created_at\":");
-    put_time(&w, c->created_ms);
+    put_time(&w, created_ms);
     json_w_lit(&w, "}");
-    ssize_t n = json_w_end(&w);
-    return n < 0 ? 0 : (size_t)n; /* never: TN_JSON_MAX bounds the longest object */
+    ssize_t len = json_w_end(&w);
+    return len < 0 ? 0 : (size_t)len; /* never: TN_JSON_MAX bounds the longest object */
+}
+
+size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out)
+{
+    return counter_json(c->id, tenant_at(st, c->tenant)->id, c->label, c->label_len,
+                        tn_counter_value(st, c), c->max_delta, c->created_ms, out);
+}
+
+size_t tn_row_json(const struct tn_row *r, char *out)
+{
+    if (r->counter)
+        return counter_json(r->id, r->tid, r->label, r->has_label ? r->label_len : 0, r->value,
+                            r->max_delta, r->created_ms, out);
+    struct tn_tenant t = {.created_ms = r->created_ms, .label_len = r->label_len};
+    memcpy(t.id, r->id, 16);
+    memcpy(t.label, r->label, r->label_len);
+    return tn_tenant_json(&t, out);
 }

@@ -211,6 +211,18 @@ void tn_idem_thaw(struct tn_store *st);
    Tenant: {"tenant_id","label","created_at"}; counter: {"counter_id","tenant_id","label",
    "value","max_delta","created_at"} with the live value. created_at: RFC 3339 UTC with ms. */
 size_t tn_tenant_json(const struct tn_tenant *t, char *out);
+/* A tenant or counter row outside the store (PostgreSQL returned it, the full cache could not
+   take it): answered from these fields alone. */
+struct tn_row {
+    bool counter;          /* a counter row (else a tenant's: id, label, created_ms) */
+    bool has_label;
+    uint8_t label_len;
+    uint8_t id[16], tid[16];
+    int64_t value, max_delta, created_ms;
+    char label[TN_LABEL_MAX];
+};
+/* The JSON object of r, like tn_counter_json / tn_tenant_json. Length. */
+size_t tn_row_json(const struct tn_row *r, char *out);
 /* {"counter_id","value"} of counter id with value v (the answer of inc and set; < TN_JSON_MAX). */
 size_t tn_value_json(const uint8_t id[16], int64_t v, char *out);
 size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out);

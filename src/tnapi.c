@@ -69,6 +69,7 @@ struct rq {
     const struct http_req *req;
     uint64_t now_ms;
     bool again;           /* parked on a cache-miss lookup: run again (SESS_H_AGAIN) */
+    const struct tn_row *row; /* a miss found in PostgreSQL that the full cache cannot take */
     char hdr[RL_HDR_MAX + CORS_HDR_MAX + 128]; /* + "Allow: ..." of a preflight */
     size_t hlen;
 };
@@ -294,7 +295,8 @@ static bool query_get(const struct http_req *req, const char *name, const char *
 }
 
 /* A cache miss (with --db): looked up in PostgreSQL (q->again: the request runs again once the
-   answer is in), or answered with what was found before (404, cache full, 503). */
+   answer is in), or answered with what was found before (404, cache full, 503), or (q->row) a
+   row found that the full cache could not take, for the caller to answer from. */
 static void miss(struct tnapi_worker *w, struct rq *q, const uint8_t tid[16], const uint8_t *cid,
                  const char *not_found)
 {
@@ -303,10 +305,13 @@ static void miss(struct tnapi_worker *w, struct rq *q, const uint8_t tid[16], co
         fail(q, HTTP_E_NOT_FOUND, not_found);
         return;
     }
-    if (tndb_lookup(w->db, q->s, tid, cid, !q->req->chunked, q->now_ms, &st) == SESS_H_AGAIN) {
+    if (tndb_lookup(w->db, q->s, tid, cid, !q->req->chunked, q->now_ms, &st, &q->row) ==
+        SESS_H_AGAIN) {
         q->again = true;
         return;
     }
+    if (st == 200)
+        return; /* q->row: the caller answers from it */
     if (st == 404)
         fail(q, HTTP_E_NOT_FOUND, not_found);
     else if (st == 409)
@@ -566,6 +571,9 @@ static enum sess_handled list_counters(struct tnapi_worker *w, struct rq *q,
                                        const struct http_req *req, const struct route_match *m)
 {
     const struct tn_tenant *t = path_tenant(w, q, m);
+    if (!t && q->row) /* in PostgreSQL, but the full tenant cache cannot list it */
+        return fail(q, HTTP_E_TOO_MANY_TENANTS,
+                    "it exists in PostgreSQL, but this node's tenant cache is full (--tenant-cache)");
     if (!t)
         return SESS_H_DONE; /* answered 400/404 */
     const char *v;
@@ -651,6 +659,8 @@ static enum sess_handled get_counter(struct tnapi_worker *w, struct rq *q,
 {
     const struct tn_counter *c = path_counter(w, q, m);
     char body[TN_JSON_MAX];
+    if (!c && q->row) /* outside the full cache: the database's row */
+        return reply(q, 200, body, tn_row_json(q->row, body));
     return c ? reply(q, 200, body, tn_counter_json(T.st, c, body)) : SESS_H_DONE;
 }
 
@@ -661,34 +671,74 @@ static enum sess_handled answer_value(struct rq *q, const struct tn_counter *c, 
 }
 
 /* POST /tenants/{tid}/counters/{cid}/inc?delta=N[&sync=1], Idempotency-Key optional. */
+/* ?delta= (default 1) of an increment into *delta: true, or false after answering 400. */
+static bool inc_delta(struct rq *q, const struct http_req *req, int64_t max_delta, int64_t *delta)
+{
+    const char *v;
+    size_t n;
+    *delta = 1;
+    if (query_get(req, "delta", &v, &n) &&
+        (dec_parse_i64(v, n, delta) < 0 || *delta < 1 || *delta > max_delta)) {
+        char msg[96], *p = msg;
+        p = put(p, "delta must be an integer 1..");
+        p += fmt_i64(p, max_delta);
+        *p = 0;
+        fail(q, HTTP_E_INVALID_DELTA, msg);
+        return false;
+    }
+    return true;
+}
+
+static const struct http_hdr *idem_key(struct rq *q, const struct http_req *req, bool *bad)
+{
+    const struct http_hdr *ik = http_header(req, LIT("idempotency-key"));
+    *bad = ik && !tn_idem_key_valid(ik->value, ik->value_len);
+    if (*bad)
+        fail(q, HTTP_E_INVALID_IDEMPOTENCY_KEY,
+             "Idempotency-Key must be 1-64 printable ASCII characters");
+    return ik;
+}
+
+/* The increment of a counter the full cache does not hold (--db; its row r came from the
+   lookup): made in the database, answered after its commit (so ?sync=1 holds as well). */
+static enum sess_handled inc_uncached(struct tnapi_worker *w, struct rq *q,
+                                      const struct http_req *req, const struct tn_row *r)
+{
+    int64_t delta;
+    bool bad;
+    if (!inc_delta(q, req, r->max_delta, &delta))
+        return SESS_H_DONE;
+    const struct http_hdr *ik = idem_key(q, req, &bad);
+    if (bad)
+        return SESS_H_DONE;
+    if (ik)
+        return tndb_keyed_inc(w->db, q->s, r->tid, r->id, ik->value, ik->value_len, delta, q->hdr,
+                              q->hlen);
+    return tndb_db_inc(w->db, q->s, r->tid, r->id, delta, q->hdr, q->hlen);
+}
+
 static enum sess_handled inc_counter(struct tnapi_worker *w, struct rq *q,
                                      const struct http_req *req, const struct route_match *m)
 {
     const struct tn_counter *c = path_counter(w, q, m);
-    if (!c)
-        return SESS_H_DONE; /* answered 400/404 */
+    if (!c) /* answered 400/404, or a row outside the full cache */
+        return q->row ? inc_uncached(w, q, req, q->row) : SESS_H_DONE;
     const char *v;
     size_t n;
-    int64_t delta = 1;
-    if (query_get(req, "delta", &v, &n) &&
-        (dec_parse_i64(v, n, &delta) < 0 || delta < 1 || delta > c->max_delta)) {
-        char msg[96], *p = msg;
-        p = put(p, "delta must be an integer 1..");
-        p += fmt_i64(p, c->max_delta);
-        *p = 0;
-        return fail(q, HTTP_E_INVALID_DELTA, msg);
-    }
+    int64_t delta;
+    bool bad;
+    if (!inc_delta(q, req, c->max_delta, &delta))
+        return SESS_H_DONE;
     bool sync = query_get(req, "sync", &v, &n) && !(n == 1 && v[0] == '0');
     if (sync && !persist_enabled())
         return fail(q, HTTP_E_PERSISTENCE_UNAVAILABLE,
                     "?sync=1 needs PostgreSQL (--db); this server is memory-only");
-    const struct http_hdr *ik = http_header(req, LIT("idempotency-key"));
+    const struct http_hdr *ik = idem_key(q, req, &bad);
     int64_t value;
     int rc;
+    if (bad)
+        return SESS_H_DONE;
     if (ik) {
-        if (!tn_idem_key_valid(ik->value, ik->value_len))
-            return fail(q, HTTP_E_INVALID_IDEMPOTENCY_KEY,
-                        "Idempotency-Key must be 1-64 printable ASCII characters");
         if (w->db) /* the database decides, for every node; answered after its commit */
             return tndb_keyed_inc(w->db, q->s, tn_tenant_at(T.st, c->tenant)->id, c->id,
                                   ik->value, ik->value_len, delta, q->hdr, q->hlen);
@@ -806,6 +856,8 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
             char body[TN_JSON_MAX];
             if (t)
                 reply(&q, 200, body, tn_tenant_json(t, body));
+            else if (q.row)
+                reply(&q, 200, body, tn_row_json(q.row, body));
         }
         break;
     case ROUTE_TN_COUNTERS:

@@ -13,7 +13,8 @@
 struct absent {       /* a recent lookup outcome (status 0: empty slot) */
     uint8_t id[16];
     uint64_t until_ms;
-    int status;
+    int status;       /* 200: found, but the full cache could not take it: row */
+    struct tn_row row;
 };
 
 struct tndb {
@@ -106,13 +107,22 @@ static void write_done(struct sess *s, struct persist_tnop *op, bool answered)
                                                                   : "no such tenant", NULL, 0);
         return;
     }
+    char body[TN_JSON_MAX];
+    if (op->status == -ENOSPC && op->row.created_ms && op->kind != PTN_SET) {
+        /* committed; this node's full cache does not hold it (it is served from the database) */
+        sess_respond(s, 201, SESS_JSON, NULL, 0, body, tn_row_json(&op->row, body));
+        return;
+    }
+    if (op->status == -ENOSPC && op->kind == PTN_SET) {
+        sess_respond(s, 200, SESS_JSON, NULL, 0, body, tn_value_json(op->cid, op->value, body));
+        return;
+    }
     if (op->status == -ENOSPC) {
         cache_full(s, op);
         return;
     }
     const struct tn_tenant *t = tn_tenant_find(st, op->tid);
     const struct tn_counter *c = t && counter ? tn_counter_find(st, t, op->cid) : NULL;
-    char body[TN_JSON_MAX];
     switch (op->kind) {
     case PTN_TENANT_CREATE:
         if (t) {
@@ -150,7 +160,7 @@ static void lookup_done(struct sess *s, struct persist_tnop *op, bool answered)
     else if (op->status == -ENOENT)
         status = 404;
     else if (op->status == -ENOSPC)
-        status = 409;
+        status = op->row.created_ms ? 200 : 409; /* the row, for the second run to answer */
     if (!status)
         return; /* cached: the second run finds it */
     const uint8_t *id = op->has_cid ? op->cid : op->tid;
@@ -158,6 +168,8 @@ static void lookup_done(struct sess *s, struct persist_tnop *op, bool answered)
     memcpy(a->id, id, 16);
     a->status = status;
     a->until_ms = x->now_ms + TNDB_ABSENT_MS;
+    if (status == 200)
+        a->row = op->row;
 }
 
 /* A keyed increment came back: the database's answer, with the request's header lines. */
@@ -167,9 +179,12 @@ static void keyed_done(struct sess *s, struct persist_tnop *op, bool answered)
     char body[TN_JSON_MAX];
     if (!answered || op->status == -EIO || op->status == -ETIMEDOUT)
         sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE,
-                   !answered ? "PostgreSQL did not confirm the increment in time; it may still be "
-                               "committed: retry with the same Idempotency-Key"
-                             : "PostgreSQL is not reachable; nothing was counted",
+                   answered ? "PostgreSQL is not reachable; nothing was counted"
+                   : op->kind == PTN_KEYED_INC
+                       ? "PostgreSQL did not confirm the increment in time; it may still be "
+                         "committed: retry with the same Idempotency-Key"
+                       : "PostgreSQL did not confirm the increment in time; it may still be "
+                         "committed",
                    x->hdr, x->hlen);
     else if (op->status == -EEXIST)
         sess_error(s, HTTP_E_IDEMPOTENCY_KEY_REUSED,
@@ -276,15 +291,33 @@ enum sess_handled tndb_keyed_inc(struct tndb *d, struct sess *s, const uint8_t t
     return pwait_tnop(d->pw, s, &x->op, keyed_done);
 }
 
+enum sess_handled tndb_db_inc(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                              const uint8_t cid[16], int64_t delta, const char *hdr, size_t hlen)
+{
+    struct tnop_ctx *x = op_new(d, PTN_DB_INC, tid, cid);
+    if (!x)
+        return no_memory(s);
+    x->op.delta = delta;
+    x->hlen = (uint16_t)(hlen < sizeof(x->hdr) ? hlen : 0);
+    memcpy(x->hdr, hdr, x->hlen);
+    return pwait_tnop(d->pw, s, &x->op, keyed_done);
+}
+
 enum sess_handled tndb_lookup(struct tndb *d, struct sess *s, const uint8_t tid[16],
-                              const uint8_t *cid, bool can_wait, uint64_t now_ms, int *status)
+                              const uint8_t *cid, bool can_wait, uint64_t now_ms, int *status,
+                              const struct tn_row **row)
 {
     const uint8_t *id = cid ? cid : tid;
     struct absent *a = absent_slot(d, id);
     *status = 0;
+    *row = NULL;
     if (a->status && memcmp(a->id, id, 16) == 0 && now_ms < a->until_ms) {
         *status = a->status;
-        if (a->status == 503) /* a failure is answered once; the next request asks again */
+        if (a->status == 200)
+            *row = &a->row;
+        /* a failure, or a row (its value moves), is answered once: the next request asks
+           again */
+        if (a->status == 503 || a->status == 200)
             a->status = 0;
         return SESS_H_DONE;
     }

@@ -23,9 +23,10 @@
 #include "session.h"
 
 struct pwait;
+struct tn_row;
 struct tn_store;
 
-/* Outcomes kept: 1,024 × 32 bytes per worker; 1 s, short enough that an id created on another
+/* Outcomes kept: 1,024 × 336 bytes (a row each) per worker; 1 s, short enough that an id created on another
    node a moment after it was asked for here is found within a second. */
 #define TNDB_ABSENT_SLOTS 1024u
 #define TNDB_ABSENT_MS 1000u
@@ -63,10 +64,16 @@ enum sess_handled tndb_delete(struct tndb *d, struct sess *s, const uint8_t tid[
    clock: SESS_H_AGAIN (looked up; the request runs again once the answer is in: the record is
    then cached, or its outcome remembered), or SESS_H_DONE with *status set to what the request
    is to answer instead, without a lookup: 404 (recently found nowhere), 409 (found, but the
-   cache is full), 503 (the lookup failed or timed out; remembered once); 404 too when the
+   cache is full), 200 with *row (found, but the full cache could not take it: answer from the
+   row, once), 503 (the lookup failed or timed out; remembered once); 404 too when the
    request cannot wait (!can_wait: a chunked body, decoded in place, cannot run twice).
    *status 0 with SESS_H_DONE: s was answered (503 OVERLOADED). */
 enum sess_handled tndb_lookup(struct tndb *d, struct sess *s, const uint8_t tid[16],
-                              const uint8_t *cid, bool can_wait, uint64_t now_ms, int *status);
+                              const uint8_t *cid, bool can_wait, uint64_t now_ms, int *status,
+                              const struct tn_row **row);
+/* POST .../inc of a counter the full cache does not hold (its row came from tndb_lookup):
+   made in the database, answered after its commit like tndb_keyed_inc. */
+enum sess_handled tndb_db_inc(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                              const uint8_t cid[16], int64_t delta, const char *hdr, size_t hlen);
 
 #endif
