@@ -85,6 +85,10 @@ const struct cfg_opt cfg_opts[] = {
        costs PostgreSQL nothing (and an idle node one wake-up a second). */
     U32("sync-ms", "RINGCOUNT_SYNC_MS", sync_ms, "1000", 10, 60000, 0,
         "tenant counters other nodes changed (values, new, deleted) show here within this"),
+    /* 90 days: a quarter of minute rows is 129,600 per busy counter at most; one partition a
+       day, dropped whole (no bulk DELETE) */
+    U32("history-days", "RINGCOUNT_HISTORY_DAYS", history_days, "90", 1, 3650, 0,
+        "tenant counter history (minute, hour, day buckets) kept this many days in PostgreSQL"),
     U32("ready-max-lag-ms", "RINGCOUNT_READY_MAX_LAG_MS", ready_max_lag_ms, "5000", 1, 3600000,
         0, "oldest unflushed data older than this: /readyz 503, dbUp false"),
     OPT("spill-dir", "RINGCOUNT_SPILL_DIR", CFG_STRING, 0, spill_dir, "/var/lib/ringcount", 0, 0,
@@ -130,6 +134,8 @@ const struct cfg_opt cfg_opts[] = {
     U32(NULL, "RINGCOUNT_DEBUG_LOSE_COMMIT_MS", debug_lose_commit_ms, "0", 0, 600000,
         CFG_F_HIDDEN, "tests: hold the first counter flush's results this long, then drop the "
         "connection (src/persist.h; 0 = off)"),
+    OPT(NULL, "RINGCOUNT_DEBUG_CLOCK_FILE", CFG_STRING, CFG_F_HIDDEN, debug_clock_file, "", 0, 0,
+        "PATH", "tests: the history clock is the unix ms this file holds (re-read every flush)"),
 };
 const size_t cfg_nopts = sizeof(cfg_opts) / sizeof(cfg_opts[0]);
 

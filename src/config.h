@@ -48,9 +48,11 @@ struct config {
     char cors_origins[2048];       /* "", "*" or comma list of origins */
     char trusted_proxies[1024];    /* "" or CIDR,CIDR,...: peers whose X-Forwarded-For counts */
     uint32_t durable_timeout_ms;
+    uint32_t history_days;         /* tenant counter history retention (SPEC §2.3 issue 12) */
     uint32_t sync_ms;              /* the change feed of tenant counters (SPEC §2.3, --db) */
     uint32_t db_timeout_ms;        /* one exchange with PostgreSQL past this: drop, reconnect */
     uint32_t ready_max_lag_ms;     /* /readyz 503 when the oldest unflushed data is older */
+    char debug_clock_file[256];    /* RINGCOUNT_DEBUG_CLOCK_FILE: tests' settable history clock */
     char spill_dir[512];           /* final flush impossible at shutdown: pending state goes here */
     uint32_t header_timeout_ms;
     uint32_t body_timeout_ms;

@@ -110,3 +110,60 @@ size_t fmt_time_ms(char *out, int64_t unix_ms)
     *p++ = 'Z';
     return (size_t)(p - out);
 }
+
+/* n decimal digits at s into *v: false if any is not a digit. */
+static bool digits(const char *s, size_t n, int *v)
+{
+    *v = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9')
+            return false;
+        *v = *v * 10 + (s[i] - '0');
+    }
+    return true;
+}
+
+int fmt_parse_time_ms(const char *s, size_t n, int64_t *unix_ms)
+{
+    int y, mo, d, h, mi, se, ms = 0;
+    if (n < 20 || !digits(s, 4, &y) || s[4] != '-' || !digits(s + 5, 2, &mo) || s[7] != '-' ||
+        !digits(s + 8, 2, &d) || (s[10] != 'T' && s[10] != 't' && s[10] != ' ') ||
+        !digits(s + 11, 2, &h) || s[13] != ':' || !digits(s + 14, 2, &mi) || s[16] != ':' ||
+        !digits(s + 17, 2, &se))
+        return -EINVAL;
+    size_t i = 19;
+    if (s[i] == '.') {
+        size_t k = 0;
+        for (i++; i < n && s[i] >= '0' && s[i] <= '9'; i++, k++)
+            if (k < 3)
+                ms = ms * 10 + (s[i] - '0');
+        if (k == 0)
+            return -EINVAL;
+        for (; k < 3; k++)
+            ms *= 10;
+    }
+    int64_t off = 0;
+    if (i + 1 == n && (s[i] == 'Z' || s[i] == 'z')) {
+        off = 0;
+    } else if (i + 6 == n && (s[i] == '+' || s[i] == '-') && s[i + 3] == ':') {
+        int oh, om;
+        if (!digits(s + i + 1, 2, &oh) || !digits(s + i + 4, 2, &om) || oh > 23 || om > 59)
+            return -EINVAL;
+        off = (s[i] == '+' ? 1 : -1) * ((int64_t)oh * 3600 + om * 60);
+    } else {
+        return -EINVAL;
+    }
+    static const int mdays[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
+    if (mo < 1 || mo > 12 || d < 1 || d > mdays[mo - 1] || h > 23 || mi > 59 || se > 60)
+        return -EINVAL;
+    if (mo == 2 && d == 29 && !(y % 4 == 0 && (y % 100 != 0 || y % 400 == 0)))
+        return -EINVAL;
+    /* days_from_civil (H. Hinnant), the inverse of fmt_time_ms's */
+    int64_t yy = mo <= 2 ? y - 1 : y;
+    int64_t era = (yy >= 0 ? yy : yy - 399) / 400, yoe = yy - era * 400;
+    int64_t doy = (153 * (mo > 2 ? mo - 3 : mo + 9) + 2) / 5 + d - 1;
+    int64_t doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    int64_t days = era * 146097 + doe - 719468;
+    *unix_ms = ((days * 86400 + h * 3600 + mi * 60 + (se > 59 ? 59 : se)) - off) * 1000 + ms;
+    return 0;
+}

@@ -24,5 +24,8 @@ int fmt_parse_i128(const char *s, __int128 *out);
    0000..9999. Returns 24. */
 #define FMT_TIME_LEN 24
 size_t fmt_time_ms(char *p, int64_t unix_ms);
+/* Parse RFC 3339 "YYYY-MM-DDTHH:MM:SS[.fraction](Z|+HH:MM|-HH:MM)" (exactly n bytes; 't', 'z'
+   and a space for 'T' accepted, fraction cut to ms) into unix ms: 0 / -EINVAL. */
+int fmt_parse_time_ms(const char *s, size_t n, int64_t *unix_ms);
 
 #endif

@@ -2,6 +2,7 @@
 #include "persist.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 
 #include "clock.h"
@@ -90,6 +91,8 @@ int persist_init(const struct config *cfg, unsigned nworkers)
     pst.users_cap = USERS_PER_FLUSH;
     pst.tn_cap = TN_ROWS_PER_FLUSH;
     pst.sync_ms = cfg->sync_ms ? cfg->sync_ms : 1000;
+    pst.history_days = cfg->history_days ? cfg->history_days : 90;
+    pst.clock_file = cfg->debug_clock_file[0] ? cfg->debug_clock_file : NULL;
     pst.ready_lag_ms = cfg->ready_max_lag_ms ? cfg->ready_max_lag_ms : 5000;
     pst.conninfo = cfg->db;
     pst.spill_dir = cfg->spill_dir;
@@ -174,6 +177,22 @@ void persist_fini(void)
     free(pst.tn_stamp);
     free(pst.tn_ibuf);
     memset(&pst, 0, sizeof(pst));
+}
+
+int64_t persist_history_now_ms(void)
+{
+    if (pst.clock_file) { /* tests only: a settable clock instead of sleeps across buckets */
+        char b[32] = "";
+        FILE *f = fopen(pst.clock_file, "r");
+        if (f) {
+            size_t n = fread(b, 1, sizeof(b) - 1, f);
+            b[n] = 0;
+            fclose(f);
+            if (n)
+                return strtoll(b, NULL, 10);
+        }
+    }
+    return (int64_t)clock_ms(CLOCK_REALTIME);
 }
 
 void persist_set_tenants(struct tn_store *st)

@@ -86,6 +86,9 @@ void persist_fini(void);
 /* The tenant-counter store to persist (SPEC §2.3): after persist_init, before persist_load
    (which then loads it). NULL: tenant counters are not persisted. */
 void persist_set_tenants(struct tn_store *st);
+/* The wall clock of the history buckets, unix ms: CLOCK_REALTIME, or in tests the number in
+   RINGCOUNT_DEBUG_CLOCK_FILE. Persister (and main). */
+int64_t persist_history_now_ms(void);
 /* Is a database configured? Any thread. */
 bool persist_enabled(void);
 
@@ -105,6 +108,8 @@ enum persist_tnop_kind {
                               decides whether the key is new (on any node); out: value */
     PTN_DB_INC,            /* tid, cid, delta: a counter the full cache does not hold is
                               incremented in the database itself; out: value */
+    PTN_HISTORY,           /* tid, cid, label[0] = bucket 'm'/'h'/'d', [from_ms, to_ms): out:
+                              npoints of points (at most cap_points; -ENOENT: no counter) */
 };
 struct persist_tnop {
     /* in (the worker) */
@@ -122,6 +127,9 @@ struct persist_tnop {
     int status;
     char sqlstate[6];
     struct tn_row row;     /* PTN_LOOKUP -ENOSPC: the row found, to answer without the cache */
+    int64_t from_ms, to_ms;
+    uint32_t npoints, cap_points;
+    int64_t (*points)[2];  /* the worker's buffer: {bucket start unix ms, delta} */
     /* PTN_KEYED_INC out: status 0 and value = the counter right after it (or after the key's
        first request); -EEXIST the key was used for another counter or delta; -EOVERFLOW */
 };

@@ -224,8 +224,12 @@ static void send_flush(uint64_t now)
             ok = ok && pst_send_prepared(Q_TN, "rc_tn_t", 1, jt);
         if (f->j_c.len > 2)
             ok = ok && pst_send_prepared(Q_TN, "rc_tn_c", 1, jc);
+        const char *hv[4] = {f->j_d.buf, f->p_hm, f->p_hh, f->p_hd}, *hp[1] = {f->p_hd};
+        if (f->j_d.len > 2 && f->hist_part)
+            ok = ok && pst_send_prepared(Q_HIST, "rc_hist_part", 1, hp);
         if (f->j_d.len > 2)
-            ok = ok && pst_send_prepared(Q_TND, "rc_tn_d", 1, jd);
+            ok = ok && pst_send_prepared(Q_TND, "rc_tn_d", 1, jd) &&
+                 pst_send_prepared(Q_HIST, "rc_tn_hist", 4, hv);
         if (f->j_i.len > 2)
             ok = ok && pst_send_prepared(Q_TN, "rc_tn_i", 1, ji);
     }
@@ -236,8 +240,10 @@ static void send_flush(uint64_t now)
     if (f->prune)
         ok = ok && pst_send_prepared(Q_PRUNE, "rc_prune", 3, pv) &&
              pst_send_prepared(Q_PRUNE, "rc_key_exp", 0, NULL);
-    if (f->prune && pst.tn)
-        ok = ok && pst_send_prepared(Q_PRUNE, "rc_tn_exp", 0, NULL);
+    const char *hc[1] = {f->p_hcut};
+    if (f->prune && pst.tn) /* history past --history-days: whole day partitions dropped */
+        ok = ok && pst_send_prepared(Q_PRUNE, "rc_tn_exp", 0, NULL) &&
+             pst_send_prepared(Q_PRUNE, "rc_hist_prune", 1, hc);
     pst.rej_sent = pst.nrej;
     for (size_t i = 0; ok && i < pst.nrej; i++) {
         const struct reject *j = &pst.rej[i];

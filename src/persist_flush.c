@@ -520,6 +520,12 @@ bool pst_build_flush(uint64_t now)
     f->p_sum[fmt_i128(f->p_sum, f->sum_param)] = 0;
     snprintf(f->p_prune, sizeof(f->p_prune), "%llu",
              (unsigned long long)(pst.next_seq > PRUNE_EVERY ? pst.next_seq - PRUNE_EVERY : 0));
+    if (pst.tn) {
+        int64_t t = persist_history_now_ms();
+        f->hist_part = pst_hist_buckets(t, f->p_hm, f->p_hh, f->p_hd) != pst.hist_day;
+        snprintf(f->p_hcut, sizeof(f->p_hcut), "%lld",
+                 (long long)(t - (int64_t)pst.history_days * 86400000));
+    }
     return true;
 }
 
@@ -671,6 +677,8 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
         if (pst.r.have_events)
             ck_pr_store_64(&pst.persisted_total, (uint64_t)pst.r.events_total);
     }
+    if (f->tn && f->hist_part && f->j_d.len > 2)
+        pst.hist_day = strtoll(f->p_hd, NULL, 10); /* its partition is made */
     if (f->tn) {
         for (size_t i = 0; i < f->ntnd; i++) {
             pst.tn_wm[f->tnd[i].idx] = f->tnd[i].live;

@@ -175,7 +175,7 @@ struct pworker {
 
 enum qk { Q_SET = 1, Q_PREP, Q_BEGIN, Q_LEDGER, Q_TRUNC, Q_META0, Q_EVENTS, Q_USERS, Q_PRUNE,
           Q_COMMIT, Q_CLUSTER, Q_CHECK, Q_SYNC, Q_TN, Q_ROLLBACK, Q_KILL, Q_KEYGET, Q_TNOP,
-          Q_EPOCH, Q_TND };
+          Q_EPOCH, Q_TND, Q_HIST };
 enum cst { C_DOWN, C_CONNECTING, C_SETUP, C_READY };
 enum xch { X_NONE, X_SETUP, X_FLUSH, X_CHECK, X_ROLLBACK, X_KILL, X_TNOP };
 enum fst { F_NONE, F_SENT, F_UNKNOWN };
@@ -247,6 +247,10 @@ struct flush {
     bool tn_partial;       /* of which tenant data: a ?sync=1 answer must not ride on it */
     struct bytes keys;     /* their text[] literal */
     char p_node[16], p_inc[24], p_seq[24], p_cd[24], p_ev[24], p_sum[48], p_prune[24];
+    /* history buckets of its increments (the history clock at build time: a retry of the same
+       flush lands in the same rows), and whether it creates that day's partition */
+    char p_hm[24], p_hh[24], p_hd[24], p_hcut[24];
+    bool hist_part;
 };
 
 struct xres {
@@ -334,6 +338,9 @@ struct pstate {
     struct flush f;
     uint64_t next_seq, reset_applied;
     uint64_t reset_epoch;       /* the cluster's reset epoch this node has applied (rc_meta) */
+    int64_t hist_day;           /* the UTC day (unix ms) whose history partition is known made */
+    uint32_t history_days;
+    const char *clock_file;     /* RINGCOUNT_DEBUG_CLOCK_FILE or NULL */
     uint64_t adopt_gen;         /* the reset generation bar_reset_all gave an adopted reset */
     struct preq *cl, *rs;       /* pending cluster / reset requests */
     struct kreq *kq;            /* keyed durable increments, in arrival order */
@@ -458,6 +465,9 @@ bool pst_transient_state(const char *sqlstate);
 void pst_copy_msg(char *dst, size_t cap, const char *src);
 
 /* ---- persist_tn.c ---- */
+/* The minute, hour and day bucket starts of unix ms t, as text, into m, h, d (24 bytes each);
+   returns the day. */
+int64_t pst_hist_buckets(int64_t t, char *m, char *h, char *d);
 /* A worker handed op over (pst_drain_requests). */
 void pst_tn_add(unsigned w, struct persist_tnop *op, uint64_t now);
 /* Is a tenant exchange wanted now (ops waiting, the feed due)? Sets *flush_first when a flush

@@ -78,6 +78,28 @@ static const char *const MIGRATIONS[] = {
     /* POST /reset clears the cluster: every reset flush bumps this epoch, and every node that
        sees it move (the change feed, --sync-ms) clears its own aggregates too */
     "INSERT INTO rc_meta VALUES ('reset_epoch', 0);",
+    /* v5: the history of tenant counters (issue 12): every increment's delta also lands in a
+       minute, an hour and a day bucket (t: the bucket's start). One partition per UTC day
+       holds all three bucket rows of that day, so retention (--history-days) drops whole
+       partitions instead of DELETEing rows. */
+    "CREATE TABLE rc_tn_history (counter_id uuid NOT NULL, bucket text NOT NULL,"
+    "  t timestamptz NOT NULL, delta bigint NOT NULL, PRIMARY KEY (counter_id, bucket, t))"
+    "  PARTITION BY RANGE (t);"
+    "CREATE FUNCTION rc_tn_history_part(day_ms bigint) RETURNS void LANGUAGE plpgsql AS $f$"
+    " DECLARE d timestamptz := to_timestamp(day_ms / 1000.0);"
+    " n text := 'rc_tn_history_' || to_char(d AT TIME ZONE 'UTC', 'YYYYMMDD');"
+    " BEGIN IF to_regclass(n) IS NULL THEN"
+    "  EXECUTE format('CREATE TABLE %I PARTITION OF rc_tn_history FOR VALUES FROM (%L) TO (%L)',"
+    "   n, d, d + interval '1 day');"
+    " END IF; END $f$;"
+    "CREATE FUNCTION rc_tn_history_prune(before_ms bigint) RETURNS integer LANGUAGE plpgsql AS $f$"
+    " DECLARE r record; k integer := 0;"
+    " lim text := 'rc_tn_history_' || to_char(to_timestamp(before_ms / 1000.0) AT TIME ZONE 'UTC',"
+    "  'YYYYMMDD');"
+    " BEGIN FOR r IN SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+    "  WHERE i.inhparent = 'rc_tn_history'::regclass AND c.relname < lim LOOP"
+    "  EXECUTE format('DROP TABLE %I', r.relname); k := k + 1;"
+    " END LOOP; RETURN k; END $f$;",
 };
 #define NMIGRATIONS (sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]))
 

@@ -6,6 +6,14 @@
 
 /* ------------------------------------------------------------------ persister: connection */
 
+/* History (schema v5): a delta into its minute, hour and day rows; m, h, d are the parameters
+   holding the three buckets' starts (unix ms, computed by the persister's history clock). */
+#define HIST_INTO "INSERT INTO rc_tn_history AS h (counter_id, bucket, t, delta) "
+#define HIST_BUCKETS(m, h, d)                                                                  \
+    " CROSS JOIN (VALUES ('m', " m "::bigint), ('h', " h "::bigint), ('d', " d "::bigint))"   \
+    " AS b(b, ms)"
+#define HIST_ADD " ON CONFLICT (counter_id, bucket, t) DO UPDATE SET delta = h.delta + EXCLUDED.delta"
+
 #define TN_MS(a) "(extract(epoch FROM " a ".created_at) * 1000)::bigint::text"
 #define TN_T_ROW(a)                                                                             \
     "'t', " a ".id::text, NULL::text, " a ".label, NULL::text, NULL::text, " TN_MS(a) ", " a     \
@@ -131,13 +139,15 @@ const struct pst_stmt PST_STMTS[] = {
      " ins AS (INSERT INTO rc_idempotency (tenant_id, key, counter_id, delta, value, created_at)"
      "  SELECT $1::uuid, $3, $2::uuid, $4::bigint, cur.value + $4::bigint, now() FROM cur"
      "  WHERE cur.value <= 9223372036854775807 - $4::bigint ON CONFLICT DO NOTHING RETURNING value),"
+     " hist AS (" HIST_INTO "SELECT $2::uuid, b.b, to_timestamp(b.ms / 1000.0), $4::bigint FROM ins"
+     HIST_BUCKETS("$5", "$6", "$7") HIST_ADD "),"
      " upd AS (UPDATE rc_tenant_counters c SET value = ins.value, txid = pg_current_xact_id()"
      "  FROM ins WHERE c.id = $2::uuid RETURNING c.value)"
      " SELECT 'n', value::text, NULL, NULL FROM upd"
      " UNION ALL SELECT 'o', i.value::text, i.counter_id::text, i.delta::text FROM rc_idempotency i"
      "  WHERE i.tenant_id = $1::uuid AND i.key = $3 AND NOT EXISTS (SELECT 1 FROM ins)"
      " UNION ALL SELECT 'c', value::text, NULL, NULL FROM cur",
-     4},
+     7},
     /* An increment of a counter the full cache does not hold, made in the database ('c' the
        counter as locked, 'n' its value after; no 'n': past INT64_MAX). */
     {"rc_tn_dbinc",
@@ -146,10 +156,31 @@ const struct pst_stmt PST_STMTS[] = {
      "  FOR UPDATE OF c),"
      " upd AS (UPDATE rc_tenant_counters c SET value = c.value + $3::bigint,"
      "  txid = pg_current_xact_id() FROM cur WHERE c.id = $2::uuid"
-     "  AND cur.value <= 9223372036854775807 - $3::bigint RETURNING c.value)"
+     "  AND cur.value <= 9223372036854775807 - $3::bigint RETURNING c.value),"
+     " hist AS (" HIST_INTO "SELECT $2::uuid, b.b, to_timestamp(b.ms / 1000.0), $3::bigint FROM upd"
+     HIST_BUCKETS("$4", "$5", "$6") HIST_ADD ")"
      " SELECT 'n', value::text, NULL, NULL FROM upd UNION ALL SELECT 'c', value::text, NULL, NULL"
      " FROM cur",
-     3},
+     6},
+    /* The flush's increments into the history ($1: its delta rows, as rc_tn_d) */
+    {"rc_tn_hist",
+     HIST_INTO "SELECT x.id, b.b, to_timestamp(b.ms / 1000.0), sum(x.d)::bigint"
+     " FROM json_to_recordset($1::json) AS x(id uuid, d numeric)" HIST_BUCKETS("$2", "$3", "$4")
+     " WHERE x.d > 0 GROUP BY 1, 2, 3" HIST_ADD,
+     4},
+    {"rc_hist_part", "SELECT rc_tn_history_part($1::bigint)", 1},
+    {"rc_hist_prune", "SELECT rc_tn_history_prune($1::bigint)", 1},
+    /* GET .../history: 'c' if the counter is live, then its points of bucket $3 in
+       [$4, $5) ms, at most $6 */
+    {"rc_tn_hist_get",
+     "SELECT 'c', NULL::bigint, NULL::bigint FROM rc_tenant_counters c JOIN rc_tenants t"
+     "  ON t.id = c.tenant_id AND NOT t.deleted"
+     "  WHERE c.id = $2::uuid AND c.tenant_id = $1::uuid AND NOT c.deleted"
+     " UNION ALL (SELECT 'p', (extract(epoch FROM h.t) * 1000)::bigint, h.delta"
+     "  FROM rc_tn_history h WHERE h.counter_id = $2::uuid AND h.bucket = $3"
+     "  AND h.t >= to_timestamp($4::bigint / 1000.0) AND h.t < to_timestamp($5::bigint / 1000.0)"
+     "  ORDER BY h.t LIMIT $6::integer)",
+     6},
     /* $1 every tenant asked for (with those of the counters asked for), $2 the counters asked
        for, $3 the tenants asked for alone (they come with all their live counters) */
     {"rc_tn_look",

@@ -68,7 +68,8 @@ bool pst_tn_due(uint64_t now, bool *flush_first)
     /* after a flush: a `set` must not be overtaken by increments counted before it, and a
        keyed increment's answer must include them */
     for (size_t i = 0; i < pst.ntq; i++)
-        *flush_first |= pst.tq[i].op->kind == PTN_SET || pst.tq[i].op->kind == PTN_KEYED_INC;
+        *flush_first |= pst.tq[i].op->kind == PTN_SET || pst.tq[i].op->kind == PTN_KEYED_INC ||
+                        pst.tq[i].op->kind == PTN_HISTORY;
     return pst.ntq || (!pst.stopping && now >= pst.feed_at);
 }
 
@@ -82,6 +83,15 @@ uint64_t pst_tn_wait(uint64_t now)
 }
 
 /* ------------------------------------------------------------------ sending */
+
+int64_t pst_hist_buckets(int64_t t, char *m, char *h, char *d)
+{
+    int64_t day = t - t % 86400000;
+    snprintf(m, 24, "%lld", (long long)(t - t % 60000));
+    snprintf(h, 24, "%lld", (long long)(t - t % 3600000));
+    snprintf(d, 24, "%lld", (long long)day);
+    return day;
+}
 
 /* uuid[] literal of n ids into out (n * 37 + 3 bytes). */
 static void id_array(char *out, const uint8_t (*ids)[16], size_t n)
@@ -151,7 +161,7 @@ static bool send_write(void)
     pst.tq_fly[pst.ntq_fly++] = q; /* room reserved by pst_tn_send */
     struct persist_tnop *op = q.op;
     char tid[UUID_TEXT_LEN + 1], cid[UUID_TEXT_LEN + 1], label[TN_LABEL_MAX + 1], v[24], md[24],
-        ms[24], d[24];
+        ms[24], d[24], hm[24], hh[24], hd[24], from[24], to[24], cap[24];
     uuid_format(op->tid, tid);
     uuid_format(op->cid, cid);
     tid[UUID_TEXT_LEN] = cid[UUID_TEXT_LEN] = 0;
@@ -161,6 +171,15 @@ static bool send_write(void)
     snprintf(md, sizeof(md), "%lld", (long long)op->max_delta);
     snprintf(ms, sizeof(ms), "%lld", (long long)op->created_ms);
     snprintf(d, sizeof(d), "%lld", (long long)op->delta);
+    snprintf(from, sizeof(from), "%lld", (long long)op->from_ms);
+    snprintf(to, sizeof(to), "%lld", (long long)op->to_ms);
+    snprintf(cap, sizeof(cap), "%u", op->cap_points);
+    pst_hist_buckets(persist_history_now_ms(), hm, hh, hd);
+    /* an increment made here lands in the history too: its day's partition first (a no-op
+       once it exists: one catalog lookup) */
+    if ((op->kind == PTN_KEYED_INC || op->kind == PTN_DB_INC) &&
+        !pst_send_prepared(Q_HIST, "rc_hist_part", 1, (const char *const[]){hd}))
+        return false;
     const char *lb = op->has_label ? label : NULL;
     switch (op->kind) {
     case PTN_TENANT_CREATE:
@@ -173,9 +192,14 @@ static bool send_write(void)
     case PTN_COUNTER_DELETE:
         return pst_send_prepared(Q_TNOP, "rc_tn_del_c", 2, (const char *const[]){tid, cid});
     case PTN_KEYED_INC:
-        return pst_send_prepared(Q_TNOP, "rc_tn_key", 4, (const char *const[]){tid, cid, label, d});
+        return pst_send_prepared(Q_TNOP, "rc_tn_key", 7,
+                                 (const char *const[]){tid, cid, label, d, hm, hh, hd});
     case PTN_DB_INC:
-        return pst_send_prepared(Q_TNOP, "rc_tn_dbinc", 3, (const char *const[]){tid, cid, d});
+        return pst_send_prepared(Q_TNOP, "rc_tn_dbinc", 6,
+                                 (const char *const[]){tid, cid, d, hm, hh, hd});
+    case PTN_HISTORY:
+        return pst_send_prepared(Q_TNOP, "rc_tn_hist_get", 6,
+                                 (const char *const[]){tid, cid, label, from, to, cap});
     default:
         return pst_send_prepared(Q_TNOP, "rc_tn_del_t", 1, (const char *const[]){tid});
     }
@@ -493,6 +517,23 @@ static int keyed_done(struct persist_tnop *op, PGresult *r)
     return curv > INT64_MAX - op->delta ? -EOVERFLOW : -EAGAIN;
 }
 
+/* The rows of rc_tn_hist_get into op's points: 0, or -ENOENT (no such live counter). */
+static int history_done(struct persist_tnop *op, PGresult *r)
+{
+    bool live = false;
+    op->npoints = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetvalue(r, i, 0)[0] == 'c') {
+            live = true;
+        } else if (op->npoints < op->cap_points) {
+            op->points[op->npoints][0] = row_i64(r, i, 1);
+            op->points[op->npoints][1] = row_i64(r, i, 2);
+            op->npoints++;
+        }
+    }
+    return live ? 0 : -ENOENT;
+}
+
 void pst_tn_done(uint64_t now, bool dropped)
 {
     PGresult *res = tn_res;
@@ -501,6 +542,13 @@ void pst_tn_done(uint64_t now, bool dropped)
     if (!pst.ntq_fly) {
         if (!dropped)
             feed_done(ok ? res : NULL, now);
+        PQclear(res);
+        return;
+    }
+    if (pst.tq_fly[0].op->kind == PTN_HISTORY) {
+        struct tnq q = pst.tq_fly[0];
+        pst.ntq_fly = 0;
+        tn_reply(q.w, q.op, ok ? history_done(q.op, res) : -EIO);
         PQclear(res);
         return;
     }

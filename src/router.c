@@ -47,6 +47,7 @@ static const struct route tenant_routes[] = {
      "tenant_counter"},
     {NULL, 0, ROUTE_TN_INC, M(HTTP_M_POST), "POST, OPTIONS", "tenant_counter_inc"},
     {NULL, 0, ROUTE_TN_SET, M(HTTP_M_POST), "POST, OPTIONS", "tenant_counter_set"},
+    {NULL, 0, ROUTE_TN_HISTORY, M(HTTP_M_GET), "GET, HEAD, OPTIONS", "tenant_counter_history"},
 };
 
 static bool seg_is(const char *s, size_t n, const char *lit)
@@ -88,8 +89,11 @@ static const struct route *tenant_match(const char *path, size_t n, struct route
         id = ROUTE_TN_INC; /* the alias /tenants/{tid}/{cid}/inc */
         cid = 1;
     } else if (k == 4 && seg_is(seg[1], len[1], "counters") &&
-               (seg_is(seg[3], len[3], "inc") || seg_is(seg[3], len[3], "set"))) {
-        id = seg_is(seg[3], len[3], "inc") ? ROUTE_TN_INC : ROUTE_TN_SET;
+               (seg_is(seg[3], len[3], "inc") || seg_is(seg[3], len[3], "set") ||
+                seg_is(seg[3], len[3], "history"))) {
+        id = seg_is(seg[3], len[3], "inc")   ? ROUTE_TN_INC
+             : seg_is(seg[3], len[3], "set") ? ROUTE_TN_SET
+                                             : ROUTE_TN_HISTORY;
         cid = 2;
     } else {
         return NULL;
@@ -141,7 +145,7 @@ const char *route_name(enum route_id id)
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (routes[i].id == id)
             return routes[i].name;
-    if (id >= ROUTE_TENANTS && id <= ROUTE_TN_SET)
+    if (id >= ROUTE_TENANTS && id <= ROUTE_TN_HISTORY)
         return tenant_routes[id - ROUTE_TENANTS].name;
     return "unknown";
 }

@@ -32,6 +32,7 @@ enum route_id {
                           DELETE (admin) */
     ROUTE_TN_INC,      /* .../counters/{cid}/inc, alias /tenants/{tid}/{cid}/inc: POST */
     ROUTE_TN_SET,      /* .../counters/{cid}/set: POST (admin) */
+    ROUTE_TN_HISTORY,  /* .../counters/{cid}/history: GET (admin) */
     ROUTE__COUNT
 };
 

@@ -214,6 +214,7 @@ bool tnapi_route(enum route_id id)
     case ROUTE_TN_COUNTER:
     case ROUTE_TN_INC:
     case ROUTE_TN_SET:
+    case ROUTE_TN_HISTORY:
         return true;
     default:
         return false;
@@ -664,6 +665,57 @@ static enum sess_handled get_counter(struct tnapi_worker *w, struct rq *q,
     return c ? reply(q, 200, body, tn_counter_json(T.st, c, body)) : SESS_H_DONE;
 }
 
+/* ?name= as RFC 3339 into *ms (unchanged when absent): false after answering 400. */
+static bool time_arg(struct rq *q, const struct http_req *req, const char *name, int64_t *ms)
+{
+    const char *v;
+    size_t n;
+    if (!query_get(req, name, &v, &n))
+        return true;
+    char t[64]; /* form-decoded: "+01:00" may come as %2B01:00 */
+    ssize_t tl = form_decode(v, n, t, sizeof(t));
+    if (tl < 0 || fmt_parse_time_ms(t, (size_t)tl, ms) < 0) {
+        fail(q, HTTP_E_INVALID_RANGE, "from and to must be RFC 3339 times (2026-12-02T16:00:00Z)");
+        return false;
+    }
+    return true;
+}
+
+/* GET /tenants/{tid}/counters/{cid}/history?bucket=minute|hour|day&from=&to= (admin, --db):
+   the increments of the counter per bucket. Defaults: hour, to = now, from = 48 buckets
+   before to; at most TNDB_HISTORY_MAX buckets a request. */
+static enum sess_handled history(struct tnapi_worker *w, struct rq *q, const struct http_req *req,
+                                 const struct route_match *m)
+{
+    uint8_t tid[16], cid[16];
+    if (!path_ids(q, m, tid, cid))
+        return SESS_H_DONE;
+    if (!w->db)
+        return fail(q, HTTP_E_PERSISTENCE_UNAVAILABLE,
+                    "counter history is kept in PostgreSQL (--db); this server is memory-only");
+    const char *v;
+    size_t n;
+    char b = 'h';
+    if (query_get(req, "bucket", &v, &n)) {
+        if (n == 6 && memcmp(v, "minute", 6) == 0)
+            b = 'm';
+        else if (n == 3 && memcmp(v, "day", 3) == 0)
+            b = 'd';
+        else if (!(n == 4 && memcmp(v, "hour", 4) == 0))
+            return fail(q, HTTP_E_INVALID_BUCKET, "bucket must be minute, hour or day");
+    }
+    int64_t step = b == 'm' ? 60000 : b == 'h' ? 3600000 : 86400000;
+    int64_t to = persist_history_now_ms() + 1, from = INT64_MIN;
+    if (!time_arg(q, req, "to", &to) || !time_arg(q, req, "from", &from))
+        return SESS_H_DONE;
+    if (from == INT64_MIN)
+        from = to - 48 * step;
+    if (from >= to || (to - from) / step >= TNDB_HISTORY_MAX)
+        return fail(q, HTTP_E_INVALID_RANGE,
+                    "from must be before to, and at most 1440 buckets apart");
+    return tndb_history(w->db, q->s, tid, cid, b, from - from % step, to);
+}
+
 static enum sess_handled answer_value(struct rq *q, const struct tn_counter *c, int64_t v)
 {
     char body[TN_JSON_MAX];
@@ -877,6 +929,9 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
         break;
     case ROUTE_TN_SET:
         h = set_counter(w, &q, req, m);
+        break;
+    case ROUTE_TN_HISTORY:
+        h = history(w, &q, req, m);
         break;
     default:
         fail(&q, HTTP_E_NOT_FOUND, "no such route");

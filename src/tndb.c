@@ -5,7 +5,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fmt.h"
 #include "http.h"
+#include "json.h"
 #include "persist.h"
 #include "pwait.h"
 #include "tenants.h"
@@ -200,6 +202,48 @@ static void keyed_done(struct sess *s, struct persist_tnop *op, bool answered)
                      tn_value_json(op->cid, op->value, body));
 }
 
+static enum sess_handled no_memory(struct sess *s);
+
+/* The history came back: {"bucket","points":[{"t","delta"}, ...]}. */
+static void history_done(struct sess *s, struct persist_tnop *op, bool answered)
+{
+    if (!answered || op->status == -EIO || op->status == -ETIMEDOUT) {
+        unavailable(s, op, answered);
+        return;
+    }
+    if (op->status == -ENOENT) {
+        sess_error(s, HTTP_E_NOT_FOUND, "no such counter in this tenant", NULL, 0);
+        return;
+    }
+    static const char *const names[] = {"minute", "hour", "day"};
+    const char *name = names[op->label[0] == 'm' ? 0 : op->label[0] == 'h' ? 1 : 2];
+    size_t cap = 64 + (size_t)op->npoints * (FMT_TIME_LEN + 48); /* admin-rate: one malloc */
+    char *body = malloc(cap);
+    if (!body) {
+        no_memory(s);
+        return;
+    }
+    struct json_w w;
+    json_w_init(&w, body, cap);
+    json_w_lit(&w, "{\"bucket\":");
+    json_w_str(&w, name, strlen(name));
+    json_w_lit(&w, ",\"points\":[");
+    for (uint32_t i = 0; i < op->npoints; i++) {
+        char t[FMT_TIME_LEN];
+        if (i)
+            json_w_lit(&w, ",");
+        json_w_lit(&w, "{\"t\":");
+        json_w_str(&w, t, fmt_time_ms(t, op->points[i][0]));
+        json_w_lit(&w, ",\"delta\":");
+        json_w_i64(&w, op->points[i][1]);
+        json_w_lit(&w, "}");
+    }
+    json_w_lit(&w, "]}");
+    ssize_t n = json_w_end(&w); /* never < 0: cap holds every point */
+    sess_respond(s, 200, SESS_JSON, NULL, 0, body, n < 0 ? 0 : (size_t)n);
+    free(body);
+}
+
 /* ---------------------------------------------------------------- requests */
 
 static struct tnop_ctx *op_new(struct tndb *d, enum persist_tnop_kind k, const uint8_t tid[16],
@@ -289,6 +333,27 @@ enum sess_handled tndb_keyed_inc(struct tndb *d, struct sess *s, const uint8_t t
     x->hlen = (uint16_t)(hlen < sizeof(x->hdr) ? hlen : 0);
     memcpy(x->hdr, hdr, x->hlen);
     return pwait_tnop(d->pw, s, &x->op, keyed_done);
+}
+
+enum sess_handled tndb_history(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                               const uint8_t cid[16], char b, int64_t from_ms, int64_t to_ms)
+{
+    /* the points live in the same allocation, after the op (pwait frees both at once) */
+    struct tnop_ctx *x = calloc(1, sizeof(*x) + TNDB_HISTORY_MAX * sizeof(int64_t[2]));
+    if (!x)
+        return no_memory(s);
+    x->d = d;
+    x->op.kind = PTN_HISTORY;
+    memcpy(x->op.tid, tid, 16);
+    memcpy(x->op.cid, cid, 16);
+    x->op.has_cid = true;
+    x->op.label[0] = b;
+    x->op.label_len = 1;
+    x->op.from_ms = from_ms;
+    x->op.to_ms = to_ms;
+    x->op.cap_points = TNDB_HISTORY_MAX;
+    x->op.points = (int64_t(*)[2])(x + 1);
+    return pwait_tnop(d->pw, s, &x->op, history_done);
 }
 
 enum sess_handled tndb_db_inc(struct tndb *d, struct sess *s, const uint8_t tid[16],

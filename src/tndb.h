@@ -56,6 +56,13 @@ enum sess_handled tndb_set(struct tndb *d, struct sess *s, const uint8_t tid[16]
 enum sess_handled tndb_keyed_inc(struct tndb *d, struct sess *s, const uint8_t tid[16],
                                  const uint8_t cid[16], const char *key, size_t klen,
                                  int64_t delta, const char *hdr, size_t hlen);
+/* GET .../history: the points of bucket b ('m', 'h', 'd') in [from_ms, to_ms), at most
+   TNDB_HISTORY_MAX of them (the caller bounds the range), after a flush of this node's
+   increments: 200 {"bucket","points":[{"t","delta"}]} (buckets without increments are left
+   out), 404, 503. */
+#define TNDB_HISTORY_MAX 1440 /* a day of minutes */
+enum sess_handled tndb_history(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                               const uint8_t cid[16], char b, int64_t from_ms, int64_t to_ms);
 /* cid NULL: delete the tenant and its counters. 204 when done. */
 enum sess_handled tndb_delete(struct tndb *d, struct sess *s, const uint8_t tid[16],
                               const uint8_t *cid);

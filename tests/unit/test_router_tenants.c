@@ -42,6 +42,9 @@ static const struct tcase cases[] = {
     {HTTP_M_GET, "/tenants/T1/C2/inc", 405, ROUTE_NONE, "T1", "C2"},
     {HTTP_M_POST, "/tenants/T1/counters/C2/set", 0, ROUTE_TN_SET, "T1", "C2"},
     {HTTP_M_OPTIONS, "/tenants/T1/counters/C2/set", 0, ROUTE_TN_SET, "T1", "C2"},
+    {HTTP_M_GET, "/tenants/T1/counters/C2/history", 0, ROUTE_TN_HISTORY, "T1", "C2"},
+    {HTTP_M_POST, "/tenants/T1/counters/C2/history", 405, ROUTE_NONE, "T1", "C2"},
+    {HTTP_M_GET, "/tenants/T1/C2/history", 404, ROUTE_NONE, NULL, NULL}, /* no alias */
     {HTTP_M_GET, "/tenants/T1/counters/inc", 0, ROUTE_TN_COUNTER, "T1", "inc"}, /* literal wins */
     {HTTP_M_POST, "/tenants/", 404, ROUTE_NONE, NULL, NULL},
     {HTTP_M_GET, "/tenants/T1/", 404, ROUTE_NONE, NULL, NULL},
@@ -99,6 +102,7 @@ Test(router_tenants, allow_and_names)
     cr_assert_str_eq(route_name(ROUTE_TENANTS), "tenants");
     cr_assert_str_eq(route_name(ROUTE_TN_INC), "tenant_counter_inc");
     cr_assert_str_eq(route_name(ROUTE_TN_SET), "tenant_counter_set");
+    cr_assert_str_eq(route_name(ROUTE_TN_HISTORY), "tenant_counter_history");
     /* the static routes are untouched and carry no segments */
     cr_assert_eq(route_match(HTTP_M_POST, "/event", 6, &m), 0);
     cr_assert_eq(m.id, ROUTE_EVENT);
