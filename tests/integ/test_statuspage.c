@@ -243,3 +243,65 @@ Test(statuspage, headless_chromium_shows_live_totals)
     cr_assert_eq(it_stop(srv), 0);
     it_free(srv);
 }
+
+/* Issue 12: the page plots a chosen counter's history (ids and key from the URL fragment here,
+   typed by a person otherwise): it fetched GET .../history with the key and shows the sum of
+   its points. Needs PostgreSQL (history is kept there). */
+static char pg[128]; /* the history test's cluster, removed by its .fini even on a failure */
+static void pg_fini(void)
+{
+    if (pg[0])
+        it_pg_destroy(pg);
+    pg[0] = 0;
+}
+
+Test(statuspage, headless_chromium_plots_a_counter_history, .fini = pg_fini)
+{
+    if (access(CHROMIUM, X_OK) != 0)
+        cr_skip_test("no " CHROMIUM ": apt-get install chromium (or RINGCOUNT_DEPS_EXTRA=1 "
+                     "tools/deps.sh) to run the status page in a real browser");
+    char err[512], ci[256];
+    cr_assert_eq(it_pg_start(pg, sizeof(pg), "rc-statuspage", err, sizeof(err)), 0, "%s", err);
+    snprintf(ci, sizeof(ci), "host=%s dbname=ringcount user=postgres", pg);
+    const char *const args[] = {"--workers", "2", "--db", ci, "--rate-limit", "0", NULL};
+    static const char *const env[] = {"RINGCOUNT_ADMIN_KEY=page-key", NULL};
+    struct it_server *srv = it_start(args, env);
+    struct it_conn *c = it_conn_new(it_port(srv));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    char tid[64], cid[64], req[512];
+    cr_assert_eq(it_request(c, "POST /tenants HTTP/1.1\r\nHost: t\r\nX-API-Key: page-key\r\n"
+                               "Content-Length: 16\r\n\r\n{\"label\":\"page\"}", r), 0);
+    cr_assert_eq(r->status, 201, "%d %s", r->status, r->body);
+    cr_assert_gt(it_json_num(r->body, "tenant_id", tid, sizeof(tid)), 0);
+    snprintf(req, sizeof(req), "POST /tenants/%s/counters HTTP/1.1\r\nHost: t\r\n"
+             "X-API-Key: page-key\r\nContent-Length: 2\r\n\r\n{}", tid);
+    cr_assert_eq(it_request(c, req, r), 0);
+    cr_assert_eq(r->status, 201, "%d %s", r->status, r->body);
+    cr_assert_gt(it_json_num(r->body, "counter_id", cid, sizeof(cid)), 0);
+    for (int i = 0; i < 7; i++) { /* 21 in all */
+        snprintf(req, sizeof(req), "POST /tenants/%s/counters/%s/inc?delta=3 HTTP/1.1\r\n"
+                 "Host: t\r\nContent-Length: 0\r\n\r\n", tid, cid);
+        cr_assert_eq(it_request(c, req, r), 0);
+        cr_assert_eq(r->status, 200, "%d %s", r->status, r->body);
+    }
+    char url[512], out[] = "/tmp/rc-statuspage-dom-XXXXXX";
+    snprintf(url, sizeof(url), "http://127.0.0.1:%u/#t=%s&c=%s&k=page-key&b=day", it_port(srv),
+             tid, cid);
+    int ofd = mkstemp(out);
+    cr_assert_geq(ofd, 0);
+    close(ofd);
+    static const char *const dump[] = {"--dump-dom", NULL};
+    int rc = chromium(url, dump, out);
+    static char dom[256 * 1024];
+    read_file(out, dom, sizeof(dom));
+    unlink(out);
+    cr_assert_eq(rc, 0, "chromium --dump-dom exited %d; stdout: %.300s", rc, dom);
+    char got[128];
+    cr_assert(dom_text(dom, "hsum", got, sizeof(got)), "no #hsum in: %.2000s", dom);
+    cr_assert_str_eq(got, "21 in 1 day buckets", "the history card shows \"%s\"", got);
+    it_conn_free(c);
+    free(r);
+    cr_assert_eq(it_stop(srv), 0);
+    it_free(srv);
+}
