@@ -127,7 +127,7 @@ bool pst_send_prepared(enum qk k, const char *name, int n, const char *const *va
     return PQsendQueryPrepared(pst.conn, name, n, vals, NULL, NULL, 0) && q_push(k);
 }
 
-static bool send_sync(void)
+bool pst_send_sync(void)
 {
     return PQpipelineSync(pst.conn) && q_push(Q_SYNC);
 }
@@ -136,7 +136,7 @@ static bool send_sync(void)
    dropped, logged as why) if anything failed. */
 bool pst_end_exchange(bool ok, uint64_t now, const char *why)
 {
-    if (!ok || !send_sync()) {
+    if (!ok || !pst_send_sync()) {
         conn_drop(now, why);
         return false;
     }
@@ -254,7 +254,7 @@ static void send_flush(uint64_t now)
          q_push(Q_COMMIT);
     if (f->ncl)
         ok = ok && pst_send_prepared(Q_CLUSTER, "rc_cluster", 0, NULL);
-    if (!ok || !send_sync()) {
+    if (!ok || !pst_send_sync()) {
         f->st = F_SENT;
         conn_drop(now, "send flush");
         return;
@@ -475,6 +475,10 @@ static void read_results(uint64_t now)
             }
             PQclear(res);
             pst.qi++;
+            if (pst.x == X_TNOP && pst.qi < pst.nq) { /* one write of several is done */
+                pst_tn_sync(now);
+                continue;
+            }
             exchange_done(now);
             continue;
         }

@@ -123,6 +123,9 @@
 /* Lookups per query (one uuid[] parameter of up to 512 × 37 bytes): a flood of unknown ids
    costs one query per 512 of them, or per exchange round trip when they come slower. */
 #define TN_LOOKUPS_PER_QUERY 512u
+/* Tenant writes per exchange, each between its own syncs: 64 × (≤ 2 statements + a sync) fits
+   the 256 queue slots; 64 creates cost one round trip instead of 64. */
+#define TN_WRITES_PER_EXCHANGE 64u
 #define ALONE_FAILS 3u
 
 /* ------------------------------------------------------------------ per-worker queues */
@@ -332,7 +335,8 @@ struct pstate {
     unsigned nold;
     uint64_t kill_at;           /* next look at them */
     bool debug_used;
-    enum qk q[48];              /* one exchange's statements: setup prepares PST_NSTMTS (27) */
+    enum qk q[256];             /* one exchange's statements and syncs: setup prepares
+                                   PST_NSTMTS (33), tenant writes take up to 3 each */
     unsigned nq, qi;
     struct xres r;
     struct flush f;
@@ -376,6 +380,7 @@ struct pstate {
     size_t ntq, captq;
     struct tnq *tq_fly;         /* the ones the exchange in flight carries (first ntq_fly) */
     size_t ntq_fly, captq_fly;
+    size_t tq_cur;              /* of those, the first whose results are not read yet */
     bool tq_flushed;            /* a flush went out since ops arrived: their turn now */
     uint32_t sync_ms;
     uint64_t feed_at;           /* next change-feed query (persister clock) */
@@ -477,6 +482,8 @@ bool pst_tn_due(uint64_t now, bool *flush_first);
 void pst_tn_send(uint64_t now);
 /* One result of it. */
 void pst_tn_result(PGresult *res);
+/* A sync inside it arrived (one write of several is done; more follow). */
+void pst_tn_sync(uint64_t now);
 /* It completed (failed: pst.r says why), or the connection dropped under it (dropped). */
 void pst_tn_done(uint64_t now, bool dropped);
 /* A flush committed with counter idx at v in the database: settle the cached one to it. */
@@ -495,6 +502,8 @@ int pst_tn_feed_init(PGconn *c);
 void pst_begin_exchange(enum xch x, uint64_t now);
 bool pst_send_prepared(enum qk k, const char *name, int n, const char *const *vals);
 bool pst_end_exchange(bool ok, uint64_t now, const char *why);
+/* Queue a sync inside an exchange (its end is pst_end_exchange's). */
+bool pst_send_sync(void);
 /* libpq notice processor: notices go to the debug log. */
 void pst_quiet_notice(void *arg, const char *msg);
 /* The connection's socket changed (the poll must be re-armed). */

@@ -152,14 +152,9 @@ static bool send_lookups(void)
     return pst_send_prepared(Q_TNOP, "rc_tn_look", 3, v);
 }
 
-/* The write at the front of the queue, alone (a failure is its own: 409 for a duplicate). */
-static bool send_write(void)
+/* The statements of write op (its results: Q_TNOP). */
+static bool send_one(struct persist_tnop *op)
 {
-    struct tnq q = pst.tq[0];
-    memmove(pst.tq, pst.tq + 1, (pst.ntq - 1) * sizeof(*pst.tq));
-    pst.ntq--;
-    pst.tq_fly[pst.ntq_fly++] = q; /* room reserved by pst_tn_send */
-    struct persist_tnop *op = q.op;
     char tid[UUID_TEXT_LEN + 1], cid[UUID_TEXT_LEN + 1], label[TN_LABEL_MAX + 1], v[24], md[24],
         ms[24], d[24], hm[24], hh[24], hd[24], from[24], to[24], cap[24];
     uuid_format(op->tid, tid);
@@ -205,10 +200,29 @@ static bool send_write(void)
     }
 }
 
+/* The writes at the front of the queue (up to TN_WRITES_PER_EXCHANGE, up to the first
+   lookup), each its own implicit transaction between two syncs: a failure is its own (409
+   for a duplicate), and a thousand creates cost a few round trips, not a thousand. */
+static bool send_writes(void)
+{
+    size_t n = 0;
+    while (n < pst.ntq && n < TN_WRITES_PER_EXCHANGE && n < pst.captq_fly &&
+           pst.tq[n].op->kind != PTN_LOOKUP)
+        n++;
+    bool ok = true;
+    for (size_t i = 0; i < n && ok; i++) {
+        pst.tq_fly[pst.ntq_fly++] = pst.tq[i];
+        ok = send_one(pst.tq[i].op) && (i + 1 == n || pst_send_sync());
+    }
+    memmove(pst.tq, pst.tq + n, (pst.ntq - n) * sizeof(*pst.tq));
+    pst.ntq -= n;
+    return ok;
+}
+
 void pst_tn_send(uint64_t now)
 {
     pst.tq_flushed = false;
-    pst.ntq_fly = 0;
+    pst.ntq_fly = pst.tq_cur = 0;
     bool ok;
     if (pst.ntq && !pst.captq_fly) {
         if (!(pst.tq_fly = malloc(64 * sizeof(*pst.tq_fly)))) {
@@ -221,7 +235,7 @@ void pst_tn_send(uint64_t now)
     if (pst.ntq && pst.tq[0].op->kind == PTN_LOOKUP) {
         ok = send_lookups();
     } else if (pst.ntq) {
-        ok = send_write();
+        ok = send_writes();
     } else {
         pst.feed_at = now + pst.sync_ms;
         const char *v[1] = {pst.feed_xmin};
@@ -534,60 +548,96 @@ static int history_done(struct persist_tnop *op, PGresult *r)
     return live ? 0 : -ENOENT;
 }
 
-void pst_tn_done(uint64_t now, bool dropped)
+/* Write q's statement is done (ok: committed with rows res): reply, or queue it again. */
+static void write_done(struct tnq q, PGresult *res, bool ok, bool dropped, uint64_t now)
 {
-    PGresult *res = tn_res;
-    tn_res = NULL;
-    bool ok = !dropped && !pst.r.failed && res && PQresultStatus(res) == PGRES_TUPLES_OK;
-    if (!pst.ntq_fly) {
-        if (!dropped)
-            feed_done(ok ? res : NULL, now);
-        PQclear(res);
+    struct persist_tnop *op = q.op;
+    int st;
+    snprintf(op->sqlstate, sizeof(op->sqlstate), "%s", pst.r.sqlstate);
+    if (op->kind == PTN_HISTORY) {
+        tn_reply(q.w, op, ok ? history_done(op, res) : -EIO);
         return;
     }
-    if (pst.tq_fly[0].op->kind == PTN_HISTORY) {
-        struct tnq q = pst.tq_fly[0];
-        pst.ntq_fly = 0;
-        tn_reply(q.w, q.op, ok ? history_done(q.op, res) : -EIO);
-        PQclear(res);
-        return;
-    }
-    if (pst.tq_fly[0].op->kind == PTN_KEYED_INC || pst.tq_fly[0].op->kind == PTN_DB_INC) {
-        struct tnq q = pst.tq_fly[0];
-        int st = ok ? keyed_done(q.op, res) : -EIO;
-        pst.ntq_fly = 0;
-        PQclear(res);
+    if (op->kind == PTN_KEYED_INC || op->kind == PTN_DB_INC) {
+        st = ok ? keyed_done(op, res) : -EIO;
         if (st == -EAGAIN && tq_push(&pst.tq, &pst.ntq, &pst.captq, q) == 0)
             return; /* once more, behind what else waits */
-        tn_reply(q.w, q.op, st == -EAGAIN ? -EIO : st);
+        tn_reply(q.w, op, st == -EAGAIN ? -EIO : st);
         return;
     }
     unsigned full = 0;
-    bool rows = ok && PQntuples(res) > 0;
+    if (ok)
+        apply_rows(res, &full);
+    if (ok && !PQntuples(res))
+        st = -ENOENT; /* nothing matched: no such (live) tenant or counter */
+    else if (ok)
+        st = op_status(op, res);
+    else if (!dropped && strcmp(pst.r.sqlstate, "23505") == 0)
+        st = -EEXIST; /* a live row has this label (rc_tenants_label, *_counters_label) */
+    else
+        st = -EIO;
+    if (st == -ENOSPC) /* done: answered from the row without the cache */
+        row_out(op, res);
+    if (st == -EIO && !dropped)
+        log_rl(&pst.rl_err, now, 3, 10000, LOG_ERROR, "tenant operation failed",
+               LOG_S("error", pst.r.msg), LOG_S("sqlstate", pst.r.sqlstate));
+    tn_reply(q.w, op, st);
+}
+
+/* The lookups in flight are answered from rows res (ok) or failed. */
+static void lookups_done(PGresult *res, bool ok)
+{
+    unsigned full = 0;
     if (ok)
         apply_rows(res, &full);
     for (size_t i = 0; i < pst.ntq_fly; i++) {
         struct persist_tnop *op = pst.tq_fly[i].op;
-        int st;
-        snprintf(op->sqlstate, sizeof(op->sqlstate), "%s", pst.r.sqlstate);
-        if (ok && op->kind != PTN_LOOKUP && !rows)
-            st = -ENOENT; /* nothing matched: no such (live) tenant or counter */
-        else if (ok)
-            st = op_status(op, res);
-        else if (!dropped && strcmp(pst.r.sqlstate, "23505") == 0)
-            st = -EEXIST; /* a live row has this label (rc_tenants_label, *_counters_label) */
-        else
-            st = -EIO;
-        if (st == -ENOSPC) /* done, or found: answered from the row without the cache */
+        int st = ok ? op_status(op, res) : -EIO;
+        if (st == -ENOSPC) /* found: answered from the row without the cache */
             row_out(op, res);
-        if (st == -EIO && !dropped)
-            log_rl(&pst.rl_err, now, 3, 10000, LOG_ERROR, "tenant operation failed",
-                   LOG_S("error", pst.r.msg), LOG_S("sqlstate", pst.r.sqlstate));
         tn_reply(pst.tq_fly[i].w, op, st);
     }
-    if (pst.ntq_fly && pst.tq_fly[0].op->kind == PTN_LOOKUP)
-        metrics_tn_lookups(pst.ntq_fly);
-    pst.ntq_fly = 0;
+    metrics_tn_lookups(pst.ntq_fly);
+}
+
+/* The statement result of the part of the exchange just synced, and whether it committed. */
+static PGresult *part_result(bool dropped, bool *ok)
+{
+    PGresult *res = tn_res;
+    tn_res = NULL;
+    *ok = !dropped && !pst.r.failed && res && PQresultStatus(res) == PGRES_TUPLES_OK;
+    return res;
+}
+
+void pst_tn_sync(uint64_t now)
+{
+    bool ok;
+    PGresult *res = part_result(false, &ok);
+    if (pst.tq_cur < pst.ntq_fly)
+        write_done(pst.tq_fly[pst.tq_cur++], res, ok, false, now);
+    PQclear(res);
+    /* the next write is its own transaction: its failure, if any, is its own */
+    pst.r.failed = false;
+    pst.r.sqlstate[0] = pst.r.msg[0] = 0;
+}
+
+void pst_tn_done(uint64_t now, bool dropped)
+{
+    bool ok;
+    PGresult *res = part_result(dropped, &ok);
+    if (!pst.ntq_fly) {
+        if (!dropped)
+            feed_done(ok ? res : NULL, now);
+    } else if (pst.tq_fly[0].op->kind == PTN_LOOKUP) {
+        lookups_done(res, ok);
+    } else {
+        /* the last write, or (dropped) every one not answered yet: outcome unknown */
+        while (pst.tq_cur < pst.ntq_fly) {
+            struct tnq q = pst.tq_fly[pst.tq_cur++];
+            write_done(q, res, ok && pst.tq_cur == pst.ntq_fly, dropped, now);
+        }
+    }
+    pst.ntq_fly = pst.tq_cur = 0;
     PQclear(res);
 }
 
