@@ -393,6 +393,8 @@ void pst_tn_done(uint64_t now, bool dropped)
     }
     unsigned full = 0;
     bool rows = ok && PQntuples(res) > 0;
+    /* read before the replies: a replied op is its worker's, which may free it at once */
+    bool lookups = pst.tq_fly[0].op->kind == PTN_LOOKUP;
     if (ok)
         apply_rows(res, &full);
     for (size_t i = 0; i < pst.ntq_fly; i++) {
@@ -412,7 +414,7 @@ void pst_tn_done(uint64_t now, bool dropped)
                    LOG_S("error", pst.r.msg), LOG_S("sqlstate", pst.r.sqlstate));
         tn_reply(pst.tq_fly[i].w, op, st);
     }
-    if (pst.ntq_fly && pst.tq_fly[0].op->kind == PTN_LOOKUP)
+    if (lookups)
         metrics_tn_lookups(pst.ntq_fly);
     pst.ntq_fly = 0;
     PQclear(res);
