@@ -368,6 +368,8 @@ static bool read_counter_after(PGresult *res, ExecStatusType st)
 static void on_result(enum qk k, PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);
+    if (k == Q_TNOP) /* kept by persist_tn, an error too, until its exchange is done */
+        pst_tn_result(res);
     if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
         if (!pst.r.failed) {
             const char *ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -431,9 +433,6 @@ static void on_result(enum qk k, PGresult *res)
         break;
     case Q_CHECK:
         pst.r.check_found = read_counter_after(res, st);
-        break;
-    case Q_TNOP:
-        pst_tn_result(res);
         break;
     default:
         break;
