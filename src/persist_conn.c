@@ -377,6 +377,8 @@ static bool read_counter_after(PGresult *res, ExecStatusType st)
 static void on_result(enum qk k, PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);
+    if (k == Q_TNOP) /* kept by persist_tn, an error too, until its exchange is done */
+        pst_tn_result(res);
     if (st == PGRES_FATAL_ERROR || st == PGRES_NONFATAL_ERROR || st == PGRES_BAD_RESPONSE) {
         if (!pst.r.failed) {
             const char *ss = PQresultErrorField(res, PG_DIAG_SQLSTATE);
@@ -446,9 +448,6 @@ static void on_result(enum qk k, PGresult *res)
             pst.r.have_epoch = true;
             pst.r.epoch = strtoull(PQgetvalue(res, 0, 0), NULL, 10);
         }
-        break;
-    case Q_TNOP:
-        pst_tn_result(res);
         break;
     case Q_TND:
         pst_tn_flush_values(res);

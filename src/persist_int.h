@@ -381,6 +381,7 @@ struct pstate {
     struct tnq *tq_fly;         /* the ones the exchange in flight carries (first ntq_fly) */
     size_t ntq_fly, captq_fly;
     size_t tq_cur;              /* of those, the first whose results are not read yet */
+    bool tq_lookups;            /* they are lookups (else writes; none: the change feed) */
     bool tq_flushed;            /* a flush went out since ops arrived: their turn now */
     uint32_t sync_ms;
     uint64_t feed_at;           /* next change-feed query (persister clock) */

@@ -232,7 +232,9 @@ void pst_tn_send(uint64_t now)
         pst.captq_fly = 64;
     }
     pst_begin_exchange(X_TNOP, now);
-    if (pst.ntq && pst.tq[0].op->kind == PTN_LOOKUP) {
+    /* what the exchange carries, kept aside: a replied op is its worker's (freed at once) */
+    pst.tq_lookups = pst.ntq && pst.tq[0].op->kind == PTN_LOOKUP;
+    if (pst.tq_lookups) {
         ok = send_lookups();
     } else if (pst.ntq) {
         ok = send_writes();
@@ -590,14 +592,14 @@ static void lookups_done(PGresult *res, bool ok)
     unsigned full = 0;
     if (ok)
         apply_rows(res, &full);
+    metrics_tn_lookups(pst.ntq_fly);
     for (size_t i = 0; i < pst.ntq_fly; i++) {
         struct persist_tnop *op = pst.tq_fly[i].op;
         int st = ok ? op_status(op, res) : -EIO;
         if (st == -ENOSPC) /* found: answered from the row without the cache */
             row_out(op, res);
-        tn_reply(pst.tq_fly[i].w, op, st);
+        tn_reply(pst.tq_fly[i].w, op, st); /* op is the worker's from here */
     }
-    metrics_tn_lookups(pst.ntq_fly);
 }
 
 /* The statement result of the part of the exchange just synced, and whether it committed. */
@@ -628,7 +630,7 @@ void pst_tn_done(uint64_t now, bool dropped)
     if (!pst.ntq_fly) {
         if (!dropped)
             feed_done(ok ? res : NULL, now);
-    } else if (pst.tq_fly[0].op->kind == PTN_LOOKUP) {
+    } else if (pst.tq_lookups) {
         lookups_done(res, ok);
     } else {
         /* the last write, or (dropped) every one not answered yet: outcome unknown */

@@ -1020,13 +1020,18 @@ static void pg_quiet(void *arg, const char *msg)
 
 int it_pg_sql(const char *dir, const char *sql, char *out, size_t cap)
 {
+    return it_pg_sql_db(dir, "ringcount", sql, out, cap);
+}
+
+int it_pg_sql_db(const char *dir, const char *db, const char *sql, char *out, size_t cap)
+{
     char ci[4200];
     uint16_t port = it_pg_port(dir);
     if (port)
-        snprintf(ci, sizeof(ci), "host=%s port=%u dbname=ringcount user=postgres connect_timeout=5",
-                 dir, port);
+        snprintf(ci, sizeof(ci), "host=%s port=%u dbname=%s user=postgres connect_timeout=5", dir,
+                 port, db);
     else
-        snprintf(ci, sizeof(ci), "host=%s dbname=ringcount user=postgres connect_timeout=5", dir);
+        snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres connect_timeout=5", dir, db);
     if (cap)
         out[0] = '\0';
     PGconn *c = PQconnectdb(ci);

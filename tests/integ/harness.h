@@ -94,6 +94,8 @@ uint16_t it_pg_port(const char *dir);
    column of the first row in out ("" for no row, NULL, or a command), or -1 with the error in
    out. Never asserts; any thread. */
 int it_pg_sql(const char *dir, const char *sql, char *out, size_t cap);
+/* it_pg_sql on database db of that cluster (a test's own, so tests can run in parallel). */
+int it_pg_sql_db(const char *dir, const char *db, const char *sql, char *out, size_t cap);
 /* it_pg_sql's answer as an integer (0 for no row / NULL), IT_PG_ERR on error. */
 #define IT_PG_ERR (-0x7fffffffffffffffLL - 1)
 long long it_pg_i64(const char *dir, const char *sql);
