@@ -133,6 +133,15 @@ void persist_fini(void)
 {
     if (pst.conn)
         PQfinish(pst.conn);
+    struct persist_reply r; /* tenant ops answered after their workers stopped reading */
+    for (unsigned w = 0; pst.enabled && pst.pw && w < pst.n; w++) {
+        do {
+            pst_backlog_move(&pst.pw[w]);
+            while (persist_w_reply_pop(w, &r))
+                if (r.kind == PERSIST_R_TNOP)
+                    free((void *)(uintptr_t)r.token);
+        } while (pst.pw[w].nback);
+    }
     for (unsigned i = 0; pst.pw && i < pst.n; i++) {
         struct pworker *p = &pst.pw[i];
         free(p->j.buf);

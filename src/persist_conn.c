@@ -212,7 +212,8 @@ static void send_flush(uint64_t now)
     if (f->reset && !f->adopt)
         ok = ok && pst_send_prepared(Q_TRUNC, "rc_trunc", 0, NULL) &&
              pst_send_prepared(Q_META0, "rc_meta0", 0, NULL) &&
-             pst_send_prepared(Q_EPOCH, "rc_epoch", 0, NULL);
+             pst_send_prepared(Q_EPOCH, "rc_epoch", 3, (const char *const[]){f->p_node, f->p_seq,
+                                                                            f->p_inc});
     if (f->events)
         ok = ok && pst_send_prepared(Q_EVENTS, "rc_events", 3, ev);
     if (f->nusers)
@@ -442,6 +443,10 @@ static void on_result(enum qk k, PGresult *res)
         break;
     case Q_CHECK:
         pst.r.check_found = read_counter_after(res, st);
+        if (pst.r.check_found && !PQgetisnull(res, 0, 1)) { /* a reset flush: its epoch */
+            pst.r.have_epoch = true;
+            pst.r.epoch = strtoull(PQgetvalue(res, 0, 1), NULL, 10);
+        }
         break;
     case Q_EPOCH:
         if (st == PGRES_TUPLES_OK && PQntuples(res) == 1) {
@@ -573,19 +578,19 @@ static void next_exchange(uint64_t now)
         /* Tenant writes, lookups and the change feed take turns with flushes; a `set`
            goes out after a flush, so increments counted before it are not added on top. */
         bool ff = false, tn = pst_tn_due(now, &ff);
-        if (tn && (!ff || pst.tq_flushed)) {
+        if (tn && !ff) {
             pst_tn_send(now);
         } else if (now >= pst.retry_at && (now >= pst.next_due || urgent() || tn)) {
             bool sent = pst_build_flush(now);
             if (sent)
                 send_flush(now);
             pst.next_due = now + pst.flush_ms;
-            if (tn)
-                pst.tq_flushed = true;
-            if (!sent && tn)
+            if (!sent && tn) { /* nothing to flush: whatever waited for a flush may go */
+                pst.applied_gen = ++pst.build_gen;
                 pst_tn_send(now);
-            else if (!sent && pst.stopping)
+            } else if (!sent && pst.stopping) {
                 pst.finished = true;
+            }
         }
     }
 }

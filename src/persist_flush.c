@@ -441,6 +441,7 @@ static void iso_restrict(struct flush *f)
 bool pst_build_flush(uint64_t now)
 {
     struct flush *f = &pst.f;
+    f->gen = ++pst.build_gen;
     pst.flush_snap_ms = now;
     f->partial = f->tn_partial = false;
     if (take_keys(f) < 0)
@@ -468,9 +469,9 @@ bool pst_build_flush(uint64_t now)
             settled = false;
     }
     f->reset = settled && f->rg[0] > pst.reset_applied;
-    /* exactly the one generation an adopted reset made, and no POST /reset of this node */
-    f->adopt = f->reset && pst.adopt_gen && f->rg[0] == pst.adopt_gen &&
-               pst.reset_applied + 1 == pst.adopt_gen;
+    /* every generation since the last applied reset is an adopted one (local POST /resets take
+       theirs from the same counter: then the range holds more than were adopted) */
+    f->adopt = f->reset && pst_tn_adopted(pst.reset_applied, f->rg[0]);
     if (settled && !f->reset)
         for (unsigned w = 0; w < pst.n; w++)
             if (f->ep[w] != pst.pw[w].wm_ep)
@@ -668,6 +669,7 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
         }
         if (f->reset) {
             pst.reset_applied = f->rg[0];
+            pst_tn_adopted_applied(f->rg[0]);
             if (pst.r.have_epoch) /* our own: not to be adopted again */
                 pst.reset_epoch = pst.r.epoch;
             ck_pr_store_64(&pst.persisted_total, f->ev_param);
@@ -707,6 +709,8 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
     }
     pst.nrs = j;
     f->st = F_NONE;
+    if (!f->partial && !f->tn_partial) /* ops waiting for "a flush after me" may go */
+        pst.applied_gen = f->gen;
     pst.next_seq++;
     ck_pr_store_64(&pst.flushes, pst.flushes + 1);
     ck_pr_store_64(&pst.last_flush_ms, now ? now : 1);

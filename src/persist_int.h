@@ -254,6 +254,7 @@ struct flush {
        flush lands in the same rows), and whether it creates that day's partition */
     char p_hm[24], p_hh[24], p_hd[24], p_hcut[24];
     bool hist_part;
+    uint64_t gen;          /* pst.build_gen of its snapshot */
 };
 
 struct xres {
@@ -345,7 +346,8 @@ struct pstate {
     int64_t hist_day;           /* the UTC day (unix ms) whose history partition is known made */
     uint32_t history_days;
     const char *clock_file;     /* RINGCOUNT_DEBUG_CLOCK_FILE or NULL */
-    uint64_t adopt_gen;         /* the reset generation bar_reset_all gave an adopted reset */
+    uint64_t adopted[16];       /* generations of adopted resets not applied yet (bar_reset_all) */
+    unsigned nadopted;
     struct preq *cl, *rs;       /* pending cluster / reset requests */
     struct kreq *kq;            /* keyed durable increments, in arrival order */
     size_t nkq, capkq;
@@ -376,13 +378,20 @@ struct pstate {
     uint64_t tn_full_at;        /* last full scan (0: never) */
     uint32_t tn_cap;            /* new counters / changed values per flush now */
     /* tenant writes and lookups decided by PostgreSQL, and the change feed (persist_tn.c) */
-    struct tnq { struct persist_tnop *op; unsigned w; uint64_t at_ms; } *tq; /* waiting */
+    struct tnq { /* a tenant op waiting, and the first flush seq that started after it came */
+        struct persist_tnop *op;
+        unsigned w;
+        uint64_t at_ms, seq;
+    } *tq;
     size_t ntq, captq;
     struct tnq *tq_fly;         /* the ones the exchange in flight carries (first ntq_fly) */
     size_t ntq_fly, captq_fly;
     size_t tq_cur;              /* of those, the first whose results are not read yet */
     bool tq_lookups;            /* they are lookups (else writes; none: the change feed) */
-    bool tq_flushed;            /* a flush went out since ops arrived: their turn now */
+    uint64_t build_gen;         /* flush snapshots taken (built, or found empty) */
+    uint64_t applied_gen;       /* the latest of them applied whole: an op that needs "a flush
+                                   after me" (struct tnq seq: the first snapshot after it came)
+                                   waits until applied_gen >= seq */
     uint32_t sync_ms;
     uint64_t feed_at;           /* next change-feed query (persister clock) */
     char feed_xmin[24];         /* the feed reads rows written by transactions >= this xid */
@@ -483,6 +492,10 @@ bool pst_tn_due(uint64_t now, bool *flush_first);
 void pst_tn_send(uint64_t now);
 /* One result of it. */
 void pst_tn_result(PGresult *res);
+/* Are all reset generations in (from, to] adopted ones (none of this node's POST /reset)? */
+bool pst_tn_adopted(uint64_t from, uint64_t to);
+/* The resets up to generation g are applied: forget their adoptions. */
+void pst_tn_adopted_applied(uint64_t g);
 /* A sync inside it arrived (one write of several is done; more follow). */
 void pst_tn_sync(uint64_t now);
 /* It completed (failed: pst.r says why), or the connection dropped under it (dropped). */

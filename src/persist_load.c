@@ -77,7 +77,8 @@ static const char *const MIGRATIONS[] = {
     "CREATE INDEX rc_tenant_counters_txid ON rc_tenant_counters (txid);"
     /* POST /reset clears the cluster: every reset flush bumps this epoch, and every node that
        sees it move (the change feed, --sync-ms) clears its own aggregates too */
-    "INSERT INTO rc_meta VALUES ('reset_epoch', 0);",
+    "INSERT INTO rc_meta VALUES ('reset_epoch', 0);"
+    "ALTER TABLE rc_flush_ledger ADD COLUMN epoch bigint;",
     /* v5: the history of tenant counters (issue 12): every increment's delta also lands in a
        minute, an hour and a day bucket (t: the bucket's start). One partition per UTC day
        holds all three bucket rows of that day, so retention (--history-days) drops whole
@@ -204,6 +205,12 @@ static int load(PGconn *c, uint64_t *nusers, uint64_t *noverflow)
     const char *pv[1] = {node};
     PGresult *r;
 
+    /* Resets up to this epoch are in what is loaded below; later ones are adopted. Read first:
+       a reset committed between it and the loads is then adopted, not lost. */
+    if (!pst_ok_exec(c, "SELECT v FROM rc_meta WHERE k = 'reset_epoch'", PGRES_TUPLES_OK, &r))
+        return -EIO;
+    pst.reset_epoch = PQntuples(r) ? strtoull(PQgetvalue(r, 0, 0), NULL, 10) : 0;
+    PQclear(r);
     if (!pst_ok_exec(c, "SELECT v FROM rc_counters WHERE k = '" COUNTER_KEY "'", PGRES_TUPLES_OK, &r))
         return -EIO;
     int64_t counter = PQntuples(r) ? strtoll(PQgetvalue(r, 0, 0), NULL, 10) : 0;
@@ -227,11 +234,6 @@ static int load(PGconn *c, uint64_t *nusers, uint64_t *noverflow)
     if (!pst_ok_exec(c, "SELECT nextval('rc_incarnation')", PGRES_TUPLES_OK, &r))
         return -EIO;
     pst.incarnation = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
-    PQclear(r);
-    /* resets before this start are in what is loaded: only later ones are adopted */
-    if (!pst_ok_exec(c, "SELECT v FROM rc_meta WHERE k = 'reset_epoch'", PGRES_TUPLES_OK, &r))
-        return -EIO;
-    pst.reset_epoch = PQntuples(r) ? strtoull(PQgetvalue(r, 0, 0), NULL, 10) : 0;
     PQclear(r);
     pst.next_seq = 1;
 
@@ -564,7 +566,7 @@ static int replay_record(PGconn *c, const char *node, const char *inc, const str
     bool ok = replay_exec(c, "rc_ledger", 4, lv, &dup);
     if (ok && r->reset)
         ok = replay_exec(c, "rc_trunc", 0, NULL, NULL) && replay_exec(c, "rc_meta0", 0, NULL, NULL) &&
-             replay_exec(c, "rc_epoch", 0, NULL, NULL);
+             replay_exec(c, "rc_epoch", 3, (const char *const[]){node, r->seq, inc}, NULL);
     const char *ev[3] = {node, r->ev, r->sum};
     if (ok && *r->ev)
         ok = replay_exec(c, "rc_events", 3, ev, NULL);

@@ -36,7 +36,13 @@ const struct pst_stmt PST_STMTS[] = {
     {"rc_trunc", "DELETE FROM rc_users", 0},
     {"rc_meta0",
      "WITH e AS (DELETE FROM rc_events RETURNING 1) UPDATE rc_meta SET v = 0 WHERE k = 'users'", 0},
-    {"rc_epoch", "UPDATE rc_meta SET v = v + 1 WHERE k = 'reset_epoch' RETURNING v", 0},
+    /* the new epoch is kept in this flush's ledger row too: a flush whose outcome is looked up
+       there (rc_check) still tells this node which epoch is its own, not to be adopted */
+    {"rc_epoch",
+     "WITH e AS (UPDATE rc_meta SET v = v + 1 WHERE k = 'reset_epoch' RETURNING v)"
+     " UPDATE rc_flush_ledger l SET epoch = e.v FROM e WHERE l.node_id = $1::integer"
+     " AND l.incarnation = $3::bigint AND l.flush_seq = $2::bigint RETURNING l.epoch",
+     3},
     {"rc_events",
      "INSERT INTO rc_events AS t (node_id, total, sum_u) VALUES ($1::integer, $2::bigint,"
      " $3::numeric) ON CONFLICT (node_id) DO UPDATE SET total = t.total + EXCLUDED.total,"
@@ -104,16 +110,17 @@ const struct pst_stmt PST_STMTS[] = {
      " to_timestamp($3::bigint / 1000.0)) RETURNING " TN_T_ROW("t"),
      3},
     {"rc_tn_mk_c",
-     "WITH t AS (SELECT * FROM rc_tenants WHERE id = $1::uuid AND NOT deleted),"
+     "WITH t AS (SELECT * FROM rc_tenants WHERE id = $1::uuid AND NOT deleted FOR SHARE),"
      " c AS (INSERT INTO rc_tenant_counters (id, tenant_id, label, value, max_delta, created_at)"
      "  SELECT $2::uuid, t.id, $3, $4::bigint, $5::bigint, to_timestamp($6::bigint / 1000.0)"
      "  FROM t RETURNING *)"
      " SELECT " TN_T_ROW("t") " FROM t UNION ALL SELECT " TN_C_ROW("c") " FROM c",
      6},
     {"rc_tn_setv",
-     "WITH c AS (UPDATE rc_tenant_counters c SET value = $3::bigint, txid = pg_current_xact_id()"
+     "WITH lk AS (SELECT 1 FROM rc_tenants WHERE id = $1::uuid AND NOT deleted FOR SHARE),"
+     " c AS (UPDATE rc_tenant_counters c SET value = $3::bigint, txid = pg_current_xact_id()"
      "  FROM rc_tenants t WHERE c.id = $2::uuid AND c.tenant_id = $1::uuid AND NOT c.deleted"
-     "  AND t.id = c.tenant_id AND NOT t.deleted RETURNING c.*),"
+     "  AND t.id = c.tenant_id AND NOT t.deleted AND EXISTS (SELECT 1 FROM lk) RETURNING c.*),"
      " t AS (SELECT * FROM rc_tenants WHERE id = $1::uuid AND EXISTS (SELECT 1 FROM c))"
      " SELECT " TN_T_ROW("t") " FROM t UNION ALL SELECT " TN_C_ROW("c") " FROM c",
      3},
@@ -135,7 +142,7 @@ const struct pst_stmt PST_STMTS[] = {
     {"rc_tn_key",
      "WITH cur AS (SELECT c.value FROM rc_tenant_counters c JOIN rc_tenants t ON t.id = c.tenant_id"
      "  AND NOT t.deleted WHERE c.id = $2::uuid AND c.tenant_id = $1::uuid AND NOT c.deleted"
-     "  FOR UPDATE OF c),"
+     "  FOR UPDATE OF c FOR SHARE OF t),"
      " ins AS (INSERT INTO rc_idempotency (tenant_id, key, counter_id, delta, value, created_at)"
      "  SELECT $1::uuid, $3, $2::uuid, $4::bigint, cur.value + $4::bigint, now() FROM cur"
      "  WHERE cur.value <= 9223372036854775807 - $4::bigint ON CONFLICT DO NOTHING RETURNING value),"
@@ -153,7 +160,7 @@ const struct pst_stmt PST_STMTS[] = {
     {"rc_tn_dbinc",
      "WITH cur AS (SELECT c.value FROM rc_tenant_counters c JOIN rc_tenants t ON t.id = c.tenant_id"
      "  AND NOT t.deleted WHERE c.id = $2::uuid AND c.tenant_id = $1::uuid AND NOT c.deleted"
-     "  FOR UPDATE OF c),"
+     "  FOR UPDATE OF c FOR SHARE OF t),"
      " upd AS (UPDATE rc_tenant_counters c SET value = c.value + $3::bigint,"
      "  txid = pg_current_xact_id() FROM cur WHERE c.id = $2::uuid"
      "  AND cur.value <= 9223372036854775807 - $3::bigint RETURNING c.value),"
@@ -207,7 +214,7 @@ const struct pst_stmt PST_STMTS[] = {
      1},
     {"rc_tn_exp", "DELETE FROM rc_idempotency WHERE created_at < now() - interval '24 hours'", 0},
     {"rc_check",
-     "SELECT counter_after FROM rc_flush_ledger WHERE node_id = $1::integer AND"
+     "SELECT counter_after, epoch FROM rc_flush_ledger WHERE node_id = $1::integer AND"
      " incarnation = $3::bigint AND flush_seq = $2::bigint",
      3},
     /* Signal the old backends still there and list them: a flush whose outcome is unknown is

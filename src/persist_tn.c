@@ -44,7 +44,10 @@ void pst_tn_add(unsigned w, struct persist_tnop *op, uint64_t now)
         tn_reply(w, op, -EIO);
         return;
     }
-    if (tq_push(&pst.tq, &pst.ntq, &pst.captq, (struct tnq){.op = op, .w = w, .at_ms = now}) < 0) {
+    /* the first flush snapshot taken from now on (one in flight was taken before op came) */
+    uint64_t seq = pst.build_gen + 1;
+    if (tq_push(&pst.tq, &pst.ntq, &pst.captq,
+                (struct tnq){.op = op, .w = w, .at_ms = now, .seq = seq}) < 0) {
         log_error("out of memory: a tenant operation is refused");
         tn_reply(w, op, -EIO);
     }
@@ -52,8 +55,16 @@ void pst_tn_add(unsigned w, struct persist_tnop *op, uint64_t now)
 
 bool pst_tn_due(uint64_t now, bool *flush_first)
 {
+    *flush_first = false;
     if (!pst.tn)
         return false;
+    if (ck_pr_load_8((uint8_t *)&pst.workers_gone)) {
+        /* shutting down: nobody waits for these any more; the final flush goes first */
+        for (size_t i = 0; i < pst.ntq; i++)
+            free(pst.tq[i].op);
+        pst.ntq = 0;
+        return false;
+    }
     /* An op older than --durable-timeout-ms was answered 503 by its worker: never run it
        later (a create the client saw fail must not appear after an outage). */
     size_t j = 0;
@@ -65,11 +76,14 @@ bool pst_tn_due(uint64_t now, bool *flush_first)
     }
     pst.ntq = j;
     *flush_first = false;
-    /* after a flush: a `set` must not be overtaken by increments counted before it, and a
-       keyed increment's answer must include them */
-    for (size_t i = 0; i < pst.ntq; i++)
-        *flush_first |= pst.tq[i].op->kind == PTN_SET || pst.tq[i].op->kind == PTN_KEYED_INC ||
-                        pst.tq[i].op->kind == PTN_HISTORY;
+    /* after a flush built after they came, applied whole: a `set` must not be overtaken by
+       increments counted before it, a keyed increment's answer and a history read must
+       include them */
+    for (size_t i = 0; i < pst.ntq; i++) {
+        uint8_t k = pst.tq[i].op->kind;
+        *flush_first |= (k == PTN_SET || k == PTN_KEYED_INC || k == PTN_HISTORY) &&
+                        pst.tq[i].seq > pst.applied_gen;
+    }
     return pst.ntq || (!pst.stopping && now >= pst.feed_at);
 }
 
@@ -221,7 +235,6 @@ static bool send_writes(void)
 
 void pst_tn_send(uint64_t now)
 {
-    pst.tq_flushed = false;
     pst.ntq_fly = pst.tq_cur = 0;
     bool ok;
     if (pst.ntq && !pst.captq_fly) {
@@ -339,14 +352,16 @@ static int apply_counter(PGresult *r, int i)
         settle(c, v);
         return 0;
     }
+    uint32_t nt, nc, ni;
+    tn_sizes(pst.tn, &nt, &nc, &ni);
+    if (pst_wm_reserve((size_t)nc + 1) < 0) /* first: a restored counter always has its mark */
+        return -ENOMEM;
     bool nolabel = PQgetisnull(r, i, 3);
     int rc = tn_counter_restore(pst.tn, t, id, nolabel ? NULL : PQgetvalue(r, i, 3),
                                 nolabel ? 0 : (size_t)PQgetlength(r, i, 3), v, row_i64(r, i, 5),
                                 row_i64(r, i, 6), &c);
     if (rc < 0)
         return rc;
-    if (pst_wm_reserve(c->idx + 1u) < 0)
-        return -ENOMEM; /* its value is not tracked: the next full pass flushes it as new */
     pst.tn_wm[c->idx] = (uint64_t)v;
     rows_synced();
     return 0;
@@ -400,25 +415,27 @@ static int apply_rows(PGresult *r, unsigned *full)
     return applied;
 }
 
-/* The row of id in r, or -1. */
-static int row_of(PGresult *r, const uint8_t id[16])
+/* The row of id in r (a counter's: of tenant tid, not one of another tenant with that id in
+   its path), or -1. */
+static int row_of(PGresult *r, const uint8_t id[16], const uint8_t tid[16])
 {
-    uint8_t x[16];
+    uint8_t x[16], t[16];
     for (int i = 0; i < PQntuples(r); i++)
-        if (row_id(r, i, 1, x) && memcmp(x, id, 16) == 0)
+        if (row_id(r, i, 1, x) && memcmp(x, id, 16) == 0 &&
+            (PQgetvalue(r, i, 0)[0] != 'c' || (row_id(r, i, 2, t) && memcmp(t, tid, 16) == 0)))
             return i;
     return -1;
 }
 
-static bool row_has(PGresult *r, const uint8_t id[16])
+static bool row_has(PGresult *r, const uint8_t id[16], const uint8_t tid[16])
 {
-    return row_of(r, id) >= 0;
+    return row_of(r, id, tid) >= 0;
 }
 
 /* A lookup found what the full cache cannot take: the row into op->row, to answer from it. */
 static void row_out(struct persist_tnop *op, PGresult *r)
 {
-    int i = row_of(r, op->has_cid ? op->cid : op->tid);
+    int i = row_of(r, op->has_cid ? op->cid : op->tid, op->tid);
     struct tn_row *o = &op->row;
     if (i < 0)
         return;
@@ -446,10 +463,10 @@ static int op_status(const struct persist_tnop *op, PGresult *r)
         return t ? 0 : -ENOSPC;
     case PTN_LOOKUP:
         if (!op->has_cid)
-            return t ? 0 : row_has(r, op->tid) ? -ENOSPC : -ENOENT;
+            return t ? 0 : row_has(r, op->tid, op->tid) ? -ENOSPC : -ENOENT;
         if (t && tn_counter_find(pst.tn, t, op->cid))
             return 0;
-        return row_has(r, op->cid) ? -ENOSPC : -ENOENT;
+        return row_has(r, op->cid, op->tid) ? -ENOSPC : -ENOENT;
     default:
         return t && tn_counter_find(pst.tn, t, op->cid) ? 0 : -ENOSPC;
     }
@@ -464,10 +481,33 @@ static void adopt_reset(uint64_t e)
     if (e <= pst.reset_epoch)
         return;
     pst.reset_epoch = e;
-    pst.adopt_gen = bar_reset_all();
+    uint64_t g = bar_reset_all();
+    if (pst.nadopted < sizeof(pst.adopted) / sizeof(pst.adopted[0]))
+        pst.adopted[pst.nadopted++] = g; /* else the next reset flush is a full one: safe */
     for (unsigned w = 0; w < pst.n; w++)
         pst.pw[w].wake = true; /* persist_p_run posts the wake-ups: each serves the reset */
     log_info("reset adopted from another node", LOG_U("reset_epoch", e));
+}
+
+bool pst_tn_adopted(uint64_t from, uint64_t to)
+{
+    for (uint64_t g = from + 1; g <= to; g++) {
+        bool found = false;
+        for (unsigned i = 0; i < pst.nadopted && !found; i++)
+            found = pst.adopted[i] == g;
+        if (!found)
+            return false;
+    }
+    return to > from;
+}
+
+void pst_tn_adopted_applied(uint64_t g)
+{
+    unsigned j = 0;
+    for (unsigned i = 0; i < pst.nadopted; i++)
+        if (pst.adopted[i] > g)
+            pst.adopted[j++] = pst.adopted[i];
+    pst.nadopted = j;
 }
 
 static void feed_done(PGresult *res, uint64_t now)

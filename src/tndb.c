@@ -19,10 +19,21 @@ struct absent {       /* a recent lookup outcome (status 0: empty slot) */
     struct tn_row row;
 };
 
+/* The outcome of a lookup for the second run of the request that asked (its session): kept
+   per request, so outcomes of one batch that share an absent[] slot cannot overwrite each
+   other (the request would look up again, and be charged again). */
+struct rerun {
+    struct sess *s;
+    struct absent a;
+};
+
 struct tndb {
     struct tn_store *st;
     struct pwait *pw;
     struct absent absent[TNDB_ABSENT_SLOTS];
+    struct rerun rerun[TNDB_RERUNS];
+    unsigned nrerun;
+    struct absent scratch; /* the outcome tndb_lookup answered with (its row stays valid) */
 };
 
 /* An op with the worker state its answer needs (op first: pwait frees it as the op). */
@@ -166,7 +177,17 @@ static void lookup_done(struct sess *s, struct persist_tnop *op, bool answered)
     if (!status)
         return; /* cached: the second run finds it */
     const uint8_t *id = op->has_cid ? op->cid : op->tid;
-    struct absent *a = absent_slot(x->d, id);
+    struct tndb *d = x->d;
+    struct absent *a = absent_slot(d, id);
+    if (status == 404) { /* the flood cache: any request for this id in the next second */
+        memcpy(a->id, id, 16);
+        a->status = status;
+        a->until_ms = x->now_ms + TNDB_ABSENT_MS;
+    }
+    if (d->nrerun < TNDB_RERUNS) /* else the second run looks it up again */
+        a = &d->rerun[d->nrerun++].a, d->rerun[d->nrerun - 1].s = s;
+    else if (status == 404)
+        return;
     memcpy(a->id, id, 16);
     a->status = status;
     a->until_ms = x->now_ms + TNDB_ABSENT_MS;
@@ -373,9 +394,22 @@ enum sess_handled tndb_lookup(struct tndb *d, struct sess *s, const uint8_t tid[
                               const struct tn_row **row)
 {
     const uint8_t *id = cid ? cid : tid;
-    struct absent *a = absent_slot(d, id);
     *status = 0;
     *row = NULL;
+    for (unsigned i = 0; i < d->nrerun; i++) { /* this request's own outcome, once */
+        struct rerun *r = &d->rerun[i];
+        if (r->s == s && memcmp(r->a.id, id, 16) == 0 && now_ms < r->a.until_ms) {
+            d->scratch = r->a;
+            *status = d->scratch.status;
+            if (*status == 200)
+                *row = &d->scratch.row;
+            *r = d->rerun[--d->nrerun];
+            return SESS_H_DONE;
+        }
+        if (now_ms >= r->a.until_ms) /* its session died, or ran without it: expired */
+            *r = d->rerun[--d->nrerun], i--;
+    }
+    struct absent *a = absent_slot(d, id);
     if (a->status && memcmp(a->id, id, 16) == 0 && now_ms < a->until_ms) {
         *status = a->status;
         if (a->status == 200)

@@ -30,6 +30,9 @@ struct tn_store;
    node a moment after it was asked for here is found within a second. */
 #define TNDB_ABSENT_SLOTS 1024u
 #define TNDB_ABSENT_MS 1000u
+/* Lookup outcomes kept for the request that asked (one per parked request: 256 × 344 bytes per
+   worker; more parked at once fall back to looking up again). */
+#define TNDB_RERUNS 256u
 
 struct tndb;
 

@@ -680,3 +680,31 @@ Test(durable, tenant_history_across_buckets_and_a_restart, .init = setup, .fini 
     it_free(s);
     free(r);
 }
+
+/* A counter id asked for under another tenant's path is 404, also through a cache-miss lookup
+   (which once answered 200 with the other tenant's counter). */
+Test(durable, tenant_counter_of_another_tenant_is_404, .init = setup, .fini = teardown)
+{
+    struct it_server *s = start_rc("1", NULL);
+    struct it_conn *c = it_conn_new(it_port(s));
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    char ta[64], tb[64], cb[64], p[300];
+    must(s, c, "POST", "/tenants", ADM, "{\"label\":\"a\"}", 201, "tenant_id", ta, sizeof(ta), r);
+    must(s, c, "POST", "/tenants", ADM, "{\"label\":\"b\"}", 201, "tenant_id", tb, sizeof(tb), r);
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tb);
+    must(s, c, "POST", p, ADM, "{\"label\":\"secret\"}", 201, "counter_id", cb, sizeof(cb), r);
+    for (int i = 0; i < 2; i++) { /* the second time from the 1 s lookup cache */
+        snprintf(p, sizeof(p), "/tenants/%s/counters/%s", ta, cb);
+        must(s, c, "GET", p, NULL, NULL, 404, NULL, NULL, 0, r);
+        cr_assert(!strstr(r->body, "secret"), "%s", r->body);
+        snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", ta, cb);
+        must(s, c, "POST", p, NULL, NULL, 404, NULL, NULL, 0, r);
+    }
+    snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tb, cb);
+    must(s, c, "GET", p, NULL, NULL, 200, NULL, NULL, 0, r);
+    it_conn_free(c);
+    cr_assert_eq(it_stop(s), 0);
+    it_free(s);
+    free(r);
+}
