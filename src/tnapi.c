@@ -836,6 +836,61 @@ static enum sess_handled set_counter(struct tnapi_worker *w, struct rq *q,
     return answer_value(q, c, value);
 }
 
+/* The route's handler (admin checks done): SESS_H_PARKED when answered after a commit (--db
+   writes, ?sync=1). */
+static enum sess_handled route(struct tnapi_worker *w, struct rq *q, const struct http_req *req,
+                               const struct route_match *m)
+{
+    enum sess_handled h = SESS_H_DONE;
+    switch (m->id) {
+    case ROUTE_TENANTS:
+        if (req->method == HTTP_M_POST)
+            h = create_tenant(w, q, req);
+        else
+            list_tenants(q, req);
+        break;
+    case ROUTE_TENANT:
+        if (req->method == HTTP_M_POST) {
+            h = create_counter(w, q, req, m);
+        } else if (req->method == HTTP_M_DELETE) {
+            h = delete_tenant(w, q, m);
+        } else {
+            const struct tn_tenant *t = path_tenant(w, q, m);
+            char body[TN_JSON_MAX];
+            if (t)
+                reply(q, 200, body, tn_tenant_json(t, body));
+            else if (q->row)
+                reply(q, 200, body, tn_row_json(q->row, body));
+        }
+        break;
+    case ROUTE_TN_COUNTERS:
+        if (req->method == HTTP_M_POST)
+            h = create_counter(w, q, req, m);
+        else
+            list_counters(w, q, req, m);
+        break;
+    case ROUTE_TN_COUNTER:
+        if (req->method == HTTP_M_DELETE)
+            h = delete_counter(w, q, m);
+        else
+            get_counter(w, q, m);
+        break;
+    case ROUTE_TN_INC:
+        h = inc_counter(w, q, req, m);
+        break;
+    case ROUTE_TN_SET:
+        h = set_counter(w, q, req, m);
+        break;
+    case ROUTE_TN_HISTORY:
+        h = history(w, q, req, m);
+        break;
+    default:
+        fail(q, HTTP_E_NOT_FOUND, "no such route");
+        break;
+    }
+    return h;
+}
+
 enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const struct http_req *req,
                                const struct route_match *m, uint64_t now_ms)
 {
@@ -889,54 +944,7 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
     }
     if (adm && auth_admin(s, req) < 0)
         return SESS_H_DONE; /* admin answered 401/403 */
-    /* SESS_H_PARKED: answered after a commit (--db writes, ?sync=1) */
-    enum sess_handled h = SESS_H_DONE;
-    switch (m->id) {
-    case ROUTE_TENANTS:
-        if (req->method == HTTP_M_POST)
-            h = create_tenant(w, &q, req);
-        else
-            list_tenants(&q, req);
-        break;
-    case ROUTE_TENANT:
-        if (req->method == HTTP_M_POST) {
-            h = create_counter(w, &q, req, m);
-        } else if (req->method == HTTP_M_DELETE) {
-            h = delete_tenant(w, &q, m);
-        } else {
-            const struct tn_tenant *t = path_tenant(w, &q, m);
-            char body[TN_JSON_MAX];
-            if (t)
-                reply(&q, 200, body, tn_tenant_json(t, body));
-            else if (q.row)
-                reply(&q, 200, body, tn_row_json(q.row, body));
-        }
-        break;
-    case ROUTE_TN_COUNTERS:
-        if (req->method == HTTP_M_POST)
-            h = create_counter(w, &q, req, m);
-        else
-            list_counters(w, &q, req, m);
-        break;
-    case ROUTE_TN_COUNTER:
-        if (req->method == HTTP_M_DELETE)
-            h = delete_counter(w, &q, m);
-        else
-            get_counter(w, &q, m);
-        break;
-    case ROUTE_TN_INC:
-        h = inc_counter(w, &q, req, m);
-        break;
-    case ROUTE_TN_SET:
-        h = set_counter(w, &q, req, m);
-        break;
-    case ROUTE_TN_HISTORY:
-        h = history(w, &q, req, m);
-        break;
-    default:
-        fail(&q, HTTP_E_NOT_FOUND, "no such route");
-        break;
-    }
+    enum sess_handled h = route(w, &q, req, m);
     /* a cache miss looked up in PostgreSQL: the request runs again once the answer is in */
     return q.again ? SESS_H_AGAIN : h;
 }
