@@ -489,6 +489,18 @@ static void must(struct it_server *srv, struct it_conn *c, const char *method, c
         cr_assert_gt(it_json_num(r->body, key, out, cap), 0, "no %s in %s", key, r->body);
 }
 
+/* A new tenant labelled label and one counter of it, through srv: their ids into tid, cid
+   (64 bytes each). */
+static void tenant_and_counter(struct it_server *srv, struct it_conn *c, const char *label,
+                               char *tid, char *cid, struct it_resp *r)
+{
+    char p[200], body[300];
+    snprintf(body, sizeof(body), "{\"label\":\"%s\"}", label);
+    must(srv, c, "POST", "/tenants", ADM, body, 201, "tenant_id", tid, 64, r);
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    must(srv, c, "POST", p, ADM, "{}", 201, "counter_id", cid, 64, r);
+}
+
 /* An Idempotency-Key on a tenant increment is decided by PostgreSQL: a replay on another node
    returns the first result and counts nothing, and the key with another delta is refused
    there too (before, each node kept its own records and the replay counted again). */
@@ -500,10 +512,7 @@ Test(durable, tenant_idempotency_key_on_any_node, .init = setup, .fini = teardow
     struct it_resp *r = malloc(sizeof(*r));
     cr_assert_not_null(r);
     char tid[64], cid[64], p[200], v[32];
-    must(a, ca, "POST", "/tenants", ADM, "{\"label\":\"shop\"}", 201, "tenant_id", tid,
-         sizeof(tid), r);
-    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
-    must(a, ca, "POST", p, ADM, "{}", 201, "counter_id", cid, sizeof(cid), r);
+    tenant_and_counter(a, ca, "shop", tid, cid, r);
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=3", tid, cid);
     must(a, ca, "POST", p, NULL, NULL, 200, NULL, NULL, 0, r); /* 3, unkeyed */
     must(a, ca, "POST", p, "Idempotency-Key: pay-1\r\n", NULL, 200, "value", v, sizeof(v), r);
@@ -601,10 +610,7 @@ Test(durable, tenant_history_across_buckets_and_a_restart, .init = setup, .fini 
     struct it_resp *r = malloc(sizeof(*r));
     cr_assert_not_null(r);
     char tid[64], cid[64], p[512], inc[256];
-    must(s, c, "POST", "/tenants", ADM, "{\"label\":\"hist\"}", 201, "tenant_id", tid,
-         sizeof(tid), r);
-    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
-    must(s, c, "POST", p, ADM, "{}", 201, "counter_id", cid, sizeof(cid), r);
+    tenant_and_counter(s, c, "hist", tid, cid, r);
     snprintf(inc, sizeof(inc), "/tenants/%s/counters/%s/inc?delta=", tid, cid);
     /* minute 08:00: 3 x 2; 08:01: 5 and a keyed 7 (made in the database); the next day
        09:00: 1 */
