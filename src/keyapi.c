@@ -11,6 +11,7 @@
 #include "clock.h"
 #include "json.h"
 #include "tenants.h"
+#include "tndb.h"
 #include "tnkeys.h"
 #include "uuid.h"
 
@@ -196,7 +197,8 @@ static enum sess_handled answer_created(struct sess *s, const struct tnk_key *k,
 
 /* POST /tenants/{tid}/keys */
 static enum sess_handled create_key(struct sess *s, const struct http_req *req,
-                                    const struct route_match *m, const struct tn_store *st)
+                                    const struct route_match *m, const struct tn_store *st,
+                                    struct tndb *db)
 {
     uint8_t tid[16];
     unsigned scopes;
@@ -204,7 +206,7 @@ static enum sess_handled create_key(struct sess *s, const struct http_req *req,
     if (!path_ids(s, m, tid, NULL) || !create_args(s, req, &scopes, &exp))
         return SESS_H_DONE;
     const struct tn_tenant *t = tn_tenant_find(st, tid);
-    if (!t)
+    if (!t && !db) /* with --db the database says whether the tenant lives */
         return fail(s, HTTP_E_NOT_FOUND, "no such tenant");
     const struct tnk_key *live[TNK_PER_TENANT];
     if (tnk_list(K.st, tid, live, TNK_PER_TENANT) == TNK_PER_TENANT)
@@ -214,6 +216,11 @@ static enum sess_handled create_key(struct sess *s, const struct http_req *req,
     const struct tnk_key *k;
     int64_t now = (int64_t)clock_ms(CLOCK_REALTIME_COARSE);
     int rc = tnk_mint(id, text, ver);
+    if (rc == 0 && db) { /* stored in PostgreSQL first, answered after its commit */
+        enum sess_handled h = tndb_key_create(db, s, K.st, tid, id, ver, scopes, exp, now, text);
+        memset(text, 0, sizeof(text));
+        return h;
+    }
     if (rc == 0)
         rc = tnk_insert(K.st, id, tid, ver, scopes, exp, now, false, &k);
     if (rc == -ENOSPC)
@@ -262,11 +269,13 @@ static enum sess_handled list_keys(struct sess *s, const struct route_match *m,
 }
 
 /* DELETE /tenants/{tid}/keys/{kid} → 204; then 404. */
-static enum sess_handled delete_key(struct sess *s, const struct route_match *m)
+static enum sess_handled delete_key(struct sess *s, const struct route_match *m, struct tndb *db)
 {
     uint8_t tid[16], kid[16];
     if (!path_ids(s, m, tid, kid))
         return SESS_H_DONE;
+    if (db) /* revoked in PostgreSQL; this node's cache is flagged from the returned row */
+        return tndb_key_delete(db, s, tid, kid);
     const struct tnk_key *k = tnk_find(K.st, kid);
     if (!k || tnk_deleted(k) || memcmp(k->tenant, tid, 16) != 0 || tnk_delete(K.st, k) < 0)
         return fail(s, HTTP_E_NOT_FOUND, "no such key in this tenant");
@@ -278,10 +287,9 @@ enum sess_handled keyapi_handle(struct sess *s, const struct http_req *req,
                                 const struct route_match *m, const struct tn_store *st,
                                 struct tndb *db)
 {
-    (void)db;
     if (m->id == ROUTE_TN_KEY)
-        return delete_key(s, m);
+        return delete_key(s, m, db);
     if (m->id != ROUTE_TN_KEYS)
         return fail(s, HTTP_E_NOT_FOUND, "no such route");
-    return req->method == HTTP_M_POST ? create_key(s, req, m, st) : list_keys(s, m, st);
+    return req->method == HTTP_M_POST ? create_key(s, req, m, st, db) : list_keys(s, m, st);
 }

@@ -85,6 +85,10 @@ void persist_fini(void);
 /* The tenant-counter store to persist (SPEC §2.3): after persist_init, before persist_load
    (which then loads it). NULL: tenant counters are not persisted. */
 void persist_set_tenants(struct tn_store *st);
+struct tnk_store;
+/* The tenant keys to persist (rc_tenant_keys): as persist_set_tenants; persist_load loads them
+   after the tenants and the change feed follows them. NULL: keys are not persisted. */
+void persist_set_keys(struct tnk_store *ks);
 /* Is a database configured? Any thread. */
 bool persist_enabled(void);
 
@@ -102,6 +106,10 @@ enum persist_tnop_kind {
     PTN_LOOKUP,            /* tid, and cid unless has_cid is false: bring them into the cache */
     PTN_KEYED_INC,         /* tid, cid, delta, label = the Idempotency-Key: the database
                               decides whether the key is new (on any node); out: value */
+    PTN_KEY_CREATE,        /* a tenant key (src/tnkeys): tid, cid = key id, label = its SHA-256
+                              verifier (32 bytes), value = scopes, max_delta = expires (unix ms,
+                              0 never), created_ms; -ENOENT no such live tenant */
+    PTN_KEY_DELETE,        /* tid, cid = key id: revoked; -ENOENT no such live key of tid */
 };
 struct persist_tnop {
     /* in (the worker) */

@@ -309,3 +309,102 @@ Test(keys, expiry_and_tenant_delete)
     it_conn_close(&c);
     it_free(srv);
 }
+
+/* ------------------------------------------------------------------ with --db */
+
+static char pg_dir[128];
+
+static void pg_fini(void)
+{
+    if (pg_dir[0])
+        it_pg_destroy(pg_dir);
+    pg_dir[0] = 0;
+}
+
+static struct it_server *db_node(const char *node_id)
+{
+    static char ci[256];
+    snprintf(ci, sizeof(ci), "host=%s dbname=ringcount user=postgres", pg_dir);
+    const char *args[] = {"--rate-limit", "0", "--db", ci, "--node-id", node_id, "--sync-ms",
+                          "200", "--workers", "2", NULL};
+    return it_start(args, env_key);
+}
+
+/* The status of GET /tenants/{tid}/counters with key on port, polled until it is want or
+   deadline_ms passed: the last status. */
+static int poll_status(uint16_t port, const char *tid, const char *key, int want, int deadline_ms)
+{
+    static struct it_resp r;
+    char p[256];
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    int st = 0;
+    for (int waited = 0;; waited += 50) {
+        struct it_conn c;
+        cr_assert_eq(it_conn_open(&c, port), 0);
+        st = rq(&c, "GET", p, with(5, key, false), NULL, &r);
+        it_conn_close(&c);
+        if (st == want || waited >= deadline_ms)
+            return st;
+        usleep(50 * 1000);
+    }
+}
+
+Test(keys, db_two_nodes_revocation_and_restart, .fini = pg_fini)
+{
+    char err[512];
+    cr_assert_eq(it_pg_start(pg_dir, sizeof(pg_dir), "rc-keys", err, sizeof(err)), 0, "%s", err);
+    struct it_server *a = db_node("1"), *b = db_node("2");
+    struct it_conn ca;
+    cr_assert_eq(it_conn_open(&ca, it_port(a)), 0);
+    char tid[64], key[128], kid[64], key2[128], kid2[64], p[256];
+    mk_tenant(&ca, "dbkeys", tid);
+    mk_key(&ca, tid, ADM, "{\"scopes\":[\"counter:read\"]}", key, kid);
+    mk_key(&ca, tid, ADM, NULL, key2, kid2);
+    /* only the verifier is stored */
+    char out[256];
+    cr_assert_eq(it_pg_sql(pg_dir, "SELECT count(*) FROM rc_tenant_keys", out, sizeof(out)), 0,
+                 "%s", out);
+    cr_assert_str_eq(out, "2");
+    snprintf(p, sizeof(p), "SELECT encode(verifier, 'hex') FROM rc_tenant_keys WHERE id = '%s'",
+             kid);
+    cr_assert_eq(it_pg_sql(pg_dir, p, out, sizeof(out)), 0, "%s", out);
+    cr_assert_eq(strlen(out), 64, "%s", out);
+    cr_assert_null(strstr(out, key + 37));
+    /* node b learns the key from the feed, and refuses it once node a revoked it */
+    cr_assert_eq(poll_status(it_port(b), tid, key, 200, 5000), 200, "the key never reached b");
+    snprintf(p, sizeof(p), "/tenants/%s/keys/%s", tid, kid);
+    EXPECT(&ca, "DELETE", p, ADM, NULL, 204, NULL);
+    EXPECT(&ca, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
+    EXPECT(&ca, "GET", "/tenants/x/keys", with(4, key, false), NULL, 401, "UNAUTHORIZED");
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    int st = poll_status(it_port(b), tid, key, 401, 5000);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    long ms = (t1.tv_sec - t0.tv_sec) * 1000 + (t1.tv_nsec - t0.tv_nsec) / 1000000;
+    cr_assert_eq(st, 401, "node b still accepts the revoked key");
+    cr_assert_leq(ms, 200 + 1000, "revocation took %ld ms to reach node b (--sync-ms 200)", ms);
+    cr_assert_geq(metric(it_port(b), FAIL("revoked")), 1);
+    cr_assert_eq(poll_status(it_port(a), tid, key, 401, 0), 401, "node a at once");
+    it_conn_close(&ca);
+    it_free(a);
+    it_free(b);
+    /* a restart loads the keys: the live one works, the revoked one is still refused, and the
+       listing shows the live one only */
+    a = db_node("1");
+    cr_assert_eq(poll_status(it_port(a), tid, key2, 200, 0), 200, "the key did not survive");
+    cr_assert_eq(poll_status(it_port(a), tid, key, 401, 0), 401);
+    cr_assert_eq(it_conn_open(&ca, it_port(a)), 0);
+    static struct it_resp r;
+    snprintf(p, sizeof(p), "/tenants/%s/keys", tid);
+    cr_assert_eq(rq(&ca, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
+    cr_assert(strstr(r.body, kid2), "%s", r.body);
+    cr_assert_null(strstr(r.body, kid), "%s", r.body);
+    /* deleting the tenant revokes its keys */
+    snprintf(p, sizeof(p), "/tenants/%s", tid);
+    EXPECT(&ca, "DELETE", p, ADM, NULL, 204, NULL);
+    cr_assert_eq(poll_status(it_port(a), tid, key2, 401, 0), 401);
+    snprintf(p, sizeof(p), "/tenants/%s/keys", tid);
+    EXPECT(&ca, "POST", p, ADM, NULL, 404, "NOT_FOUND");
+    it_conn_close(&ca);
+    it_free(a);
+}
