@@ -391,7 +391,9 @@ Test(keys, db_two_nodes_revocation_and_restart, .fini = pg_fini)
     /* a restart loads the keys: the live one works, the revoked one is still refused, and the
        listing shows the live one only */
     a = db_node("1");
+    b = db_node("2");
     cr_assert_eq(poll_status(it_port(a), tid, key2, 200, 0), 200, "the key did not survive");
+    cr_assert_eq(poll_status(it_port(b), tid, key2, 200, 0), 200, "not loaded on node b");
     cr_assert_eq(poll_status(it_port(a), tid, key, 401, 0), 401);
     cr_assert_eq(it_conn_open(&ca, it_port(a)), 0);
     static struct it_resp r;
@@ -403,8 +405,11 @@ Test(keys, db_two_nodes_revocation_and_restart, .fini = pg_fini)
     snprintf(p, sizeof(p), "/tenants/%s", tid);
     EXPECT(&ca, "DELETE", p, ADM, NULL, 204, NULL);
     cr_assert_eq(poll_status(it_port(a), tid, key2, 401, 0), 401);
+    cr_assert_eq(poll_status(it_port(b), tid, key2, 401, 1200), 401,
+                 "node b still accepts a key of the deleted tenant");
     snprintf(p, sizeof(p), "/tenants/%s/keys", tid);
     EXPECT(&ca, "POST", p, ADM, NULL, 404, "NOT_FOUND");
     it_conn_close(&ca);
     it_free(a);
+    it_free(b);
 }
