@@ -80,8 +80,8 @@ static void mk_key(struct it_conn *c, const char *tid, const char *hdrs, const c
 static const char *with(int slot, const char *key, bool bearer)
 {
     static char h[6][200];
-    snprintf(h[slot], sizeof(h[slot]), bearer ? "Authorization: Bearer %s\r\n" : "X-API-Key: %s\r\n",
-             key);
+    snprintf(h[slot], sizeof(h[slot]),
+             bearer ? "Authorization: Bearer %s\r\n" : "X-API-Key: %s\r\n", key);
     return h[slot];
 }
 
