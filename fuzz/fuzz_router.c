@@ -19,6 +19,7 @@
 #define BIT(m) (1u << (m))
 #define GETS (BIT(HTTP_M_GET) | BIT(HTTP_M_HEAD) | BIT(HTTP_M_OPTIONS))
 #define POSTS (BIT(HTTP_M_POST) | BIT(HTTP_M_OPTIONS))
+#define DELS (BIT(HTTP_M_DELETE) | BIT(HTTP_M_OPTIONS))
 
 static const struct {
     const char *path;
@@ -60,10 +61,11 @@ static unsigned tenant_spec(const char *p, size_t n)
     }
 #define IS(x, lit) (len[x] == sizeof(lit) - 1 && memcmp(seg[x], lit, sizeof(lit) - 1) == 0)
     switch (k) {
-    case 0: return POSTS;
-    case 1: return GETS | POSTS;
-    case 2: return IS(1, "counters") ? GETS | POSTS : GETS;
-    case 3: return IS(1, "counters") ? GETS : IS(2, "inc") ? POSTS : 0;
+    case 0: return GETS | POSTS;
+    case 1: return GETS | POSTS | DELS;
+    case 2: return IS(1, "counters") || IS(1, "keys") ? GETS | POSTS : GETS | DELS;
+    case 3:
+        return IS(1, "keys") ? DELS : IS(1, "counters") ? GETS | DELS : IS(2, "inc") ? POSTS : 0;
     case 4: return IS(1, "counters") && (IS(3, "inc") || IS(3, "set")) ? POSTS : 0;
     default: return 0;
     }

@@ -307,6 +307,14 @@ static int jp_field(struct jp *j, struct json_field *f)
     f->err = JSON_OK; /* the last duplicate wins, its error too */
     if (j->p >= j->end)
         return JSON_E_SYNTAX;
+    if (f->type == JSON_T_RAW) {
+        if ((rc = jp_skip(j, 1)))
+            return rc;
+        *(const char **)f->out = (const char *)start;
+        if (f->len)
+            *f->len = (size_t)(j->p - start);
+        return 0;
+    }
     switch (*j->p) {
     case '"':
         j->p++;

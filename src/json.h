@@ -36,6 +36,8 @@ enum json_type {
     JSON_T_NUMBER, /* any JSON number -> dec_t (rounded half-to-even to 6 fraction digits) */
     JSON_T_INT,    /* JSON integer (no fraction, no exponent) -> int64_t; 1.0 / 1e3 are JSON_E_TYPE */
     JSON_T_BOOL,
+    JSON_T_RAW,    /* any JSON value (null, array, object ...), validated -> its text: out is a
+                      const char **, *len its length (an array the caller reads itself) */
 };
 
 enum json_err {

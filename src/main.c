@@ -25,6 +25,7 @@
 #include "pgloop.h"
 #include "ring_probe.h"
 #include "server.h"
+#include "keyapi.h"
 #include "tnapi.h"
 #include "users.h"
 
@@ -162,6 +163,7 @@ static int start(struct run *r)
     metrics_set_persistence(cfg->db[0] != '\0');
     if (persist_enabled()) {
         persist_set_tenants(tnapi_store()); /* loaded by persist_load, then flushed */
+        persist_set_keys(keyapi_store());
         if (persist_load() < 0 || pgl_start(cfg, &r->pgl) < 0)
             return 1;
         users_set_journal(persist_journal, NULL);

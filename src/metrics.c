@@ -18,6 +18,7 @@
 #include "counters.h"
 #include "router.h"
 #include "http.h"
+#include "tnkeys.h"
 
 /* Status codes get a compact index: the ones http_status_reason names (about 25), plus "other".
    48 leaves room for codes added later without touching this file. */
@@ -86,6 +87,9 @@ static struct {
     uint64_t last_flush_unix_ms;
     uint64_t durable_inflight; /* two's complement int64 */
 } P;
+
+/* Refused tenant keys by enum tnk_result (any worker, atomic add). */
+static uint64_t key_failures[TNK__COUNT];
 
 /* Process figures, written by metrics_process_refresh (main), read by any thread. */
 static struct {
@@ -261,6 +265,12 @@ void metrics_set_persist_lag_ms(uint64_t ms)
 void metrics_flush_rejected(uint64_t n)
 {
     ck_pr_store_64(&P.rejected, P.rejected + n);
+}
+
+void metrics_tenant_key_failure(unsigned reason)
+{
+    if (reason > TNK_OK && reason < TNK__COUNT)
+        ck_pr_add_64(&key_failures[reason], 1);
 }
 
 void metrics_tn_lookups(uint64_t n)
@@ -470,6 +480,13 @@ static void render_server(struct out *o)
     u64_metric(o, "ringcount_io_uring_recv_enobufs_total", "counter",
                "Receives re-armed because every provided buffer was in use (ENOBUFS).",
                CNT_SUM(enobufs));
+    family(o, "ringcount_tenant_key_failures_total", "counter",
+           "Requests refused for their tenant key, by reason (unknown, bad_secret, expired, "
+           "revoked, wrong_tenant, scope).");
+    for (unsigned r = TNK_OK + 1; r < TNK__COUNT; r++)
+        outf(o, "ringcount_tenant_key_failures_total{reason=\"%s\"} %llu\n",
+             tnk_result_name((enum tnk_result)r),
+             (unsigned long long)ck_pr_load_64(&key_failures[r]));
 }
 
 static void render_persistence(struct out *o)

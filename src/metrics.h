@@ -53,6 +53,9 @@ void metrics_slot_tick(struct metrics_slot *m, uint64_t now_ms);
 
 /* Durable requests waiting on a commit: add d (may be negative). One atomic add. */
 void metrics_durable_inflight_add(int64_t d);
+/* One refused tenant key (SPEC §2.3): reason is an enum tnk_result failure (src/tnkeys; others
+   are ignored). One atomic add: a refusal is not the hot path. */
+void metrics_tenant_key_failure(unsigned reason);
 
 /* ---- persister (single writer) ---- */
 

@@ -209,6 +209,11 @@ void persist_set_tenants(struct tn_store *st)
     pst.tn = st;
 }
 
+void persist_set_keys(struct tnk_store *ks)
+{
+    pst.tnk = ks;
+}
+
 bool persist_enabled(void)
 {
     return pst.enabled;

@@ -89,6 +89,10 @@ void persist_set_tenants(struct tn_store *st);
 /* The wall clock of the history buckets, unix ms: CLOCK_REALTIME, or in tests the number in
    RINGCOUNT_DEBUG_CLOCK_FILE. Persister (and main). */
 int64_t persist_history_now_ms(void);
+struct tnk_store;
+/* The tenant keys to persist (rc_tenant_keys): as persist_set_tenants; persist_load loads them
+   after the tenants and the change feed follows them. NULL: keys are not persisted. */
+void persist_set_keys(struct tnk_store *ks);
 /* Is a database configured? Any thread. */
 bool persist_enabled(void);
 
@@ -110,6 +114,10 @@ enum persist_tnop_kind {
                               incremented in the database itself; out: value */
     PTN_HISTORY,           /* tid, cid, label[0] = bucket 'm'/'h'/'d', [from_ms, to_ms): out:
                               npoints of points (at most cap_points; -ENOENT: no counter) */
+    PTN_KEY_CREATE,        /* a tenant key (src/tnkeys): tid, cid = key id, label = its SHA-256
+                              verifier (32 bytes), value = scopes, max_delta = expires (unix ms,
+                              0 never), created_ms; -ENOENT no such live tenant */
+    PTN_KEY_DELETE,        /* tid, cid = key id: revoked; -ENOENT no such live key of tid */
 };
 struct persist_tnop {
     /* in (the worker) */

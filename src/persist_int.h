@@ -337,7 +337,7 @@ struct pstate {
     uint64_t kill_at;           /* next look at them */
     bool debug_used;
     enum qk q[256];             /* one exchange's statements and syncs: setup prepares
-                                   PST_NSTMTS (33), tenant writes take up to 3 each */
+                                   PST_NSTMTS (35), tenant writes take up to 3 each */
     unsigned nq, qi;
     struct xres r;
     struct flush f;
@@ -363,6 +363,7 @@ struct pstate {
 
     /* tenant counters (persister-private after persist_load): what the database holds */
     struct tn_store *tn;
+    struct tnk_store *tnk;      /* tenant keys (src/tnkeys), or NULL */
     uint32_t tn_nt, tn_nc;      /* tenants / counters [0, n) are rows */
     uint64_t *tn_wm;            /* per counter idx: its committed value */
     size_t tn_capwm;
@@ -508,6 +509,9 @@ void pst_tn_flush_values(PGresult *res);
 uint64_t pst_tn_wait(uint64_t now);
 /* Start-up (persist_load): where the feed starts; read before the tenants are loaded. */
 int pst_tn_feed_init(PGconn *c);
+/* A tenant-key row (kind 'k': id, tenant, verifier hex, scopes, expires ms, created ms,
+   deleted) into pst.tnk: stored, or revoked when flagged. 0, -EINVAL (malformed), -ENOSPC. */
+int pst_tn_key_row(PGresult *r, int i);
 
 /* ---- persist_conn.c ---- */
 /* Exchange helpers for the other persister files: start an exchange, queue a prepared

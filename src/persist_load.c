@@ -12,6 +12,7 @@
 #include "metrics.h"
 #include "persist_int.h"
 #include "spill.h"
+#include "tnkeys.h"
 #include "users.h"
 
 /* ------------------------------------------------------------------ start-up: schema + load */
@@ -101,6 +102,14 @@ static const char *const MIGRATIONS[] = {
     "  WHERE i.inhparent = 'rc_tn_history'::regclass AND c.relname < lim LOOP"
     "  EXECUTE format('DROP TABLE %I', r.relname); k := k + 1;"
     " END LOOP; RETURN k; END $f$;",
+    /* v6 (SPEC §2.3, tenant keys): only the SHA-256 verifier of a key's secret is stored;
+       revocation is a soft delete the change feed reads by txid */
+    "CREATE TABLE rc_tenant_keys (id uuid PRIMARY KEY,"
+    "  tenant_id uuid NOT NULL REFERENCES rc_tenants, verifier bytea NOT NULL,"
+    "  scopes integer NOT NULL, expires_at timestamptz, created_at timestamptz NOT NULL,"
+    "  deleted boolean NOT NULL DEFAULT false,"
+    "  txid xid8 NOT NULL DEFAULT pg_current_xact_id());"
+    "CREATE INDEX rc_tenant_keys_txid ON rc_tenant_keys (txid);",
 };
 #define NMIGRATIONS (sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]))
 
@@ -301,6 +310,30 @@ static bool parse_id(PGresult *r, int row, int col, uint8_t id[16])
            uuid_parse(PQgetvalue(r, row, col), (size_t)PQgetlength(r, row, col), id) == 0;
 }
 
+/* The live keys of live tenants (rc_tenant_keys, schema v5), in creation order, into pst.tnk:
+   rows of the change feed's shape (pst_tn_key_row). */
+static int load_keys(PGconn *c)
+{
+    PGresult *r = NULL;
+    uint32_t nk = 0, skipped = 0;
+    if (!pst_ok_exec(c, "SELECT 'k', k.id::text, k.tenant_id::text, encode(k.verifier, 'hex'),"
+                    " k.scopes::text, coalesce((extract(epoch FROM k.expires_at) * 1000)::bigint,"
+                    " 0)::text, (extract(epoch FROM k.created_at) * 1000)::bigint::text, false"
+                    " FROM rc_tenant_keys k JOIN rc_tenants t ON t.id = k.tenant_id"
+                    " WHERE NOT k.deleted AND NOT t.deleted ORDER BY k.created_at, k.id",
+                    PGRES_TUPLES_OK, &r))
+        return -EIO;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (pst_tn_key_row(r, i) < 0)
+            skipped++;
+        else
+            nk++;
+    }
+    PQclear(r);
+    log_info("tenant keys loaded", LOG_U("keys", nk), LOG_U("skipped", skipped));
+    return 0;
+}
+
 /* Tenants, their counters and the idempotency records younger than 24 h (SPEC §2.3: a replay
    after a restart still returns the first result). Creation order is kept (ORDER BY
    created_at, id), so list pages read the same after a restart. */
@@ -429,6 +462,8 @@ int persist_load(void)
         rc = pst_tn_feed_init(c); /* before the load: what commits during it is fed later */
     if (rc == 0 && pst.tn)
         rc = load_tenants(c);
+    if (rc == 0 && pst.tnk)
+        rc = load_keys(c);
     PQfinish(c);
     if (rc == 0) {
         log_info("start-up load done", LOG_U("users", nusers), LOG_U("users_overflow", nover),

@@ -21,6 +21,12 @@
 #define TN_C_ROW(a)                                                                             \
     "'c', " a ".id::text, " a ".tenant_id::text, " a ".label, " a ".value::text, " a            \
     ".max_delta::text, " TN_MS(a) ", " a ".deleted"
+/* A tenant key in the same 8 columns: verifier (hex) as the label, scopes as the value, expiry
+   (unix ms, 0 never) as max_delta; deleted also when its tenant is (del: that flag's SQL). */
+#define TN_K_ROW(a, del)                                                                        \
+    "'k', " a ".id::text, " a ".tenant_id::text, encode(" a ".verifier, 'hex'), " a             \
+    ".scopes::text, coalesce((extract(epoch FROM " a ".expires_at) * 1000)::bigint, 0)::text, " \
+    TN_MS(a) ", " del
 
 const struct pst_stmt PST_STMTS[] = {
     {"rc_ledger",
@@ -204,6 +210,8 @@ const struct pst_stmt PST_STMTS[] = {
      " false"
      " UNION ALL SELECT " TN_T_ROW("t") " FROM rc_tenants t WHERE t.txid >= $1::xid8"
      " UNION ALL SELECT " TN_C_ROW("c") " FROM rc_tenant_counters c WHERE c.txid >= $1::xid8"
+     " UNION ALL SELECT " TN_K_ROW("k", "(k.deleted OR t.deleted)") " FROM rc_tenant_keys k"
+     "  JOIN rc_tenants t ON t.id = k.tenant_id WHERE k.txid >= $1::xid8"
      " UNION ALL SELECT 'r', v::text, NULL, NULL, NULL, NULL, NULL, false FROM rc_meta"
      "  WHERE k = 'reset_epoch'",
      1},
@@ -228,6 +236,20 @@ const struct pst_stmt PST_STMTS[] = {
      "INSERT INTO rc_rejected (node_id, kind, key, payload, sqlstate, error)"
      " VALUES ($1::integer, $2, $3::bytea, $4, $5, $6)",
      6},
+    /* Tenant keys (SPEC §2.3): created for a live tenant only, revoked by a soft delete (the
+       change feed carries both to every node) */
+    {"rc_tn_mk_k",
+     "INSERT INTO rc_tenant_keys AS k (id, tenant_id, verifier, scopes, expires_at, created_at)"
+     " SELECT $2::uuid, t.id, decode($3, 'hex'), $4::integer,"
+     " CASE WHEN $5::bigint = 0 THEN NULL ELSE to_timestamp($5::bigint / 1000.0) END,"
+     " to_timestamp($6::bigint / 1000.0) FROM rc_tenants t WHERE t.id = $1::uuid AND NOT t.deleted"
+     " RETURNING " TN_K_ROW("k", "k.deleted"),
+     6},
+    {"rc_tn_del_k",
+     "UPDATE rc_tenant_keys k SET deleted = true, txid = pg_current_xact_id()"
+     " WHERE id = $2::uuid AND tenant_id = $1::uuid AND NOT deleted RETURNING "
+     TN_K_ROW("k", "k.deleted"),
+     2},
 };
 const size_t PST_NSTMTS = sizeof(PST_STMTS) / sizeof(PST_STMTS[0]);
 

@@ -14,6 +14,7 @@
 #include "barrier.h"
 #include "metrics.h"
 #include "persist_int.h"
+#include "tnkeys.h"
 #include "uuid.h"
 
 /* ------------------------------------------------------------------ queue */
@@ -166,6 +167,25 @@ static bool send_lookups(void)
     return pst_send_prepared(Q_TNOP, "rc_tn_look", 3, v);
 }
 
+/* A tenant-key write (rc_tn_mk_k / rc_tn_del_k) of op, its ids as text. */
+static bool send_key(const struct persist_tnop *op, const char *tid, const char *kid)
+{
+    if (op->kind == PTN_KEY_DELETE)
+        return pst_send_prepared(Q_TNOP, "rc_tn_del_k", 2, (const char *const[]){tid, kid});
+    static const char hx[] = "0123456789abcdef";
+    char ver[2 * SHA256_LEN + 1], sc[24], ex[24], ms[24];
+    for (int i = 0; i < SHA256_LEN; i++) {
+        ver[2 * i] = hx[(uint8_t)op->label[i] >> 4];
+        ver[2 * i + 1] = hx[(uint8_t)op->label[i] & 15];
+    }
+    ver[2 * SHA256_LEN] = 0;
+    snprintf(sc, sizeof(sc), "%lld", (long long)op->value);
+    snprintf(ex, sizeof(ex), "%lld", (long long)op->max_delta);
+    snprintf(ms, sizeof(ms), "%lld", (long long)op->created_ms);
+    return pst_send_prepared(Q_TNOP, "rc_tn_mk_k", 6,
+                             (const char *const[]){tid, kid, ver, sc, ex, ms});
+}
+
 /* The statements of write op (its results: Q_TNOP). */
 static bool send_one(struct persist_tnop *op)
 {
@@ -209,6 +229,9 @@ static bool send_one(struct persist_tnop *op)
     case PTN_HISTORY:
         return pst_send_prepared(Q_TNOP, "rc_tn_hist_get", 6,
                                  (const char *const[]){tid, cid, label, from, to, cap});
+    case PTN_KEY_CREATE:
+    case PTN_KEY_DELETE:
+        return send_key(op, tid, cid);
     default:
         return pst_send_prepared(Q_TNOP, "rc_tn_del_t", 1, (const char *const[]){tid});
     }
@@ -377,12 +400,63 @@ static void apply_deleted(PGresult *r, int i)
         const struct tn_tenant *t = tn_tenant_find(pst.tn, id);
         if (t)
             (void)tn_tenant_delete(pst.tn, t);
+        if (pst.tnk)
+            tnk_delete_tenant(pst.tnk, id); /* its keys go with it */
         return;
     }
     const struct tn_tenant *t = row_id(r, i, 2, tid) ? tn_tenant_find(pst.tn, tid) : NULL;
     const struct tn_counter *c = t ? tn_counter_find(pst.tn, t, id) : NULL;
     if (c)
         (void)tn_counter_delete(pst.tn, c);
+}
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+}
+
+int pst_tn_key_row(PGresult *r, int i)
+{
+    uint8_t id[16], tid[16], ver[SHA256_LEN];
+    if (!pst.tnk || !row_id(r, i, 1, id) || !row_id(r, i, 2, tid) ||
+        PQgetlength(r, i, 3) != 2 * SHA256_LEN)
+        return -EINVAL;
+    const char *h = PQgetvalue(r, i, 3);
+    for (int k = 0; k < SHA256_LEN; k++) {
+        int hi = hexval(h[2 * k]), lo = hexval(h[2 * k + 1]);
+        if (hi < 0 || lo < 0)
+            return -EINVAL;
+        ver[k] = (uint8_t)(hi << 4 | lo);
+    }
+    bool del = PQgetvalue(r, i, 7)[0] == 't';
+    const struct tnk_key *k = tnk_find(pst.tnk, id);
+    if (k) {
+        if (del && !tnk_deleted(k))
+            (void)tnk_delete(pst.tnk, k);
+        return 0;
+    }
+    int rc = tnk_insert(pst.tnk, id, tid, ver, (uint32_t)row_i64(r, i, 4), row_i64(r, i, 5),
+                        row_i64(r, i, 6), del, NULL);
+    return rc == -EEXIST ? 0 : rc;
+}
+
+/* The key rows of r ('k') into pst.tnk: the count applied; *full counts those it had no room
+   for. */
+static int apply_keys(PGresult *r, unsigned *full)
+{
+    int applied = 0;
+    for (int i = 0; i < PQntuples(r); i++) {
+        if (PQgetvalue(r, i, 0)[0] != 'k')
+            continue;
+        int rc = pst_tn_key_row(r, i);
+        if (rc == -ENOSPC)
+            (*full)++;
+        else if (rc == 0)
+            applied++;
+    }
+    return applied;
 }
 
 /* Every row of r into the cache: deletions first (a label freed and taken again in the same
@@ -396,7 +470,7 @@ static int apply_rows(PGresult *r, unsigned *full)
             char kind = PQgetvalue(r, i, 0)[0];
             bool del = PQgetvalue(r, i, 7)[0] == 't';
             int rc = 0;
-            if (kind == 'x' || (pass == 0) != del)
+            if (kind == 'x' || kind == 'k' || (pass == 0) != del)
                 continue;
             if (pass == 0)
                 apply_deleted(r, i);
@@ -412,7 +486,7 @@ static int apply_rows(PGresult *r, unsigned *full)
                 applied++;
         }
     }
-    return applied;
+    return applied + apply_keys(r, full);
 }
 
 /* The row of id in r (a counter's: of tenant tid, not one of another tenant with that id in
@@ -461,6 +535,10 @@ static int op_status(const struct persist_tnop *op, PGresult *r)
         return t && tn_counter_find(pst.tn, t, op->cid) ? -EIO : 0;
     case PTN_TENANT_CREATE:
         return t ? 0 : -ENOSPC;
+    case PTN_KEY_CREATE:
+        return pst.tnk && tnk_find(pst.tnk, op->cid) ? 0 : -ENOSPC;
+    case PTN_KEY_DELETE:
+        return 0;
     case PTN_LOOKUP:
         if (!op->has_cid)
             return t ? 0 : row_has(r, op->tid, op->tid) ? -ENOSPC : -ENOENT;

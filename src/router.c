@@ -48,6 +48,9 @@ static const struct route tenant_routes[] = {
     {NULL, 0, ROUTE_TN_INC, M(HTTP_M_POST), "POST, OPTIONS", "tenant_counter_inc"},
     {NULL, 0, ROUTE_TN_SET, M(HTTP_M_POST), "POST, OPTIONS", "tenant_counter_set"},
     {NULL, 0, ROUTE_TN_HISTORY, M(HTTP_M_GET), "GET, HEAD, OPTIONS", "tenant_counter_history"},
+    {NULL, 0, ROUTE_TN_KEYS, M(HTTP_M_GET) | M(HTTP_M_POST), "GET, HEAD, POST, OPTIONS",
+     "tenant_keys"},
+    {NULL, 0, ROUTE_TN_KEY, M(HTTP_M_DELETE), "DELETE, OPTIONS", "tenant_key"},
 };
 
 static bool seg_is(const char *s, size_t n, const char *lit)
@@ -79,9 +82,14 @@ static const struct route *tenant_match(const char *path, size_t n, struct route
         id = ROUTE_TENANTS;
     } else if (k == 1) {
         id = ROUTE_TENANT;
+    } else if (k == 2 && seg_is(seg[1], len[1], "keys")) {
+        id = ROUTE_TN_KEYS;
     } else if (k == 2) {
         id = seg_is(seg[1], len[1], "counters") ? ROUTE_TN_COUNTERS : ROUTE_TN_COUNTER;
         cid = id == ROUTE_TN_COUNTER ? 1 : -1;
+    } else if (k == 3 && seg_is(seg[1], len[1], "keys")) {
+        id = ROUTE_TN_KEY;
+        cid = 2;
     } else if (k == 3 && seg_is(seg[1], len[1], "counters")) {
         id = ROUTE_TN_COUNTER;
         cid = 2;
@@ -145,7 +153,7 @@ const char *route_name(enum route_id id)
     for (size_t i = 0; i < sizeof(routes) / sizeof(routes[0]); i++)
         if (routes[i].id == id)
             return routes[i].name;
-    if (id >= ROUTE_TENANTS && id <= ROUTE_TN_HISTORY)
+    if (id >= ROUTE_TENANTS && id <= ROUTE_TN_KEY)
         return tenant_routes[id - ROUTE_TENANTS].name;
     return "unknown";
 }

@@ -33,6 +33,8 @@ enum route_id {
     ROUTE_TN_INC,      /* .../counters/{cid}/inc, alias /tenants/{tid}/{cid}/inc: POST */
     ROUTE_TN_SET,      /* .../counters/{cid}/set: POST (admin) */
     ROUTE_TN_HISTORY,  /* .../counters/{cid}/history: GET (admin) */
+    ROUTE_TN_KEYS,     /* /tenants/{tid}/keys: GET list, POST create (admin or keys:manage) */
+    ROUTE_TN_KEY,      /* /tenants/{tid}/keys/{kid} ({kid} in cid): DELETE (same) */
     ROUTE__COUNT
 };
 
@@ -47,7 +49,7 @@ struct route_match {
 /* Match; fills m and returns m->status. HEAD is allowed wherever GET is; OPTIONS on a known
    path matches (status 0) so the caller can answer it with Allow / CORS. Under /tenants a
    literal segment wins over an id ("/tenants/{tid}/counters" is the listing, not counter
-   "counters"); an empty segment (a trailing or double slash) is a 404. */
+   "counters"; "/tenants/{tid}/keys" the keys); an empty segment (a trailing or double slash) is a 404. */
 int route_match(enum http_method meth, const char *path, size_t n, struct route_match *m);
 /* Stable route name for metrics and logs ("event", "stats", ...; "unknown" for ROUTE_NONE). */
 const char *route_name(enum route_id id);

@@ -16,6 +16,7 @@
 #include "decimal.h"
 #include "fmt.h"
 #include "json.h"
+#include "keyapi.h"
 #include "lit.h"
 #include "live.h"
 #include "log.h"
@@ -95,7 +96,7 @@ int tnapi_init(const struct config *cfg, unsigned nworkers)
     if (!T.max_t || !T.max_c)
         return -EINVAL; /* config refuses 0: a struct config not filled by cfg_load */
     T.st = tn_new(nworkers, T.max_t, T.max_c, TNAPI_IDEM_CAPACITY, T.seed);
-    if (!T.st)
+    if (!T.st || keyapi_init(T.seed) < 0)
         return -ENOMEM;
     if (!cfg->db[0])
         log_info("tenant counters are memory-only: not persisted, lost on restart",
@@ -111,8 +112,8 @@ struct tn_store *tnapi_store(void)
 
 int tnapi_reset(void)
 {
-    if (!T.st)
-        return 0;
+    if (!T.st || keyapi_reset() < 0)
+        return T.st ? -ENOMEM : 0;
     uint32_t nt, nc, ni;
     tn_sizes(T.st, &nt, &nc, &ni);
     if (!nt && !nc && !ni)
@@ -125,6 +126,7 @@ int tnapi_reset(void)
 
 void tnapi_fini(void)
 {
+    keyapi_fini();
     tn_free(T.st);
     rl_free(T.rl);
     memset(&T, 0, sizeof(T));
@@ -215,6 +217,8 @@ bool tnapi_route(enum route_id id)
     case ROUTE_TN_INC:
     case ROUTE_TN_SET:
     case ROUTE_TN_HISTORY:
+    case ROUTE_TN_KEYS:
+    case ROUTE_TN_KEY:
         return true;
     default:
         return false;
@@ -634,6 +638,7 @@ static enum sess_handled delete_tenant(struct tnapi_worker *w, struct rq *q,
         return SESS_H_DONE; /* answered 400/404 */
     if (tn_tenant_delete(T.st, t) < 0) /* a concurrent DELETE won */
         return fail(q, HTTP_E_NOT_FOUND, "no such tenant");
+    keyapi_tenant_deleted(t->id);
     sess_respond(q->s, 204, NULL, q->hdr, q->hlen, NULL, 0);
     return SESS_H_DONE;
 }
@@ -884,8 +889,8 @@ static enum sess_handled route(struct tnapi_worker *w, struct rq *q, const struc
     case ROUTE_TN_HISTORY:
         h = history(w, q, req, m);
         break;
-    default:
-        fail(q, HTTP_E_NOT_FOUND, "no such route");
+    default: /* the key routes; keyapi answers 404 to any other */
+        h = keyapi_handle(q->s, req, m, T.st, w->db);
         break;
     }
     return h;
@@ -942,8 +947,8 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
             q.hlen = cors_actual(cors, origin->value, origin->value_len, q.hdr, sizeof(q.hdr));
         }
     }
-    if (adm && auth_admin(s, req) < 0)
-        return SESS_H_DONE; /* admin answered 401/403 */
+    if (adm && keyapi_auth(s, req, m) < 0)
+        return SESS_H_DONE; /* admin key or tenant key: answered 401/403 */
     enum sess_handled h = route(w, &q, req, m);
     /* a cache miss looked up in PostgreSQL: the request runs again once the answer is in */
     return q.again ? SESS_H_AGAIN : h;

@@ -11,6 +11,7 @@
 #include "persist.h"
 #include "pwait.h"
 #include "tenants.h"
+#include "tnkeys.h"
 
 struct absent {       /* a recent lookup outcome (status 0: empty slot) */
     uint8_t id[16];
@@ -42,7 +43,8 @@ struct tnop_ctx {
     struct tndb *d;
     uint64_t now_ms;  /* lookups: when asked (the worker's monotonic clock) */
     uint16_t hlen;    /* keyed increments: the header lines of the answer (rate limit, CORS) */
-    char hdr[TNDB_HDR_MAX];
+    char hdr[TNDB_HDR_MAX]; /* key creation: the key's text */
+    const struct tnk_store *ks; /* key creation: where the committed key is read back */
 };
 
 struct tndb *tndb_new(struct tn_store *st, struct pwait *pw)
@@ -430,4 +432,55 @@ enum sess_handled tndb_lookup(struct tndb *d, struct sess *s, const uint8_t tid[
     x->now_ms = now_ms;
     enum sess_handled h = pwait_tnop(d->pw, s, &x->op, lookup_done);
     return h == SESS_H_PARKED ? SESS_H_AGAIN : h;
+}
+
+/* ---------------------------------------------------------------- tenant keys */
+
+/* A key write came back: 201 with the key (read back from the cache the persister filled),
+   204, or the error. The text is wiped once answered. */
+static void key_done(struct sess *s, struct persist_tnop *op, bool answered)
+{
+    struct tnop_ctx *x = (struct tnop_ctx *)op;
+    const struct tnk_key *k;
+    char body[TNK_JSON_MAX];
+    if (!answered || op->status == -EIO || op->status == -ETIMEDOUT)
+        unavailable(s, op, answered);
+    else if (op->status == -ENOENT)
+        sess_error(s, HTTP_E_NOT_FOUND, op->kind == PTN_KEY_CREATE ? "no such tenant"
+                                                                   : "no such key in this tenant",
+                   NULL, 0);
+    else if (op->kind == PTN_KEY_DELETE)
+        sess_respond(s, 204, NULL, NULL, 0, NULL, 0);
+    else if (op->status == 0 && (k = tnk_find(x->ks, op->cid)))
+        sess_respond(s, 201, SESS_JSON, NULL, 0, body, tnk_json(k, true, x->hdr, body));
+    else
+        sess_error(s, HTTP_E_TOO_MANY_KEYS,
+                   "stored in PostgreSQL, but this node's key store is full (65,536 keys)", NULL,
+                   0);
+    memset(x->hdr, 0, sizeof(x->hdr));
+}
+
+enum sess_handled tndb_key_create(struct tndb *d, struct sess *s, const struct tnk_store *ks,
+                                  const uint8_t tid[16], const uint8_t id[16],
+                                  const uint8_t verifier[32], uint32_t scopes, int64_t expires_ms,
+                                  int64_t now_ms, const char *text)
+{
+    struct tnop_ctx *x = op_new(d, PTN_KEY_CREATE, tid, id);
+    if (!x)
+        return no_memory(s);
+    x->ks = ks;
+    memcpy(x->op.label, verifier, SHA256_LEN);
+    x->op.label_len = SHA256_LEN;
+    x->op.value = scopes;
+    x->op.max_delta = expires_ms;
+    x->op.created_ms = now_ms;
+    memcpy(x->hdr, text, TNK_TEXT_LEN + 1);
+    return pwait_tnop(d->pw, s, &x->op, key_done);
+}
+
+enum sess_handled tndb_key_delete(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                                  const uint8_t kid[16])
+{
+    struct tnop_ctx *x = op_new(d, PTN_KEY_DELETE, tid, kid);
+    return x ? pwait_tnop(d->pw, s, &x->op, key_done) : no_memory(s);
 }

@@ -70,6 +70,19 @@ enum sess_handled tndb_history(struct tndb *d, struct sess *s, const uint8_t tid
 enum sess_handled tndb_delete(struct tndb *d, struct sess *s, const uint8_t tid[16],
                               const uint8_t *cid);
 
+struct tnk_store;
+/* A tenant key (SPEC §2.3) written to rc_tenant_keys and answered after the commit from ks (the
+   persister has stored it there): 201 with text (the one answer showing it, TNK_TEXT_LEN
+   bytes), 404 no such live tenant. id, verifier, scopes, expires_ms (0 never) as tnk_mint /
+   tnk_insert. */
+enum sess_handled tndb_key_create(struct tndb *d, struct sess *s, const struct tnk_store *ks,
+                                  const uint8_t tid[16], const uint8_t id[16],
+                                  const uint8_t verifier[32], uint32_t scopes, int64_t expires_ms,
+                                  int64_t now_ms, const char *text);
+/* Revoke key kid of tid (soft delete; every node refuses it within --sync-ms): 204, 404. */
+enum sess_handled tndb_key_delete(struct tndb *d, struct sess *s, const uint8_t tid[16],
+                                  const uint8_t kid[16]);
+
 /* A cache miss on tenant tid (cid NULL) or counter cid of tid, now_ms the worker's monotonic
    clock: SESS_H_AGAIN (looked up; the request runs again once the answer is in: the record is
    then cached, or its outcome remembered), or SESS_H_DONE with *status set to what the request

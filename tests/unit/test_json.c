@@ -726,3 +726,21 @@ Test(json_w, writes_and_stops_at_the_bound)
             cr_assert_eq(small[i], 'Z', "cap %zu: byte %zu written", cap, i);
     }
 }
+
+Test(json_object, raw_field_is_the_value_text)
+{
+    const char *raw = NULL;
+    size_t n = 0;
+    struct json_field f[] = {{.key = "scopes", .type = JSON_T_RAW, .out = &raw, .len = &n}};
+    const char *body = "{\"a\":1, \"scopes\" : [\"x\", {\"y\":[1]}] ,\"b\":null}";
+    cr_assert_eq(json_parse_object(body, strlen(body), f, 1), JSON_OK);
+    cr_assert(f[0].present);
+    cr_assert_eq(f[0].err, JSON_OK);
+    cr_assert_eq(n, strlen("[\"x\", {\"y\":[1]}]"));
+    cr_assert_eq(memcmp(raw, "[\"x\", {\"y\":[1]}]", n), 0);
+    body = "{\"scopes\":null}";
+    cr_assert_eq(json_parse_object(body, strlen(body), f, 1), JSON_OK);
+    cr_assert_eq(n, 4);
+    body = "{\"scopes\":[\"x\",]}";
+    cr_assert_eq(json_parse_object(body, strlen(body), f, 1), JSON_E_SYNTAX);
+}

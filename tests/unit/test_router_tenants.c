@@ -46,6 +46,12 @@ static const struct tcase cases[] = {
     {HTTP_M_POST, "/tenants/T1/counters/C2/history", 405, ROUTE_NONE, "T1", "C2"},
     {HTTP_M_GET, "/tenants/T1/C2/history", 404, ROUTE_NONE, NULL, NULL}, /* no alias */
     {HTTP_M_GET, "/tenants/T1/counters/inc", 0, ROUTE_TN_COUNTER, "T1", "inc"}, /* literal wins */
+    {HTTP_M_GET, "/tenants/T1/keys", 0, ROUTE_TN_KEYS, "T1", NULL}, /* literal wins */
+    {HTTP_M_POST, "/tenants/T1/keys", 0, ROUTE_TN_KEYS, "T1", NULL},
+    {HTTP_M_DELETE, "/tenants/T1/keys", 405, ROUTE_NONE, "T1", NULL},
+    {HTTP_M_DELETE, "/tenants/T1/keys/K3", 0, ROUTE_TN_KEY, "T1", "K3"},
+    {HTTP_M_GET, "/tenants/T1/keys/K3", 405, ROUTE_NONE, "T1", "K3"},
+    {HTTP_M_POST, "/tenants/T1/keys/K3/inc", 404, ROUTE_NONE, NULL, NULL},
     {HTTP_M_POST, "/tenants/", 404, ROUTE_NONE, NULL, NULL},
     {HTTP_M_GET, "/tenants/T1/", 404, ROUTE_NONE, NULL, NULL},
     {HTTP_M_GET, "/tenants//counters", 404, ROUTE_NONE, NULL, NULL},
@@ -103,6 +109,8 @@ Test(router_tenants, allow_and_names)
     cr_assert_str_eq(route_name(ROUTE_TN_INC), "tenant_counter_inc");
     cr_assert_str_eq(route_name(ROUTE_TN_SET), "tenant_counter_set");
     cr_assert_str_eq(route_name(ROUTE_TN_HISTORY), "tenant_counter_history");
+    cr_assert_str_eq(route_name(ROUTE_TN_KEYS), "tenant_keys");
+    cr_assert_str_eq(route_name(ROUTE_TN_KEY), "tenant_key");
     /* the static routes are untouched and carry no segments */
     cr_assert_eq(route_match(HTTP_M_POST, "/event", 6, &m), 0);
     cr_assert_eq(m.id, ROUTE_EVENT);
