@@ -700,7 +700,7 @@ out:
 /* A node caching 1,000 counters serves 20,000 exactly: the ones past its cache are served by
    the database (GET from a lookup, inc made there), and a second node with the default cache
    agrees within the bound. */
-Test(cluster, small_cache_serves_many_counters_exactly, .timeout = 120)
+Test(cluster, small_cache_serves_many_counters_exactly)
 {
     db_reset();
     struct node a = {0}, b = {0};
