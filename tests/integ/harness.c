@@ -1077,6 +1077,25 @@ void it_pg_destroy(const char *dir)
         fprintf(stderr, "cleanup of %s failed\n", dir);
 }
 
+void it_pg_shared_start(char *dir, size_t cap, const char *prefix)
+{
+    char err[512];
+    if (it_pg_start(dir, cap, prefix, err, sizeof(err)) == 0)
+        setenv("RC_TEST_PGDIR", dir, 1);
+    else
+        setenv("RC_TEST_PGERR", err, 1);
+}
+
+const char *it_pg_shared_dir(void)
+{
+    const char *d = getenv("RC_TEST_PGDIR");
+    if (!d) {
+        const char *e = getenv("RC_TEST_PGERR");
+        cr_assert_fail("no PostgreSQL test cluster: %s", e ? e : "PRE_ALL hook did not run");
+    }
+    return d;
+}
+
 struct it_conn *it_conn_new(uint16_t port)
 {
     struct it_conn *c = malloc(sizeof(*c));

@@ -101,6 +101,13 @@ int it_pg_sql_db(const char *dir, const char *db, const char *sql, char *out, si
 long long it_pg_i64(const char *dir, const char *sql);
 /* Stop it at once and remove dir (no-op for ""). */
 void it_pg_destroy(const char *dir);
+/* One cluster for a whole test binary: it_pg_shared_start from a ReportHook(PRE_ALL) makes it
+   in dir (cap bytes, kept by the caller for it_pg_destroy in POST_ALL) and names it in
+   $RC_TEST_PGDIR, which the tests' processes (one per test, forked after the hook) inherit;
+   a failure is kept in $RC_TEST_PGERR. it_pg_shared_dir, in a test: its directory, or the
+   test fails with that error. Main thread only. */
+void it_pg_shared_start(char *dir, size_t cap, const char *prefix);
+const char *it_pg_shared_dir(void);
 
 /* ------------------------------------------------------------------ connections */
 

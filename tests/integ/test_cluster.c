@@ -44,11 +44,7 @@ static char shared_dir[128];
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    char err[512];
-    if (it_pg_start(shared_dir, sizeof(shared_dir), "rc-cluster", err, sizeof(err)) == 0)
-        setenv("RC_TEST_PGDIR", shared_dir, 1);
-    else
-        setenv("RC_TEST_PGERR", err, 1);
+    it_pg_shared_start(shared_dir, sizeof(shared_dir), "rc-cluster");
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *st)
@@ -58,23 +54,13 @@ ReportHook(POST_ALL)(struct criterion_global_stats *st)
         it_pg_destroy(shared_dir);
 }
 
-static const char *pgdir(void)
-{
-    const char *d = getenv("RC_TEST_PGDIR");
-    if (!d) {
-        const char *e = getenv("RC_TEST_PGERR");
-        cr_assert_fail("no PostgreSQL test cluster: %s", e ? e : "PRE_ALL hook did not run");
-    }
-    return d;
-}
-
 /* The test's own database: Criterion runs each test in a process of its own, and with
    --jobs 2 (tools/run-tests.sh) two at a time, so it is named after the process. */
 static char dbname[32];
 
 static void db_sql(const char *db, const char *sql, char *out, size_t cap)
 {
-    int rc = it_pg_sql_db(pgdir(), db, sql, out, cap);
+    int rc = it_pg_sql_db(it_pg_shared_dir(), db, sql, out, cap);
     cr_assert_eq(rc, 0, "%s on %s: %s", sql, db, out);
 }
 
@@ -126,7 +112,7 @@ struct node {
 static void node_start(struct node *n, int id)
 {
     static char ci[256];
-    snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres", pgdir(), dbname);
+    snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres", it_pg_shared_dir(), dbname);
     snprintf(n->id, sizeof(n->id), "%d", id);
     const char *args[] = {"--workers", "2", "--db", ci, "--node-id", n->id,
                           "--sync-ms", TEXT(SYNC_MS), "--rate-limit", "0",
@@ -715,7 +701,7 @@ Test(cluster, small_cache_serves_many_counters_exactly)
              MANY - 1);
     db_sql(dbname, sql, out, sizeof(out));
     static char ci[256];
-    snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres", pgdir(), dbname);
+    snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres", it_pg_shared_dir(), dbname);
     const char *args[] = {"--workers", "2", "--db", ci, "--node-id", "1", "--sync-ms",
                           TEXT(SYNC_MS), "--rate-limit", "0", "--durable-timeout-ms", "10000",
                           "--counter-cache", CACHE, NULL};

@@ -52,11 +52,7 @@ static char shared_dir[128];
 ReportHook(PRE_ALL)(struct criterion_test_set *set)
 {
     (void)set;
-    char err[512];
-    if (it_pg_start(shared_dir, sizeof(shared_dir), "rc-persist", err, sizeof(err)) == 0)
-        setenv("RC_TEST_PGDIR", shared_dir, 1);
-    else
-        setenv("RC_TEST_PGERR", err, 1);
+    it_pg_shared_start(shared_dir, sizeof(shared_dir), "rc-persist");
 }
 
 ReportHook(POST_ALL)(struct criterion_global_stats *st)
@@ -64,16 +60,6 @@ ReportHook(POST_ALL)(struct criterion_global_stats *st)
     (void)st;
     if (shared_dir[0])
         it_pg_destroy(shared_dir);
-}
-
-static const char *pgdir(void)
-{
-    const char *d = getenv("RC_TEST_PGDIR");
-    if (!d) {
-        const char *e = getenv("RC_TEST_PGERR");
-        cr_assert_fail("no PostgreSQL test cluster: %s", e ? e : "PRE_ALL hook did not run");
-    }
-    return d;
 }
 
 static void conninfo(char *out, size_t cap, const char *dir, const char *db)
@@ -218,7 +204,7 @@ static long long wait_db_counter(const char *dir, const char *db, long long want
    INT64_MAX every form answers 409 and nothing wraps. */
 Test(persist, counter_durable_fast_overflow)
 {
-    const char *dir = pgdir();
+    const char *dir = it_pg_shared_dir();
     db_fresh(dir, "t_counter");
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "t_counter");
@@ -321,7 +307,7 @@ static void stats_head(struct it_conn *c, char *out, size_t cap, struct it_resp 
    and the counter. POST /reset then clears PostgreSQL too, and the counter survives it. */
 Test(persist, graceful_restart_keeps_everything)
 {
-    const char *dir = pgdir();
+    const char *dir = it_pg_shared_dir();
     db_fresh(dir, "t_graceful");
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "t_graceful");
@@ -462,7 +448,7 @@ static void load_join(struct loader *L, int n)
    interval, kill -9 loses nothing at all (fast loss is bounded by one --flush-ms). */
 Test(persist, kill9_counter_oracle)
 {
-    const char *dir = pgdir();
+    const char *dir = it_pg_shared_dir();
     db_fresh(dir, "t_kill");
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "t_kill");
@@ -627,7 +613,7 @@ Test(persist, database_down_then_back, .fini = private_fini)
    (node_id, flush_seq) in the ledger and does not apply the flush again. */
 Test(persist, unknown_commit_outcome_not_applied_twice)
 {
-    const char *dir = pgdir();
+    const char *dir = it_pg_shared_dir();
     db_fresh(dir, "t_ledger");
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "t_ledger");
@@ -665,7 +651,7 @@ Test(persist, unknown_commit_outcome_not_applied_twice)
    counter includes both nodes' increments. */
 Test(persist, two_nodes_cluster_totals)
 {
-    const char *dir = pgdir();
+    const char *dir = it_pg_shared_dir();
     db_fresh(dir, "t_cluster");
     struct node a = {0}, b = {0};
     conninfo(a.ci, sizeof(a.ci), dir, "t_cluster");
@@ -755,7 +741,7 @@ static void *evload_main(void *arg)
    sum and user count (nothing from before the reset resurrected, nothing after it lost). */
 Test(persist, reset_under_load_database_matches_memory)
 {
-    const char *dir = pgdir();
+    const char *dir = it_pg_shared_dir();
     db_fresh(dir, "t_reset");
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, "t_reset");
@@ -856,7 +842,7 @@ static long long db_counter(const char *dir, const char *db, const char *cid)
    interval before it is still there. */
 Test(persist, tenants_survive_restart_and_kill9)
 {
-    const char *dir = pgdir(), *db = "t_tenants";
+    const char *dir = it_pg_shared_dir(), *db = "t_tenants";
     db_fresh(dir, db);
     struct node n = {0};
     conninfo(n.ci, sizeof(n.ci), dir, db);
@@ -937,7 +923,7 @@ Test(persist, tenants_survive_restart_and_kill9)
    commit would find the database still at the initial value. */
 Test(persist, tenant_sync_inc_waits_for_commit)
 {
-    const char *dir = pgdir(), *db = "t_tnsync";
+    const char *dir = it_pg_shared_dir(), *db = "t_tnsync";
     db_fresh(dir, db);
     char ci[256];
     conninfo(ci, sizeof(ci), dir, db);
