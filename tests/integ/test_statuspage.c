@@ -105,6 +105,23 @@ static bool dom_text(const char *dom, const char *id, char *out, size_t cap)
     return true;
 }
 
+/* The DOM chromium --dump-dom prints for url after running its scripts (a static buffer,
+   NUL-terminated); asserts chromium exited 0. */
+static const char *dump_dom(const char *url)
+{
+    char out[] = "/tmp/rc-statuspage-dom-XXXXXX";
+    int ofd = mkstemp(out);
+    cr_assert_geq(ofd, 0);
+    close(ofd);
+    static const char *const dump[] = {"--dump-dom", NULL};
+    int rc = chromium(url, dump, out);
+    static char dom[256 * 1024];
+    read_file(out, dom, sizeof(dom));
+    unlink(out);
+    cr_assert_eq(rc, 0, "chromium --dump-dom exited %d; stdout: %.300s", rc, dom);
+    return dom;
+}
+
 /* n with en-US thousands separators, as the page's Number.toLocaleString('en-US'). */
 static void grouped(unsigned long long n, char *out, size_t cap)
 {
@@ -177,17 +194,9 @@ Test(statuspage, headless_chromium_shows_live_totals)
     cr_assert_eq(total, EVENTS);
     cr_assert_eq(users, USERS);
 
-    char url[64], out[] = "/tmp/rc-statuspage-dom-XXXXXX";
+    char url[64];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/", it_port(srv));
-    int ofd = mkstemp(out);
-    cr_assert_geq(ofd, 0);
-    close(ofd);
-    static const char *const dump[] = {"--dump-dom", NULL};
-    int rc = chromium(url, dump, out);
-    static char dom[256 * 1024];
-    read_file(out, dom, sizeof(dom));
-    unlink(out);
-    cr_assert_eq(rc, 0, "chromium --dump-dom exited %d; stdout: %.300s", rc, dom);
+    const char *dom = dump_dom(url);
 
     /* The script ran and its /stats poll succeeded ... */
     char got[128], want[128];
@@ -219,10 +228,10 @@ Test(statuspage, headless_chromium_shows_live_totals)
     snprintf(shot, sizeof(shot), "--screenshot=%s", png);
     const char *const take[] = {shot, "--window-size=1000,700", NULL};
     char log[] = "/tmp/rc-statuspage-shot-XXXXXX";
-    ofd = mkstemp(log);
+    int ofd = mkstemp(log);
     cr_assert_geq(ofd, 0);
     close(ofd);
-    rc = chromium(url, take, log);
+    int rc = chromium(url, take, log);
     unlink(log);
     cr_assert_eq(rc, 0, "chromium --screenshot exited %d", rc);
     unsigned char sig[8] = {0};
@@ -285,18 +294,10 @@ Test(statuspage, headless_chromium_plots_a_counter_history, .fini = pg_fini)
         cr_assert_eq(it_request(c, req, r), 0);
         cr_assert_eq(r->status, 200, "%d %s", r->status, r->body);
     }
-    char url[512], out[] = "/tmp/rc-statuspage-dom-XXXXXX";
+    char url[512];
     snprintf(url, sizeof(url), "http://127.0.0.1:%u/#t=%s&c=%s&k=page-key&b=day", it_port(srv),
              tid, cid);
-    int ofd = mkstemp(out);
-    cr_assert_geq(ofd, 0);
-    close(ofd);
-    static const char *const dump[] = {"--dump-dom", NULL};
-    int rc = chromium(url, dump, out);
-    static char dom[256 * 1024];
-    read_file(out, dom, sizeof(dom));
-    unlink(out);
-    cr_assert_eq(rc, 0, "chromium --dump-dom exited %d; stdout: %.300s", rc, dom);
+    const char *dom = dump_dom(url);
     char got[128];
     cr_assert(dom_text(dom, "hsum", got, sizeof(got)), "no #hsum in: %.2000s", dom);
     cr_assert_str_eq(got, "21 in 1 day buckets", "the history card shows \"%s\"", got);
