@@ -334,13 +334,13 @@ static int load_keys(PGconn *c)
     return 0;
 }
 
-/* Tenants, their counters and the idempotency records younger than 24 h (SPEC §2.3: a replay
-   after a restart still returns the first result). Creation order is kept (ORDER BY
-   created_at, id), so list pages read the same after a restart. */
+/* Live tenants and their counters, up to the cache bounds. Creation order is kept (ORDER BY
+   created_at, id), so list pages read the same after a restart. (A keyed replay after a
+   restart still returns the first result: PostgreSQL answers it, SPEC §2.3.) */
 static int load_tenants(PGconn *c)
 {
     PGresult *r = NULL;
-    uint32_t nt = 0, nc = 0, ni = 0, skipped = 0;
+    uint32_t nt = 0, nc = 0, skipped = 0;
     if (!pst_ok_exec(c, "SELECT id::text, label, (extract(epoch FROM created_at) * 1000)::bigint"
                     " FROM rc_tenants WHERE NOT deleted ORDER BY created_at, id", PGRES_TUPLES_OK, &r))
         return -EIO;
@@ -381,34 +381,15 @@ static int load_tenants(PGconn *c)
         nc++;
     }
     PQclear(r);
-    if (!pst_ok_exec(c, "SELECT tenant_id::text, key, counter_id::text, delta, value,"
-                    " (extract(epoch FROM created_at) * 1000)::bigint FROM rc_idempotency"
-                    " WHERE created_at > now() - interval '24 hours' ORDER BY created_at",
-                 PGRES_TUPLES_OK, &r))
-        return -EIO;
-    for (int i = 0; i < PQntuples(r); i++) {
-        uint8_t tid[16], cid[16];
-        const struct tn_tenant *t;
-        const struct tn_counter *k;
-        if (!parse_id(r, i, 0, tid) || !parse_id(r, i, 2, cid) || !(t = tn_tenant_find(pst.tn, tid)) ||
-            !(k = tn_counter_find(pst.tn, t, cid)) ||
-            tn_idem_restore(pst.tn, k, PQgetvalue(r, i, 1), (size_t)PQgetlength(r, i, 1),
-                            strtoll(PQgetvalue(r, i, 3), NULL, 10),
-                            strtoll(PQgetvalue(r, i, 4), NULL, 10),
-                            strtoll(PQgetvalue(r, i, 5), NULL, 10)) < 0)
-            skipped++;
-        else
-            ni++;
-    }
-    PQclear(r);
+    /* Idempotency records are not loaded: with --db a keyed increment is decided in
+       PostgreSQL (rc_tn_key reads rc_idempotency there), never from the node's store. */
     uint32_t idem;
     tn_sizes(pst.tn, &pst.tn_nt, &pst.tn_nc, &idem);
     tn_idem_cursor(pst.tn, pst.tn_icur); /* what was loaded is in the database already */
     if (skipped)
         log_warn("tenant rows not loaded (malformed, orphaned or over the store's bounds)",
                  LOG_U("rows", skipped));
-    log_info("tenant counters loaded from PostgreSQL", LOG_U("tenants", nt), LOG_U("counters", nc),
-             LOG_U("idempotency_records", ni));
+    log_info("tenant counters loaded from PostgreSQL", LOG_U("tenants", nt), LOG_U("counters", nc));
     return 0;
 }
 
