@@ -1096,6 +1096,26 @@ const char *it_pg_shared_dir(void)
     return d;
 }
 
+int it_rq(struct it_conn *c, const char *meth, const char *path, const char *hdrs,
+          const char *body, struct it_resp *r)
+{
+    char raw[8192];
+    size_t bl = body ? strlen(body) : 0;
+    snprintf(raw, sizeof(raw), "%s %s HTTP/1.1\r\nHost: t\r\n%s%s%zu\r\n\r\n%s", meth, path,
+             hdrs ? hdrs : "", "Content-Length: ", bl, body ? body : "");
+    int rc = it_request(c, raw, r);
+    cr_assert_eq(rc, 0, "%s %s: %s", meth, path, strerror(-rc));
+    return r->status;
+}
+
+const char *it_err_code(const struct it_resp *r)
+{
+    static char code[64];
+    if (it_json_num(r->body, "code", code, sizeof(code)) < 0)
+        return "(none)";
+    return code;
+}
+
 struct it_conn *it_conn_new(uint16_t port)
 {
     struct it_conn *c = malloc(sizeof(*c));

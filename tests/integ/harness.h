@@ -175,6 +175,22 @@ int it_expect_closed(struct it_conn *c, int timeout_ms);
    Bytes already in c->buf count as readable. */
 int it_readable(struct it_conn *c, int timeout_ms);
 
+/* Send one request (extra header lines hdrs, each ending CRLF; body may be NULL) and read the
+   answer into r; asserts the exchange worked. Returns r->status. Main thread only. */
+int it_rq(struct it_conn *c, const char *meth, const char *path, const char *hdrs,
+          const char *body, struct it_resp *r);
+/* The "code" of a JSON error body ("(none)" if it has none), in a static buffer. */
+const char *it_err_code(const struct it_resp *r);
+/* it_rq that must answer status st_ and, if code_ is not NULL, that error code. */
+#define IT_EXPECT(c_, m_, p_, h_, b_, st_, code_)                                                 \
+    do {                                                                                           \
+        static struct it_resp r_; /* 56 KiB: not on the stack */                                   \
+        int s_ = it_rq(c_, m_, p_, h_, b_, &r_);                                                   \
+        cr_assert_eq(s_, st_, "%s %s: %d %s", m_, p_, s_, r_.body);                                \
+        if (code_)                                                                                 \
+            cr_assert_str_eq(it_err_code(&r_), (const char *)(code_), "%s %s: %s", m_, p_,        \
+                             r_.body);                                                             \
+    } while (0)
 /* Value of the first header field called name (case-insensitive) in r, copied NUL-terminated
    into out. Returns its length, -ENOENT if absent, -ENOSPC if it does not fit. */
 int it_header(const struct it_resp *r, const char *name, char *out, size_t cap);

@@ -20,35 +20,6 @@ TestSuite(keys, .timeout = 120);
 
 static const char *const env_key[] = {"RINGCOUNT_ADMIN_KEY=" KEY, NULL};
 
-static int rq(struct it_conn *c, const char *meth, const char *path, const char *hdrs,
-              const char *body, struct it_resp *r)
-{
-    char raw[8192];
-    size_t bl = body ? strlen(body) : 0;
-    snprintf(raw, sizeof(raw), "%s %s HTTP/1.1\r\nHost: t\r\n%s%s%zu\r\n\r\n%s", meth, path,
-             hdrs ? hdrs : "", "Content-Length: ", bl, body ? body : "");
-    int rc = it_request(c, raw, r);
-    cr_assert_eq(rc, 0, "%s %s: %s", meth, path, strerror(-rc));
-    return r->status;
-}
-
-static const char *code_of(const struct it_resp *r)
-{
-    static char code[64];
-    if (it_json_num(r->body, "code", code, sizeof(code)) < 0)
-        return "(none)";
-    return code;
-}
-
-#define EXPECT(c_, m_, p_, h_, b_, st_, code_)                                                    \
-    do {                                                                                           \
-        static struct it_resp r_;                                                                  \
-        int s_ = rq(c_, m_, p_, h_, b_, &r_);                                                      \
-        cr_assert_eq(s_, st_, "%s %s: %d %s", m_, p_, s_, r_.body);                                \
-        if (code_)                                                                                 \
-            cr_assert_str_eq(code_of(&r_), (const char *)(code_), "%s %s: %s", m_, p_, r_.body);   \
-    } while (0)
-
 static void field(const struct it_resp *r, const char *key, char *out, size_t cap)
 {
     cr_assert_geq(it_json_num(r->body, key, out, cap), 0, "no %s in %s", key, r->body);
@@ -59,7 +30,7 @@ static void mk_tenant(struct it_conn *c, const char *label, char tid[64])
     static struct it_resp r;
     char body[300];
     snprintf(body, sizeof(body), "{\"label\":\"%s\"}", label);
-    cr_assert_eq(rq(c, "POST", "/tenants", ADM, body, &r), 201, "%s", r.body);
+    cr_assert_eq(it_rq(c, "POST", "/tenants", ADM, body, &r), 201, "%s", r.body);
     field(&r, "tenant_id", tid, 64);
 }
 
@@ -71,7 +42,7 @@ static void mk_key(struct it_conn *c, const char *tid, const char *hdrs, const c
     static struct it_resp r;
     char p[256];
     snprintf(p, sizeof(p), "/tenants/%s/keys", tid);
-    cr_assert_eq(rq(c, "POST", p, hdrs, body, &r), 201, "%s", r.body);
+    cr_assert_eq(it_rq(c, "POST", p, hdrs, body, &r), 201, "%s", r.body);
     field(&r, "key", key, 128);
     field(&r, "key_id", kid, 64);
 }
@@ -123,7 +94,7 @@ Test(keys, create_show_once_and_list)
     char tid[64], key[128], kid[64], p[256], v[512];
     mk_tenant(&c, "acme", tid);
     snprintf(p, sizeof(p), "/tenants/%s/keys", tid);
-    cr_assert_eq(rq(&c, "POST", p, ADM, NULL, &r), 201, "%s", r.body);
+    cr_assert_eq(it_rq(&c, "POST", p, ADM, NULL, &r), 201, "%s", r.body);
     field(&r, "key", key, sizeof(key));
     field(&r, "key_id", kid, sizeof(kid));
     cr_assert_eq(strlen(key), 80, "%s", key);
@@ -144,36 +115,36 @@ Test(keys, create_show_once_and_list)
     field(&r, "created_at", v, sizeof(v));
     cr_assert_eq(strlen(v), 24);
     /* a second key with scopes and an expiry */
-    cr_assert_eq(rq(&c, "POST", p, ADM,
+    cr_assert_eq(it_rq(&c, "POST", p, ADM,
                     "{\"scopes\":[\"keys:manage\"],\"expires_at\":\"2999-01-01T00:00:00Z\"}", &r),
                  201, "%s", r.body);
     cr_assert(strstr(r.body, "\"scopes\":[\"keys:manage\"]"), "%s", r.body);
     cr_assert(strstr(r.body, "\"expires_at\":\"2999-01-01T00:00:00.000Z\""), "%s", r.body);
     /* the listing shows both, never a secret */
-    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(it_rq(&c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
     cr_assert(strstr(r.body, kid), "%s", r.body);
     cr_assert_null(strstr(r.body, key + 37), "the secret is shown once: %s", r.body);
     cr_assert_null(strstr(r.body, "\"key\":"), "%s", r.body);
     cr_assert_null(strstr(r.body, "rck_"), "%s", r.body);
     cr_assert_eq(strncmp(r.body, "{\"keys\":[{\"key_id\":", 19), 0, "%s", r.body);
     /* errors */
-    EXPECT(&c, "POST", p, ADM, "{\"scopes\":[\"admin\"]}", 400, "INVALID_SCOPE");
-    EXPECT(&c, "POST", p, ADM, "{\"scopes\":[]}", 400, "INVALID_SCOPE");
-    EXPECT(&c, "POST", p, ADM, "{\"scopes\":\"counter:read\"}", 400, "INVALID_SCOPE");
-    EXPECT(&c, "POST", p, ADM, "{\"expires_at\":\"tomorrow\"}", 400, "INVALID_EXPIRES_AT");
-    EXPECT(&c, "POST", p, ADM, "{\"expires_at\":5}", 400, "INVALID_EXPIRES_AT");
-    EXPECT(&c, "POST", p, ADM, "{\"scopes\":", 400, "INVALID_JSON");
-    EXPECT(&c, "POST", "/tenants/00000000-0000-4000-8000-000000000000/keys", ADM, NULL, 404,
+    IT_EXPECT(&c, "POST", p, ADM, "{\"scopes\":[\"admin\"]}", 400, "INVALID_SCOPE");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"scopes\":[]}", 400, "INVALID_SCOPE");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"scopes\":\"counter:read\"}", 400, "INVALID_SCOPE");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"expires_at\":\"tomorrow\"}", 400, "INVALID_EXPIRES_AT");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"expires_at\":5}", 400, "INVALID_EXPIRES_AT");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"scopes\":", 400, "INVALID_JSON");
+    IT_EXPECT(&c, "POST", "/tenants/00000000-0000-4000-8000-000000000000/keys", ADM, NULL, 404,
            "NOT_FOUND");
-    EXPECT(&c, "POST", "/tenants/nope/keys", ADM, NULL, 400, "INVALID_ID");
-    EXPECT(&c, "POST", p, NULL, NULL, 401, "UNAUTHORIZED");
-    EXPECT(&c, "GET", p, "X-API-Key: wrong\r\n", NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "POST", "/tenants/nope/keys", ADM, NULL, 400, "INVALID_ID");
+    IT_EXPECT(&c, "POST", p, NULL, NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", p, "X-API-Key: wrong\r\n", NULL, 403, "FORBIDDEN");
     /* DELETE → 204, then 404; the listing no longer shows it */
     snprintf(p, sizeof(p), "/tenants/%s/keys/%s", tid, kid);
-    EXPECT(&c, "DELETE", p, ADM, NULL, 204, NULL);
-    EXPECT(&c, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "DELETE", p, ADM, NULL, 204, NULL);
+    IT_EXPECT(&c, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
     snprintf(p, sizeof(p), "/tenants/%s/keys", tid);
-    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, ADM, NULL, &r), 200);
     cr_assert_null(strstr(r.body, kid), "%s", r.body);
     it_conn_close(&c);
     it_free(srv);
@@ -199,71 +170,71 @@ Test(keys, scopes_per_route_and_tenant)
 
     /* create counter (both forms): counter:create */
     snprintf(p, sizeof(p), "/tenants/%s/counters", t1);
-    cr_assert_eq(rq(&c, "POST", p, ALL, "{\"label\":\"hits\"}", &r), 201, "%s", r.body);
+    cr_assert_eq(it_rq(&c, "POST", p, ALL, "{\"label\":\"hits\"}", &r), 201, "%s", r.body);
     field(&r, "counter_id", cid, sizeof(cid));
-    EXPECT(&c, "POST", p, RO, "{}", 403, "FORBIDDEN");
-    EXPECT(&c, "POST", p, OT, "{}", 403, "FORBIDDEN");
+    IT_EXPECT(&c, "POST", p, RO, "{}", 403, "FORBIDDEN");
+    IT_EXPECT(&c, "POST", p, OT, "{}", 403, "FORBIDDEN");
     snprintf(p, sizeof(p), "/tenants/%s", t1);
-    EXPECT(&c, "POST", p, ALL, "{}", 201, NULL);
-    EXPECT(&c, "POST", p, MG, "{}", 403, "FORBIDDEN");
+    IT_EXPECT(&c, "POST", p, ALL, "{}", 201, NULL);
+    IT_EXPECT(&c, "POST", p, MG, "{}", 403, "FORBIDDEN");
     /* listing and ?label=: counter:read */
     snprintf(p, sizeof(p), "/tenants/%s/counters", t1);
-    EXPECT(&c, "GET", p, RO, NULL, 200, NULL);
-    EXPECT(&c, "GET", p, MG, NULL, 403, "FORBIDDEN");
-    EXPECT(&c, "GET", p, OT, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "GET", p, RO, NULL, 200, NULL);
+    IT_EXPECT(&c, "GET", p, MG, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "GET", p, OT, NULL, 403, "FORBIDDEN");
     snprintf(p, sizeof(p), "/tenants/%s/counters?label=hits", t1);
-    cr_assert_eq(rq(&c, "GET", p, RO, NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(it_rq(&c, "GET", p, RO, NULL, &r), 200, "%s", r.body);
     cr_assert(strstr(r.body, cid), "%s", r.body);
     /* set: counter:set */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/set", t1, cid);
-    EXPECT(&c, "POST", p, ALL, "{\"value\":41}", 200, NULL);
-    EXPECT(&c, "POST", p, RO, "{\"value\":1}", 403, "FORBIDDEN");
+    IT_EXPECT(&c, "POST", p, ALL, "{\"value\":41}", 200, NULL);
+    IT_EXPECT(&c, "POST", p, RO, "{\"value\":1}", 403, "FORBIDDEN");
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/set", t2, cid);
-    EXPECT(&c, "POST", p, ALL, "{\"value\":1}", 403, "FORBIDDEN"); /* t1's key, t2's path */
+    IT_EXPECT(&c, "POST", p, ALL, "{\"value\":1}", 403, "FORBIDDEN"); /* t1's key, t2's path */
     /* public routes stay public */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", t1, cid);
-    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 200, "%s", r.body);
     cr_assert(strstr(r.body, "\"value\":42"), "%s", r.body);
     /* keys routes: keys:manage (a default key has it not) */
     snprintf(p, sizeof(p), "/tenants/%s/keys", t1);
-    EXPECT(&c, "GET", p, MG, NULL, 200, NULL);
-    EXPECT(&c, "GET", p, ALL, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "GET", p, MG, NULL, 200, NULL);
+    IT_EXPECT(&c, "GET", p, ALL, NULL, 403, "FORBIDDEN");
     char made[128], made_id[64];
     mk_key(&c, t1, MG, "{\"scopes\":[\"counter:read\"]}", made, made_id);
     snprintf(p, sizeof(p), "/tenants/%s/keys", t2);
-    EXPECT(&c, "GET", p, MG, NULL, 403, "FORBIDDEN");
-    EXPECT(&c, "POST", p, MG, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "GET", p, MG, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "POST", p, MG, NULL, 403, "FORBIDDEN");
     /* admin-only: the tenant listing and creation, a tenant's delete */
-    EXPECT(&c, "GET", "/tenants", ALL, NULL, 403, "FORBIDDEN");
-    EXPECT(&c, "POST", "/tenants", MG, "{\"label\":\"x\"}", 403, "FORBIDDEN");
+    IT_EXPECT(&c, "GET", "/tenants", ALL, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "POST", "/tenants", MG, "{\"label\":\"x\"}", 403, "FORBIDDEN");
     snprintf(p, sizeof(p), "/tenants/%s", t1);
-    EXPECT(&c, "DELETE", p, ALL, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "DELETE", p, ALL, NULL, 403, "FORBIDDEN");
     /* history: counter:history (past the key check a memory-only server answers 503) */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/history", t1, cid);
-    EXPECT(&c, "GET", p, RO, NULL, 403, "FORBIDDEN");
-    EXPECT(&c, "GET", p, ALL, NULL, 503, "PERSISTENCE_UNAVAILABLE");
+    IT_EXPECT(&c, "GET", p, RO, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "GET", p, ALL, NULL, 503, "PERSISTENCE_UNAVAILABLE");
     /* delete counter: counter:delete */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", t1, cid);
-    EXPECT(&c, "DELETE", p, RO, NULL, 403, "FORBIDDEN");
-    EXPECT(&c, "DELETE", p, ALL, NULL, 204, NULL);
+    IT_EXPECT(&c, "DELETE", p, RO, NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "DELETE", p, ALL, NULL, 204, NULL);
     /* rotate: the key made by the keys:manage key works, then is revoked → 401 */
     snprintf(p, sizeof(p), "/tenants/%s/counters", t1);
-    EXPECT(&c, "GET", p, with(4, made, false), NULL, 200, NULL);
+    IT_EXPECT(&c, "GET", p, with(4, made, false), NULL, 200, NULL);
     char kp[256];
     snprintf(kp, sizeof(kp), "/tenants/%s/keys/%s", t1, made_id);
-    EXPECT(&c, "DELETE", kp, OT, NULL, 403, "FORBIDDEN"); /* another tenant's key */
-    EXPECT(&c, "DELETE", kp, MG, NULL, 204, NULL);
-    EXPECT(&c, "GET", p, with(4, made, false), NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "DELETE", kp, OT, NULL, 403, "FORBIDDEN"); /* another tenant's key */
+    IT_EXPECT(&c, "DELETE", kp, MG, NULL, 204, NULL);
+    IT_EXPECT(&c, "GET", p, with(4, made, false), NULL, 401, "UNAUTHORIZED");
     /* unknown key id, wrong secret */
     char bad[128];
     snprintf(bad, sizeof(bad), "%s", all);
     bad[50] = bad[50] == 'A' ? 'B' : 'A';
-    EXPECT(&c, "GET", p, with(4, bad, false), NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", p, with(4, bad, false), NULL, 401, "UNAUTHORIZED");
     snprintf(bad, sizeof(bad), "%s", all);
     bad[5] = bad[5] == '0' ? '1' : '0';
-    EXPECT(&c, "GET", p, with(5, bad, true), NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", p, with(5, bad, true), NULL, 401, "UNAUTHORIZED");
     /* the admin key still works everywhere */
-    EXPECT(&c, "GET", p, ADM, NULL, 200, NULL);
+    IT_EXPECT(&c, "GET", p, ADM, NULL, 200, NULL);
     /* the refusals were counted, each under its reason */
     cr_assert_eq(metric(port, FAIL("scope")), 7);
     long long wt = metric(port, FAIL("wrong_tenant"));
@@ -297,18 +268,18 @@ Test(keys, expiry_and_tenant_delete)
     strftime(body, sizeof(body), "{\"expires_at\":\"%Y-%m-%dT%H:%M:%SZ\"}", &tm);
     mk_key(&c, tid, ADM, body, soon, kid);
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
-    EXPECT(&c, "GET", p, with(0, soon, false), NULL, 200, NULL);
+    IT_EXPECT(&c, "GET", p, with(0, soon, false), NULL, 200, NULL);
     sleep(3);
-    EXPECT(&c, "GET", p, with(0, soon, false), NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", p, with(0, soon, false), NULL, 401, "UNAUTHORIZED");
     cr_assert_eq(metric(port, FAIL("expired")), 1);
     /* a past expiry is accepted and refused at once */
     mk_key(&c, tid, ADM, "{\"expires_at\":\"2001-01-01T00:00:00+02:00\"}", soon, kid);
-    EXPECT(&c, "GET", p, with(0, soon, false), NULL, 401, "UNAUTHORIZED");
-    EXPECT(&c, "GET", p, with(1, gone, false), NULL, 200, NULL);
+    IT_EXPECT(&c, "GET", p, with(0, soon, false), NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", p, with(1, gone, false), NULL, 200, NULL);
     snprintf(p, sizeof(p), "/tenants/%s", tid);
-    EXPECT(&c, "DELETE", p, ADM, NULL, 204, NULL);
+    IT_EXPECT(&c, "DELETE", p, ADM, NULL, 204, NULL);
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
-    EXPECT(&c, "GET", p, with(1, gone, false), NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", p, with(1, gone, false), NULL, 401, "UNAUTHORIZED");
     cr_assert_eq(metric(port, FAIL("revoked")), 1, "a tenant's delete revokes its keys");
     it_conn_close(&c);
     it_free(srv);
@@ -345,7 +316,7 @@ static int poll_status(uint16_t port, const char *tid, const char *key, int want
     for (int waited = 0;; waited += 50) {
         struct it_conn c;
         cr_assert_eq(it_conn_open(&c, port), 0);
-        st = rq(&c, "GET", p, with(5, key, false), NULL, &r);
+        st = it_rq(&c, "GET", p, with(5, key, false), NULL, &r);
         it_conn_close(&c);
         if (st == want || waited >= deadline_ms)
             return st;
@@ -377,9 +348,9 @@ Test(keys, db_two_nodes_revocation_and_restart, .fini = pg_fini)
     /* node b learns the key from the feed, and refuses it once node a revoked it */
     cr_assert_eq(poll_status(it_port(b), tid, key, 200, 5000), 200, "the key never reached b");
     snprintf(p, sizeof(p), "/tenants/%s/keys/%s", tid, kid);
-    EXPECT(&ca, "DELETE", p, ADM, NULL, 204, NULL);
-    EXPECT(&ca, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
-    EXPECT(&ca, "GET", "/tenants/x/keys", with(4, key, false), NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&ca, "DELETE", p, ADM, NULL, 204, NULL);
+    IT_EXPECT(&ca, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&ca, "GET", "/tenants/x/keys", with(4, key, false), NULL, 401, "UNAUTHORIZED");
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     int st = poll_status(it_port(b), tid, key, 401, 5000);
@@ -402,17 +373,17 @@ Test(keys, db_two_nodes_revocation_and_restart, .fini = pg_fini)
     cr_assert_eq(it_conn_open(&ca, it_port(a)), 0);
     static struct it_resp r;
     snprintf(p, sizeof(p), "/tenants/%s/keys", tid);
-    cr_assert_eq(rq(&ca, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(it_rq(&ca, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
     cr_assert(strstr(r.body, kid2), "%s", r.body);
     cr_assert_null(strstr(r.body, kid), "%s", r.body);
     /* deleting the tenant revokes its keys */
     snprintf(p, sizeof(p), "/tenants/%s", tid);
-    EXPECT(&ca, "DELETE", p, ADM, NULL, 204, NULL);
+    IT_EXPECT(&ca, "DELETE", p, ADM, NULL, 204, NULL);
     cr_assert_eq(poll_status(it_port(a), tid, key2, 401, 0), 401);
     cr_assert_eq(poll_status(it_port(b), tid, key2, 401, 1200), 401,
                  "node b still accepts a key of the deleted tenant");
     snprintf(p, sizeof(p), "/tenants/%s/keys", tid);
-    EXPECT(&ca, "POST", p, ADM, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&ca, "POST", p, ADM, NULL, 404, "NOT_FOUND");
     it_conn_close(&ca);
     it_free(a);
     it_free(b);

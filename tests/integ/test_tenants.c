@@ -25,38 +25,6 @@ TestSuite(tenants, .timeout = 60);
 
 static const char *const env_key[] = {"RINGCOUNT_ADMIN_KEY=" KEY, NULL};
 
-/* Send one request (extra header lines hdrs, each ending CRLF; body may be NULL) and read the
-   answer into r; asserts the exchange worked. Returns r->status. */
-static int rq(struct it_conn *c, const char *meth, const char *path, const char *hdrs,
-              const char *body, struct it_resp *r)
-{
-    char raw[8192];
-    size_t bl = body ? strlen(body) : 0;
-    snprintf(raw, sizeof(raw), "%s %s HTTP/1.1\r\nHost: t\r\n%s%s%zu\r\n\r\n%s", meth, path,
-             hdrs ? hdrs : "", "Content-Length: ", bl, body ? body : "");
-    int rc = it_request(c, raw, r);
-    cr_assert_eq(rc, 0, "%s %s: %s", meth, path, strerror(-rc));
-    return r->status;
-}
-
-/* Error code of a JSON error body. */
-static const char *code_of(const struct it_resp *r)
-{
-    static char code[64];
-    if (it_json_num(r->body, "code", code, sizeof(code)) < 0)
-        return "(none)";
-    return code;
-}
-
-#define EXPECT(c_, m_, p_, h_, b_, st_, code_)                                                    \
-    do {                                                                                           \
-        struct it_resp r_;                                                                         \
-        int s_ = rq(c_, m_, p_, h_, b_, &r_);                                                      \
-        cr_assert_eq(s_, st_, "%s %s: %d %s", m_, p_, s_, r_.body);                                \
-        if (code_)                                                                                 \
-            cr_assert_str_eq(code_of(&r_), (const char *)(code_), "%s %s: %s", m_, p_, r_.body);   \
-    } while (0)
-
 static void field(const struct it_resp *r, const char *key, char *out, size_t cap)
 {
     cr_assert_geq(it_json_num(r->body, key, out, cap), 0, "no %s in %s", key, r->body);
@@ -67,7 +35,7 @@ static void mk_tenant(struct it_conn *c, const char *label, char tid[64])
     char body[300];
     snprintf(body, sizeof(body), "{\"label\":\"%s\"}", label);
     struct it_resp r;
-    cr_assert_eq(rq(c, "POST", "/tenants", ADM, body, &r), 201, "%s", r.body);
+    cr_assert_eq(it_rq(c, "POST", "/tenants", ADM, body, &r), 201, "%s", r.body);
     field(&r, "tenant_id", tid, 64);
 }
 
@@ -76,7 +44,7 @@ static void mk_counter(struct it_conn *c, const char *tid, const char *body, cha
     char path[256];
     snprintf(path, sizeof(path), "/tenants/%s/counters", tid);
     struct it_resp r;
-    cr_assert_eq(rq(c, "POST", path, ADM, body, &r), 201, "%s", r.body);
+    cr_assert_eq(it_rq(c, "POST", path, ADM, body, &r), 201, "%s", r.body);
     field(&r, "counter_id", cid, 64);
 }
 
@@ -99,9 +67,9 @@ Test(tenants, routes_and_errors)
     char p[512], tid[64], tid2[64], cid[64], cid2[64];
 
     /* POST /tenants */
-    EXPECT(&c, "POST", "/tenants", NULL, "{\"label\":\"acme\"}", 401, "UNAUTHORIZED");
-    EXPECT(&c, "POST", "/tenants", "X-API-Key: wrong\r\n", "{\"label\":\"acme\"}", 403, "FORBIDDEN");
-    cr_assert_eq(rq(&c, "POST", "/tenants", "Authorization: Bearer " KEY "\r\n",
+    IT_EXPECT(&c, "POST", "/tenants", NULL, "{\"label\":\"acme\"}", 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "POST", "/tenants", "X-API-Key: wrong\r\n", "{\"label\":\"acme\"}", 403, "FORBIDDEN");
+    cr_assert_eq(it_rq(&c, "POST", "/tenants", "Authorization: Bearer " KEY "\r\n",
                     "{\"label\":\"acme\"}", &r), 201, "%s", r.body);
     field(&r, "tenant_id", tid, sizeof(tid));
     cr_assert_eq(strlen(tid), 36);
@@ -112,110 +80,110 @@ Test(tenants, routes_and_errors)
     field(&r, "created_at", v, sizeof(v));
     cr_assert_eq(strlen(v), 24);
     cr_assert_eq(v[23], 'Z');
-    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"acme\"}", 409, "DUPLICATE_LABEL");
-    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"a/b\"}", 400, "INVALID_LABEL");
-    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"\"}", 400, "INVALID_LABEL");
-    EXPECT(&c, "POST", "/tenants", ADM, "{}", 400, "INVALID_LABEL");
-    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":", 400, "INVALID_JSON");
-    EXPECT(&c, "DELETE", "/tenants", ADM, NULL, 405, "METHOD_NOT_ALLOWED");
+    IT_EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"acme\"}", 409, "DUPLICATE_LABEL");
+    IT_EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"a/b\"}", 400, "INVALID_LABEL");
+    IT_EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"\"}", 400, "INVALID_LABEL");
+    IT_EXPECT(&c, "POST", "/tenants", ADM, "{}", 400, "INVALID_LABEL");
+    IT_EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":", 400, "INVALID_JSON");
+    IT_EXPECT(&c, "DELETE", "/tenants", ADM, NULL, 405, "METHOD_NOT_ALLOWED");
     mk_tenant(&c, "beta", tid2);
 
     /* GET /tenants/{tid} (public) */
     snprintf(p, sizeof(p), "/tenants/%s", tid);
-    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, NULL, NULL, &r), 200);
     field(&r, "tenant_id", v, sizeof(v));
     cr_assert_str_eq(v, tid);
-    EXPECT(&c, "GET", "/tenants/not-a-uuid", NULL, NULL, 400, "INVALID_ID");
-    EXPECT(&c, "GET", "/tenants/" NOID, NULL, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "GET", "/tenants/not-a-uuid", NULL, NULL, 400, "INVALID_ID");
+    IT_EXPECT(&c, "GET", "/tenants/" NOID, NULL, NULL, 404, "NOT_FOUND");
 
     /* POST /tenants/{tid}/counters and the alias POST /tenants/{tid} */
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
-    EXPECT(&c, "POST", p, NULL, "{}", 401, "UNAUTHORIZED");
-    cr_assert_eq(rq(&c, "POST", p, ADM, "{\"label\":\"hits\",\"initial_value\":7}", &r), 201);
+    IT_EXPECT(&c, "POST", p, NULL, "{}", 401, "UNAUTHORIZED");
+    cr_assert_eq(it_rq(&c, "POST", p, ADM, "{\"label\":\"hits\",\"initial_value\":7}", &r), 201);
     field(&r, "counter_id", cid, sizeof(cid));
     cr_assert_eq(value_of(&r), 7);
     field(&r, "max_delta", v, sizeof(v));
     cr_assert_str_eq(v, "50");
     field(&r, "tenant_id", v, sizeof(v));
     cr_assert_str_eq(v, tid);
-    EXPECT(&c, "POST", p, ADM, "{\"label\":\"no:colon\"}", 400, "INVALID_LABEL");
-    EXPECT(&c, "POST", p, ADM, "{\"initial_value\":1.5}", 400, "INVALID_VALUE");
-    EXPECT(&c, "POST", p, ADM, "{\"initial_value\":99999999999999999999}", 400, "INVALID_VALUE");
-    EXPECT(&c, "POST", p, ADM, "{\"max_delta\":0}", 400, "INVALID_MAX_DELTA");
-    EXPECT(&c, "POST", p, ADM, "{\"max_delta\":\"5\"}", 400, "INVALID_MAX_DELTA");
-    EXPECT(&c, "POST", p, ADM, "[1]", 400, "INVALID_JSON");
-    EXPECT(&c, "POST", "/tenants/" NOID "/counters", ADM, "{}", 404, "NOT_FOUND");
-    EXPECT(&c, "POST", "/tenants/xyz/counters", ADM, "{}", 400, "INVALID_ID");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"label\":\"no:colon\"}", 400, "INVALID_LABEL");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"initial_value\":1.5}", 400, "INVALID_VALUE");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"initial_value\":99999999999999999999}", 400, "INVALID_VALUE");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"max_delta\":0}", 400, "INVALID_MAX_DELTA");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"max_delta\":\"5\"}", 400, "INVALID_MAX_DELTA");
+    IT_EXPECT(&c, "POST", p, ADM, "[1]", 400, "INVALID_JSON");
+    IT_EXPECT(&c, "POST", "/tenants/" NOID "/counters", ADM, "{}", 404, "NOT_FOUND");
+    IT_EXPECT(&c, "POST", "/tenants/xyz/counters", ADM, "{}", 400, "INVALID_ID");
     snprintf(p, sizeof(p), "/tenants/%s", tid);
-    cr_assert_eq(rq(&c, "POST", p, ADM, "{\"max_delta\":3}", &r), 201, "alias: %s", r.body);
+    cr_assert_eq(it_rq(&c, "POST", p, ADM, "{\"max_delta\":3}", &r), 201, "alias: %s", r.body);
     field(&r, "counter_id", cid2, sizeof(cid2));
     field(&r, "label", v, sizeof(v));
     cr_assert_str_eq(v, "null");
     cr_assert_eq(value_of(&r), 0);
-    EXPECT(&c, "POST", p, NULL, "{}", 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "POST", p, NULL, "{}", 401, "UNAUTHORIZED");
 
     /* GET counter (public) and its alias */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
-    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, NULL, NULL, &r), 200);
     cr_assert_eq(value_of(&r), 7);
     snprintf(p, sizeof(p), "/tenants/%s/%s", tid, cid);
-    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200, "alias");
+    cr_assert_eq(it_rq(&c, "GET", p, NULL, NULL, &r), 200, "alias");
     field(&r, "counter_id", v, sizeof(v));
     cr_assert_str_eq(v, cid);
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid2, cid);
-    EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND"); /* another tenant's counter */
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND"); /* another tenant's counter */
     snprintf(p, sizeof(p), "/tenants/%s/counters/" NOID, tid);
-    EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
     snprintf(p, sizeof(p), "/tenants/%s/counters/1234", tid);
-    EXPECT(&c, "GET", p, NULL, NULL, 400, "INVALID_ID");
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 400, "INVALID_ID");
 
     /* POST inc (public) and its alias */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
-    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200, "%s", r.body);
+    cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 200, "%s", r.body);
     cr_assert_eq(value_of(&r), 8);
     field(&r, "counter_id", v, sizeof(v));
     cr_assert_str_eq(v, cid);
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=50", tid, cid);
-    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 200);
     cr_assert_eq(value_of(&r), 58);
     snprintf(p, sizeof(p), "/tenants/%s/%s/inc?delta=2", tid, cid);
-    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200, "alias");
+    cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 200, "alias");
     cr_assert_eq(value_of(&r), 60);
     static const char *bad_delta[] = {"0", "51", "-1", "1.5", "x", ""};
     for (size_t i = 0; i < sizeof(bad_delta) / sizeof(bad_delta[0]); i++) {
         snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=%s", tid, cid, bad_delta[i]);
-        EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_DELTA");
+        IT_EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_DELTA");
     }
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=4", tid, cid2); /* max_delta 3 */
-    EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_DELTA");
+    IT_EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_DELTA");
     snprintf(p, sizeof(p), "/tenants/%s/counters/" NOID "/inc", tid);
-    EXPECT(&c, "POST", p, NULL, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "POST", p, NULL, NULL, 404, "NOT_FOUND");
     snprintf(p, sizeof(p), "/tenants/%s/counters/zz/inc", tid);
-    EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_ID");
+    IT_EXPECT(&c, "POST", p, NULL, NULL, 400, "INVALID_ID");
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?sync=1", tid, cid);
-    EXPECT(&c, "POST", p, NULL, NULL, 503, "PERSISTENCE_UNAVAILABLE");
+    IT_EXPECT(&c, "POST", p, NULL, NULL, 503, "PERSISTENCE_UNAVAILABLE");
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
-    EXPECT(&c, "GET", p, NULL, NULL, 405, "METHOD_NOT_ALLOWED");
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 405, "METHOD_NOT_ALLOWED");
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
-    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, NULL, NULL, &r), 200);
     cr_assert_eq(value_of(&r), 60, "refused increments did not count");
 
     /* POST set (admin), overflow refused */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/set", tid, cid);
-    EXPECT(&c, "POST", p, NULL, "{\"value\":1}", 401, "UNAUTHORIZED");
-    EXPECT(&c, "POST", p, "X-API-Key: nope\r\n", "{\"value\":1}", 403, "FORBIDDEN");
-    EXPECT(&c, "POST", p, ADM, "{\"value\":\"1\"}", 400, "INVALID_VALUE");
-    EXPECT(&c, "POST", p, ADM, "{}", 400, "INVALID_VALUE");
-    EXPECT(&c, "POST", p, ADM, "{\"value\"", 400, "INVALID_JSON");
-    cr_assert_eq(rq(&c, "POST", p, ADM, "{\"value\":9223372036854775806}", &r), 200, "%s", r.body);
+    IT_EXPECT(&c, "POST", p, NULL, "{\"value\":1}", 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "POST", p, "X-API-Key: nope\r\n", "{\"value\":1}", 403, "FORBIDDEN");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"value\":\"1\"}", 400, "INVALID_VALUE");
+    IT_EXPECT(&c, "POST", p, ADM, "{}", 400, "INVALID_VALUE");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"value\"", 400, "INVALID_JSON");
+    cr_assert_eq(it_rq(&c, "POST", p, ADM, "{\"value\":9223372036854775806}", &r), 200, "%s", r.body);
     cr_assert_eq(value_of(&r), INT64_MAX - 1);
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=2", tid, cid);
-    EXPECT(&c, "POST", p, NULL, NULL, 409, "COUNTER_OVERFLOW");
+    IT_EXPECT(&c, "POST", p, NULL, NULL, 409, "COUNTER_OVERFLOW");
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
-    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 200);
     cr_assert_eq(value_of(&r), INT64_MAX);
     snprintf(p, sizeof(p), "/tenants/%s/counters/" NOID "/set", tid);
-    EXPECT(&c, "POST", p, ADM, "{\"value\":1}", 404, "NOT_FOUND");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"value\":1}", 404, "NOT_FOUND");
 
     it_conn_close(&c);
     it_free(srv);
@@ -241,7 +209,7 @@ static void expect_pages(struct it_conn *c, const char *base, const char *head, 
     int seen = 0, pages = (n + 1) / 2;
     for (int page = 0; page < pages; page++) {
         snprintf(p, sizeof(p), "%s?limit=2%s%s", base, *cursor ? "&cursor=" : "", cursor);
-        cr_assert_eq(rq(c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
+        cr_assert_eq(it_rq(c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
         cr_assert_eq(strncmp(r.body, head, strlen(head)), 0, "%s", r.body);
         int k = count_of(r.body, idkey);
         cr_assert_eq(k, page < pages - 1 ? 2 : n - 2 * page, "page %d: %s", page, r.body);
@@ -278,20 +246,20 @@ Test(tenants, listing_pagination)
     struct it_resp r;
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
     expect_pages(&c, p, "{\"counters\":[", "\"counter_id\"", ids, 5); /* not another's */
-    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, ADM, NULL, &r), 200);
     for (int i = 0; i < 5; i++)
         cr_assert_not_null(strstr(r.body, ids[i]));
-    EXPECT(&c, "GET", p, NULL, NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 401, "UNAUTHORIZED");
     static const char *bad_limit[] = {"0", "101", "-1", "abc"};
     for (size_t i = 0; i < 4; i++) {
         snprintf(p, sizeof(p), "/tenants/%s/counters?limit=%s", tid, bad_limit[i]);
-        EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_LIMIT");
+        IT_EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_LIMIT");
     }
     snprintf(p, sizeof(p), "/tenants/%s/counters?cursor=%s", tid, oc);
-    EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_CURSOR");
+    IT_EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_CURSOR");
     snprintf(p, sizeof(p), "/tenants/%s/counters?cursor=garbage", tid);
-    EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_CURSOR");
-    EXPECT(&c, "GET", "/tenants/" NOID "/counters", ADM, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_CURSOR");
+    IT_EXPECT(&c, "GET", "/tenants/" NOID "/counters", ADM, NULL, 404, "NOT_FOUND");
     it_conn_close(&c);
     it_free(srv);
 }
@@ -301,9 +269,9 @@ Test(tenants, admin_disabled_without_key)
     struct it_server *srv = it_start(NULL, NULL);
     struct it_conn c;
     cr_assert_eq(it_conn_open(&c, it_port(srv)), 0);
-    EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"x\"}", 403, "ADMIN_DISABLED");
-    EXPECT(&c, "GET", "/tenants/" NOID "/counters", NULL, NULL, 403, "ADMIN_DISABLED");
-    EXPECT(&c, "GET", "/tenants/" NOID, NULL, NULL, 404, "NOT_FOUND"); /* public */
+    IT_EXPECT(&c, "POST", "/tenants", ADM, "{\"label\":\"x\"}", 403, "ADMIN_DISABLED");
+    IT_EXPECT(&c, "GET", "/tenants/" NOID "/counters", NULL, NULL, 403, "ADMIN_DISABLED");
+    IT_EXPECT(&c, "GET", "/tenants/" NOID, NULL, NULL, 404, "NOT_FOUND"); /* public */
     it_conn_close(&c);
     it_free(srv);
 }
@@ -320,34 +288,34 @@ Test(tenants, idempotent_replay)
     mk_counter(&c, tid, "{}", cid2);
     struct it_resp r;
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=3", tid, cid);
-    cr_assert_eq(rq(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
     cr_assert_eq(value_of(&r), 3);
-    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200); /* an unkeyed one: 6 */
+    cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 200); /* an unkeyed one: 6 */
     /* replay from another connection: the first result, not counted again */
     struct it_conn c2;
     cr_assert_eq(it_conn_open(&c2, it_port(srv)), 0);
-    cr_assert_eq(rq(&c2, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
+    cr_assert_eq(it_rq(&c2, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
     cr_assert_eq(value_of(&r), 3);
     snprintf(p, sizeof(p), "/tenants/%s/%s/inc?delta=3", tid, cid); /* the alias: same request */
-    cr_assert_eq(rq(&c2, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
+    cr_assert_eq(it_rq(&c2, "POST", p, "Idempotency-Key: order-17\r\n", NULL, &r), 200);
     cr_assert_eq(value_of(&r), 3);
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
-    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, NULL, NULL, &r), 200);
     cr_assert_eq(value_of(&r), 6);
     /* same key, different request */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=4", tid, cid);
-    EXPECT(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, 409, "IDEMPOTENCY_KEY_REUSED");
+    IT_EXPECT(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, 409, "IDEMPOTENCY_KEY_REUSED");
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc?delta=3", tid, cid2);
-    EXPECT(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, 409, "IDEMPOTENCY_KEY_REUSED");
+    IT_EXPECT(&c, "POST", p, "Idempotency-Key: order-17\r\n", NULL, 409, "IDEMPOTENCY_KEY_REUSED");
     char longkey[100];
     memset(longkey, 'k', 65);
     snprintf(longkey + 65, sizeof(longkey) - 65, "\r\n");
     char h[200];
     snprintf(h, sizeof(h), "Idempotency-Key: %s", longkey);
-    EXPECT(&c, "POST", p, h, NULL, 400, "INVALID_IDEMPOTENCY_KEY");
-    EXPECT(&c, "POST", p, "Idempotency-Key: \x01\r\n", NULL, 400, NULL); /* CTL: parser 400 */
+    IT_EXPECT(&c, "POST", p, h, NULL, 400, "INVALID_IDEMPOTENCY_KEY");
+    IT_EXPECT(&c, "POST", p, "Idempotency-Key: \x01\r\n", NULL, 400, NULL); /* CTL: parser 400 */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
-    cr_assert_eq(rq(&c2, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c2, "GET", p, NULL, NULL, &r), 200);
     cr_assert_eq(value_of(&r), 6, "refused requests did not count");
     it_conn_close(&c);
     it_conn_close(&c2);
@@ -403,7 +371,7 @@ Test(tenants, sixteen_connections_exact)
     cr_assert_eq(ok, 6400);
     struct it_resp r;
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
-    cr_assert_eq(rq(&c, "GET", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, NULL, NULL, &r), 200);
     cr_assert_eq(value_of(&r), 6400);
     it_conn_close(&c);
     it_free(srv);
@@ -421,11 +389,11 @@ Test(tenants, rate_limit_refusal_and_fields)
     struct it_resp r;
     /* admin answers carry no rate-limit field */
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
-    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, ADM, NULL, &r), 200);
     cr_assert_eq(it_header(&r, "RateLimit-Policy", h, sizeof(h)), -ENOENT);
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
     for (int i = 0; i < 5; i++) {
-        cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200, "request %d", i);
+        cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 200, "request %d", i);
         cr_assert_gt(it_header(&r, "RateLimit-Policy", h, sizeof(h)), 0);
         cr_assert_str_eq(h, "\"default\";q=5;w=5");
         cr_assert_gt(it_header(&r, "RateLimit", h, sizeof(h)), 0);
@@ -433,32 +401,32 @@ Test(tenants, rate_limit_refusal_and_fields)
         snprintf(want, sizeof(want), "\"default\";r=%d;t=", 4 - i);
         cr_assert_eq(strncmp(h, want, strlen(want)), 0, "%s vs %s", h, want);
     }
-    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 429);
-    cr_assert_str_eq(code_of(&r), "RATE_LIMITED");
+    cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 429);
+    cr_assert_str_eq(it_err_code(&r), "RATE_LIMITED");
     cr_assert_gt(it_header(&r, "Retry-After", h, sizeof(h)), 0);
     cr_assert_str_eq(h, "1");
     cr_assert_gt(it_header(&r, "RateLimit", h, sizeof(h)), 0);
     cr_assert_eq(strncmp(h, "\"default\";r=0;t=", 16), 0, "%s", h);
     /* a preflight is never refused and spends nothing, but carries the fields */
-    cr_assert_eq(rq(&c, "OPTIONS", p, NULL, NULL, &r), 204);
+    cr_assert_eq(it_rq(&c, "OPTIONS", p, NULL, NULL, &r), 204);
     cr_assert_gt(it_header(&r, "RateLimit", h, sizeof(h)), 0);
     cr_assert_eq(strncmp(h, "\"default\";r=0;t=", 16), 0, "%s", h);
     cr_assert_eq(it_header(&r, "Retry-After", h, sizeof(h)), -ENOENT);
     /* GET of a counter is public too: refused as well */
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
-    EXPECT(&c, "GET", p, NULL, NULL, 429, "RATE_LIMITED");
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 429, "RATE_LIMITED");
     /* exempt routes */
     static const char *exempt[] = {"/health", "/livez", "/readyz", "/metrics", "/stats"};
     for (size_t i = 0; i < 5; i++) {
-        cr_assert_eq(rq(&c, "GET", exempt[i], NULL, NULL, &r), 200, "%s", exempt[i]);
+        cr_assert_eq(it_rq(&c, "GET", exempt[i], NULL, NULL, &r), 200, "%s", exempt[i]);
         cr_assert_eq(it_header(&r, "RateLimit", h, sizeof(h)), -ENOENT, "%s", exempt[i]);
     }
     /* admin routes are not limited */
-    cr_assert_eq(rq(&c, "POST", "/tenants", ADM, "{\"label\":\"another\"}", &r), 201);
+    cr_assert_eq(it_rq(&c, "POST", "/tenants", ADM, "{\"label\":\"another\"}", &r), 201);
     /* a second later one token is back */
     usleep(1100 * 1000);
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s/inc", tid, cid);
-    cr_assert_eq(rq(&c, "POST", p, NULL, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "POST", p, NULL, NULL, &r), 200);
     cr_assert_eq(value_of(&r), 6);
     it_conn_close(&c);
     it_free(srv);
@@ -476,7 +444,7 @@ static int inc_from(uint16_t port, int host, const char *path)
     struct it_resp *r = malloc(sizeof(*r));
     cr_assert(c && r);
     cr_assert_eq(conn_from(c, port, host), 0, "connect from 127.0.0.%d", host);
-    int st = rq(c, "POST", path, NULL, NULL, r);
+    int st = it_rq(c, "POST", path, NULL, NULL, r);
     it_conn_close(c);
     free(c);
     free(r);
@@ -515,7 +483,7 @@ static void get_with_origin(struct it_conn *c, const char *meth, const char *pat
 {
     char h[512];
     snprintf(h, sizeof(h), "%s%s", extra ? extra : "", "");
-    rq(c, meth, path, h, NULL, r);
+    it_rq(c, meth, path, h, NULL, r);
 }
 
 Test(tenants, cors)
@@ -571,11 +539,11 @@ Test(tenants, cors)
     get_with_origin(&c, "OPTIONS", p,
                     "Origin: https://app.example\r\nAccess-Control-Request-Method: POST\r\n", &r);
     cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
-    rq(&c, "POST", "/tenants", "Origin: https://app.example\r\n" ADM, "{\"label\":\"c2\"}", &r);
+    it_rq(&c, "POST", "/tenants", "Origin: https://app.example\r\n" ADM, "{\"label\":\"c2\"}", &r);
     cr_assert_eq(r.status, 201);
     cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
-    rq(&c, "GET", p, "Origin: https://app.example\r\n" ADM, NULL, &r);
+    it_rq(&c, "GET", p, "Origin: https://app.example\r\n" ADM, NULL, &r);
     cr_assert_eq(r.status, 200);
     cr_assert_eq(it_header(&r, "Access-Control-Allow-Origin", h, sizeof(h)), -ENOENT);
     it_conn_close(&c);
@@ -634,14 +602,14 @@ Test(tenants, cache_flags_bound_the_store)
     mk_tenant(&c, "one", tid);
     mk_tenant(&c, "two", tid2);
     struct it_resp r;
-    cr_assert_eq(rq(&c, "POST", "/tenants", ADM, "{\"label\":\"three\"}", &r), 409, "%s", r.body);
-    cr_assert_str_eq(code_of(&r), "TOO_MANY_TENANTS");
+    cr_assert_eq(it_rq(&c, "POST", "/tenants", ADM, "{\"label\":\"three\"}", &r), 409, "%s", r.body);
+    cr_assert_str_eq(it_err_code(&r), "TOO_MANY_TENANTS");
     cr_assert_not_null(strstr(r.body, "(2, --tenant-cache)"), "%s", r.body);
     for (int i = 0; i < 3; i++)
         mk_counter(&c, i == 2 ? tid2 : tid, "{}", cid);
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid2);
-    cr_assert_eq(rq(&c, "POST", p, ADM, "{}", &r), 409, "%s", r.body);
-    cr_assert_str_eq(code_of(&r), "TOO_MANY_COUNTERS");
+    cr_assert_eq(it_rq(&c, "POST", p, ADM, "{}", &r), 409, "%s", r.body);
+    cr_assert_str_eq(it_err_code(&r), "TOO_MANY_COUNTERS");
     cr_assert_not_null(strstr(r.body, "(3, --counter-cache)"), "%s", r.body);
     it_conn_close(&c);
     it_free(srv);
@@ -659,17 +627,17 @@ Test(tenants, tenant_listing_pages)
         char l[8] = {'t', (char)('0' + i)};
         mk_tenant(&c, l, ids[i]);
     }
-    EXPECT(&c, "GET", "/tenants", NULL, NULL, 401, "UNAUTHORIZED");
-    EXPECT(&c, "GET", "/tenants", "X-API-Key: nope\r\n", NULL, 403, "FORBIDDEN");
+    IT_EXPECT(&c, "GET", "/tenants", NULL, NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", "/tenants", "X-API-Key: nope\r\n", NULL, 403, "FORBIDDEN");
     expect_pages(&c, "/tenants", "{\"tenants\":[", "\"tenant_id\"", ids, 5);
     struct it_resp r;
-    cr_assert_eq(rq(&c, "GET", "/tenants", ADM, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", "/tenants", ADM, NULL, &r), 200);
     cr_assert_eq(count_of(r.body, "\"tenant_id\""), 5, "default limit 20: %s", r.body);
-    EXPECT(&c, "GET", "/tenants?limit=0", ADM, NULL, 400, "INVALID_LIMIT");
-    EXPECT(&c, "GET", "/tenants?limit=101", ADM, NULL, 400, "INVALID_LIMIT");
-    EXPECT(&c, "GET", "/tenants?cursor=garbage", ADM, NULL, 400, "INVALID_CURSOR");
-    EXPECT(&c, "GET", "/tenants?cursor=" NOID, ADM, NULL, 400, "INVALID_CURSOR");
-    EXPECT(&c, "PUT", "/tenants", ADM, NULL, 405, "METHOD_NOT_ALLOWED");
+    IT_EXPECT(&c, "GET", "/tenants?limit=0", ADM, NULL, 400, "INVALID_LIMIT");
+    IT_EXPECT(&c, "GET", "/tenants?limit=101", ADM, NULL, 400, "INVALID_LIMIT");
+    IT_EXPECT(&c, "GET", "/tenants?cursor=garbage", ADM, NULL, 400, "INVALID_CURSOR");
+    IT_EXPECT(&c, "GET", "/tenants?cursor=" NOID, ADM, NULL, 400, "INVALID_CURSOR");
+    IT_EXPECT(&c, "PUT", "/tenants", ADM, NULL, 405, "METHOD_NOT_ALLOWED");
     it_conn_close(&c);
     it_free(srv);
 }
@@ -690,32 +658,32 @@ Test(tenants, counter_labels_unique_and_found)
     mk_counter(&c, tid, "{}", x);
     mk_counter(&c, tid, "{}", x); /* unlabelled ones are not constrained */
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
-    EXPECT(&c, "POST", p, ADM, "{\"label\":\"hits\"}", 409, "DUPLICATE_LABEL");
+    IT_EXPECT(&c, "POST", p, ADM, "{\"label\":\"hits\"}", 409, "DUPLICATE_LABEL");
     snprintf(p, sizeof(p), "/tenants/%s", tid);
-    EXPECT(&c, "POST", p, ADM, "{\"label\":\"page views\"}", 409, "DUPLICATE_LABEL"); /* alias */
+    IT_EXPECT(&c, "POST", p, ADM, "{\"label\":\"page views\"}", 409, "DUPLICATE_LABEL"); /* alias */
     struct it_resp r;
     static const char *const forms[] = {"page%20views", "page+views", "%70age%20view%73"};
     for (size_t i = 0; i < 3; i++) {
         snprintf(p, sizeof(p), "/tenants/%s/counters?label=%s", tid, forms[i]);
-        cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
+        cr_assert_eq(it_rq(&c, "GET", p, ADM, NULL, &r), 200, "%s", r.body);
         cr_assert_eq(count_of(r.body, "\"counter_id\""), 1, "%s: %s", forms[i], r.body);
         cr_assert_not_null(strstr(r.body, pv), "%s: %s", forms[i], r.body);
         cr_assert_not_null(strstr(r.body, "\"next_cursor\":null"), "%s", r.body);
     }
     snprintf(p, sizeof(p), "/tenants/%s/counters?label=hits", tid);
-    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, ADM, NULL, &r), 200);
     cr_assert_eq(count_of(r.body, "\"counter_id\""), 1, "%s", r.body);
     cr_assert_not_null(strstr(r.body, hits), "this tenant's hits, not the other's: %s", r.body);
     snprintf(p, sizeof(p), "/tenants/%s/counters?label=nope", tid);
-    cr_assert_eq(rq(&c, "GET", p, ADM, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", p, ADM, NULL, &r), 200);
     cr_assert_str_eq(r.body, "{\"counters\":[],\"next_cursor\":null}");
     static const char *const bad[] = {"", "a%2Fb", "%zz", "a%2", "a:b"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         snprintf(p, sizeof(p), "/tenants/%s/counters?label=%s", tid, bad[i]);
-        EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_LABEL");
+        IT_EXPECT(&c, "GET", p, ADM, NULL, 400, "INVALID_LABEL");
     }
     snprintf(p, sizeof(p), "/tenants/%s/counters?label=hits", tid);
-    EXPECT(&c, "GET", p, NULL, NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 401, "UNAUTHORIZED");
     it_conn_close(&c);
     it_free(srv);
 }
@@ -735,53 +703,53 @@ Test(tenants, delete_counter_and_tenant)
     mk_counter(&c, tid, "{}", cid2);
     struct it_resp r;
     snprintf(p, sizeof(p), "/tenants/%s/counters/%s", tid, cid);
-    EXPECT(&c, "DELETE", p, NULL, NULL, 401, "UNAUTHORIZED");
-    EXPECT(&c, "DELETE", p, "X-API-Key: nope\r\n", NULL, 403, "FORBIDDEN");
-    cr_assert_eq(rq(&c, "OPTIONS", p, NULL, NULL, &r), 204);
+    IT_EXPECT(&c, "DELETE", p, NULL, NULL, 401, "UNAUTHORIZED");
+    IT_EXPECT(&c, "DELETE", p, "X-API-Key: nope\r\n", NULL, 403, "FORBIDDEN");
+    cr_assert_eq(it_rq(&c, "OPTIONS", p, NULL, NULL, &r), 204);
     char allow[128];
     cr_assert_gt(it_header(&r, "Allow", allow, sizeof(allow)), 0);
     cr_assert_str_eq(allow, "GET, HEAD, DELETE, OPTIONS");
-    cr_assert_eq(rq(&c, "DELETE", p, ADM, NULL, &r), 204, "%s", r.body);
+    cr_assert_eq(it_rq(&c, "DELETE", p, ADM, NULL, &r), 204, "%s", r.body);
     cr_assert_eq(r.body_len, 0);
-    EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
-    EXPECT(&c, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
     snprintf(q, sizeof(q), "%s/inc", p);
-    EXPECT(&c, "POST", q, NULL, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "POST", q, NULL, NULL, 404, "NOT_FOUND");
     snprintf(q, sizeof(q), "%s/set", p);
-    EXPECT(&c, "POST", q, ADM, "{\"value\":1}", 404, "NOT_FOUND");
+    IT_EXPECT(&c, "POST", q, ADM, "{\"value\":1}", 404, "NOT_FOUND");
     snprintf(q, sizeof(q), "/tenants/%s/counters", tid);
-    cr_assert_eq(rq(&c, "GET", q, ADM, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", q, ADM, NULL, &r), 200);
     cr_assert_null(strstr(r.body, cid), "listed after delete: %s", r.body);
     cr_assert_not_null(strstr(r.body, cid2), "%s", r.body);
     snprintf(q, sizeof(q), "/tenants/%s/counters?label=hits", tid);
-    cr_assert_eq(rq(&c, "GET", q, ADM, NULL, &r), 200);
+    cr_assert_eq(it_rq(&c, "GET", q, ADM, NULL, &r), 200);
     cr_assert_null(strstr(r.body, cid), "found by label after delete: %s", r.body);
     mk_counter(&c, tid, "{\"label\":\"hits\"}", again); /* the label is free again */
     cr_assert_str_neq(again, cid);
-    EXPECT(&c, "DELETE", "/tenants/" NOID "/counters/" NOID, ADM, NULL, 404, "NOT_FOUND");
-    EXPECT(&c, "DELETE", "/tenants/x/counters/y", ADM, NULL, 400, "INVALID_ID");
+    IT_EXPECT(&c, "DELETE", "/tenants/" NOID "/counters/" NOID, ADM, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "DELETE", "/tenants/x/counters/y", ADM, NULL, 400, "INVALID_ID");
 
     /* the tenant, with its counters */
     snprintf(p, sizeof(p), "/tenants/%s", tid);
-    EXPECT(&c, "DELETE", p, NULL, NULL, 401, "UNAUTHORIZED");
-    cr_assert_eq(rq(&c, "DELETE", p, ADM, NULL, &r), 204, "%s", r.body);
-    EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
-    EXPECT(&c, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "DELETE", p, NULL, NULL, 401, "UNAUTHORIZED");
+    cr_assert_eq(it_rq(&c, "DELETE", p, ADM, NULL, &r), 204, "%s", r.body);
+    IT_EXPECT(&c, "GET", p, NULL, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "DELETE", p, ADM, NULL, 404, "NOT_FOUND");
     snprintf(q, sizeof(q), "/tenants/%s/counters/%s", tid, again);
-    EXPECT(&c, "GET", q, NULL, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "GET", q, NULL, NULL, 404, "NOT_FOUND");
     snprintf(q, sizeof(q), "/tenants/%s/%s/inc", tid, cid2);
-    EXPECT(&c, "POST", q, NULL, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "POST", q, NULL, NULL, 404, "NOT_FOUND");
     snprintf(q, sizeof(q), "/tenants/%s/counters", tid);
-    EXPECT(&c, "GET", q, ADM, NULL, 404, "NOT_FOUND");
-    EXPECT(&c, "POST", q, ADM, "{}", 404, "NOT_FOUND");
-    cr_assert_eq(rq(&c, "GET", "/tenants", ADM, NULL, &r), 200);
+    IT_EXPECT(&c, "GET", q, ADM, NULL, 404, "NOT_FOUND");
+    IT_EXPECT(&c, "POST", q, ADM, "{}", 404, "NOT_FOUND");
+    cr_assert_eq(it_rq(&c, "GET", "/tenants", ADM, NULL, &r), 200);
     cr_assert_null(strstr(r.body, tid), "listed after delete: %s", r.body);
     cr_assert_not_null(strstr(r.body, keep), "%s", r.body);
     char tid3[64];
     mk_tenant(&c, "doomed", tid3); /* the tenant label is free again */
     cr_assert_str_neq(tid3, tid);
     snprintf(q, sizeof(q), "/tenants/%s", keep);
-    cr_assert_eq(rq(&c, "GET", q, NULL, NULL, &r), 200, "the other tenant is untouched");
+    cr_assert_eq(it_rq(&c, "GET", q, NULL, NULL, &r), 200, "the other tenant is untouched");
     it_conn_close(&c);
     it_free(srv);
 }
