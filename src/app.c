@@ -18,6 +18,7 @@
 #include "json.h"
 #include "lit.h"
 #include "live.h"
+#include "qsbr.h"
 #include "metrics.h"
 #include "persist.h"
 #include "pwait.h"
@@ -60,6 +61,8 @@ int app_init(const struct config *cfg, unsigned nworkers)
     ready_flag = 0;
     /* the admin key, CORS origins and rate limit: reloadable on SIGHUP (src/live) */
     int rc = live_init(cfg, nworkers);
+    if (rc == 0)
+        rc = qsbr_init(nworkers); /* evicted tenant counters are reused after a grace period */
     return rc < 0 ? rc : tnapi_init(cfg, nworkers);
 }
 

@@ -76,6 +76,8 @@ void metrics_flush_rejected(uint64_t n);
 
 /* One lookup query that carried n tenant-cache misses. */
 void metrics_tn_lookups(uint64_t n);
+/* Persister: the tenant counter cache's evictions so far and the counters it holds. */
+void metrics_tn_cache(uint64_t evictions, uint64_t cached);
 /* The change feed applied this many rows. */
 void metrics_tn_feed(uint64_t rows);
 

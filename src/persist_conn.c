@@ -625,6 +625,9 @@ uint32_t persist_p_run(uint64_t now, unsigned revents)
         conn_drop(now, "no answer within --db-timeout-ms");
     }
 
+    /* tn_wm and a flush's rows name counters by record: reuse none while a flush is out */
+    if (pst.x == X_NONE && pst.f.st == F_NONE)
+        pst_tn_evict();
     if (pst.cst == C_READY && pst.x == X_NONE)
         next_exchange(now);
     if (pst.stopping && !pst.finished && now + SPILL_RESERVE_MS >= pst.deadline) {

@@ -503,6 +503,9 @@ void pst_tn_sync(uint64_t now);
 void pst_tn_done(uint64_t now, bool dropped);
 /* A flush committed with counter idx at v in the database: settle the cached one to it. */
 void pst_tn_settle(uint32_t idx, int64_t v);
+/* Between exchanges, no flush outcome pending: free evicted counters past their grace period
+   and evict the least recently used clean ones while the counter cache has too little room. */
+void pst_tn_evict(void);
 /* One result of rc_tn_d (the values the flush's deltas made), kept in pst.f.tnd. */
 void pst_tn_flush_values(PGresult *res);
 /* Milliseconds until the feed is due (for persist_p_run's sleep). */

@@ -97,6 +97,34 @@ uint64_t pst_tn_wait(uint64_t now)
     return pst.feed_at > now ? pst.feed_at - now : 0;
 }
 
+/* ------------------------------------------------------------------ eviction */
+
+/* tn_evictable_fn: nothing this node counted on c is unflushed (its live value is the
+   committed one, pst.tn_wm); a deleted counter's late increments are flushed like any. */
+static bool evictable(const struct tn_counter *c, void *arg)
+{
+    (void)arg;
+    return (uint64_t)tn_counter_value_stable(pst.tn, c) == pst.tn_wm[c->idx];
+}
+
+void pst_tn_evict(void)
+{
+    if (!pst.tn)
+        return;
+    (void)tn_counter_reclaim(pst.tn, evictable, NULL);
+    struct tn_cache_sizes z;
+    tn_cache_sizes(pst.tn, &z);
+    /* Keep 1/64 of the cache (16..4,096 records) free or on its way: a miss is restored at
+       once instead of being served by the database until a grace period (<= ~1 s) ends. */
+    uint32_t cap = z.cached + z.room + z.evicting, want = cap / 64;
+    want = want < 16 ? 16 : want > 4096 ? 4096 : want;
+    if (want > cap / 2)
+        want = cap / 2;
+    if (z.room + z.evicting < want)
+        z.evicted += tn_counter_evict(pst.tn, want - z.room - z.evicting, evictable, NULL);
+    metrics_tn_cache(z.evicted, z.cached);
+}
+
 /* ------------------------------------------------------------------ sending */
 
 int64_t pst_hist_buckets(int64_t t, char *m, char *h, char *d)

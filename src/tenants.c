@@ -10,7 +10,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "clock.h"
 #include "fmt.h"
+#include "qsbr.h"
 #include "json.h"
 
 #define TCHUNK 1024u /* tenants per chunk */
@@ -21,10 +23,18 @@
    pushed again only once the persister has taken its last entry. */
 #define DIRTY_RING 65536u
 #define DIRTY_CACHE 256u
-/* A label index slot whose record was deleted: probes go on past it, an insertion may reuse it.
-   Each record takes at most one slot in its life, so used + tombstoned slots stay <= max <= half
-   the table and a probe always meets an empty slot. */
-#define LABEL_TOMB UINT32_MAX
+/* An index slot whose record was deleted (label) or evicted (id and label): probes go on past
+   it, an insertion may reuse it. Tenants are never evicted, so each tenant takes at most one
+   slot in its life: used + tombstoned slots stay <= max <= half the table. Counter records are
+   reused after eviction, so the counter tables count their tombstones and are rebuilt (a fresh
+   table, published, the old one freed after a grace period) once they pass an eighth of the
+   table: a probe always meets an empty slot within a short run. */
+#define TOMB UINT32_MAX
+/* Index tables a rebuild replaced, waiting for their grace period (two per rebuild; a rebuild
+   happens at most every table/8 evictions, seconds apart at least). */
+#define RETIRED_MAX 8
+/* Evicted counters waiting for their grace period: at most this many at a time. */
+#define LIMBO_MAX 65536u
 
 /* 104 bytes. */
 struct idem_rec {
@@ -69,9 +79,23 @@ struct tn_store {
     struct tn_counter **cch;
     uint64_t **dch;           /* [chunk * nworkers + w] → CCHUNK deltas */
     uint32_t tmask, cmask;    /* index tables: slot = idx + 1, 0 empty */
-    uint32_t *tidx, *cidx, *tlabel, *clabel; /* label tables also take LABEL_TOMB */
+    uint32_t *tidx, *cidx, *tlabel, *clabel; /* cidx, clabel, tlabel also take TOMB */
     uint32_t idem_per;        /* records per stripe (power of two) */
     struct idem_stripe *idem;
+    /* eviction (under mu): free records (a stack), evicted ones in eviction order */
+    uint32_t *freel, nfree;
+    struct {
+        uint32_t idx;
+        uint64_t epoch;         /* qsbr epoch after which no worker holds it */
+    } *limbo;
+    uint32_t nlimbo, limbo_cap;
+    uint32_t ctombs;            /* tombstones in cidx + clabel */
+    uint64_t evicted, rng;
+    struct {
+        uint32_t *tab;
+        uint64_t epoch;
+    } retired[RETIRED_MAX];
+    unsigned nretired;
 };
 
 
@@ -135,8 +159,12 @@ struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_co
     st->clabel = calloc(cs, sizeof(uint32_t));
     st->idem_per = pow2_at_least((idem_capacity + TN_IDEM_STRIPES - 1) / TN_IDEM_STRIPES);
     st->idem = aligned_alloc(64, sizeof(*st->idem) * TN_IDEM_STRIPES);
+    st->limbo_cap = max_counters < LIMBO_MAX ? max_counters : LIMBO_MAX;
+    st->freel = calloc(max_counters, sizeof(uint32_t)); /* 4 MiB at 1M, touched as used */
+    st->limbo = calloc(st->limbo_cap, sizeof(*st->limbo));
+    st->rng = st->seed | 1;
     if (!st->tch || !st->cch || !st->dch || !st->tidx || !st->tlabel || !st->cidx || !st->clabel ||
-        !st->idem)
+        !st->idem || !st->freel || !st->limbo)
         goto fail;
     memset(st->idem, 0, sizeof(*st->idem) * TN_IDEM_STRIPES);
     for (unsigned i = 0; i < TN_IDEM_STRIPES; i++) {
@@ -184,6 +212,10 @@ void tn_free(struct tn_store *st)
     free(st->tlabel);
     free(st->cidx);
     free(st->clabel);
+    for (unsigned i = 0; i < st->nretired; i++)
+        free(st->retired[i].tab);
+    free(st->freel);
+    free(st->limbo);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -226,27 +258,46 @@ static uint64_t *delta_at(const struct tn_store *st, unsigned w, uint32_t idx)
     return &st->dch[(size_t)(idx / CCHUNK) * st->nworkers + w][idx % CCHUNK];
 }
 
-/* Probe an id index table: the slot holding the record with this id, or the empty slot where it
-   would go. Readers run concurrently with one writer (under mu): a slot goes 0 → idx+1 once. */
+/* The counter index tables as published (a rebuild replaces them). */
+static uint32_t *cidx_tab(const struct tn_store *st)
+{
+    return ck_pr_load_ptr((uint32_t **)&st->cidx);
+}
+
+static uint32_t *clabel_tab(const struct tn_store *st)
+{
+    return ck_pr_load_ptr((uint32_t **)&st->clabel);
+}
+
+/* Probe an id index table: the slot holding the record with this id, or the empty slot that
+   ends the run; with ins, *ins is where an insertion goes (the first tombstone or that empty
+   slot). Readers run concurrently with one writer (under mu): a slot goes 0 → idx+1 → TOMB
+   → idx'+1 ..., each store a release after the record is complete. */
 static uint32_t *id_probe(uint32_t *tab, uint32_t mask, uint64_t seed, const uint8_t id[16],
-                          const struct tn_store *st, bool counters)
+                          const struct tn_store *st, bool counters, uint32_t **ins)
 {
     uint32_t i = (uint32_t)hash_bytes(seed, id, 16) & mask;
-    for (;;) {
+    if (ins)
+        *ins = NULL;
+    for (;; i = (i + 1) & mask) {
         uint32_t v = ck_pr_load_32(&tab[i]);
-        if (v == 0)
-            return &tab[i];
+        if (v == 0 || v == TOMB) {
+            if (ins && !*ins)
+                *ins = &tab[i];
+            if (v == 0)
+                return &tab[i];
+            continue;
+        }
         ck_pr_fence_load(); /* the slot before the record it publishes */
         const uint8_t *rid = counters ? counter_at(st, v - 1)->id : tenant_at(st, v - 1)->id;
         if (memcmp(rid, id, 16) == 0)
             return &tab[i];
-        i = (i + 1) & mask;
     }
 }
 
 const struct tn_tenant *tn_tenant_find_any(const struct tn_store *st, const uint8_t id[16])
 {
-    uint32_t v = ck_pr_load_32(id_probe(st->tidx, st->tmask, st->seed, id, st, false));
+    uint32_t v = ck_pr_load_32(id_probe(st->tidx, st->tmask, st->seed, id, st, false, NULL));
     if (!v)
         return NULL;
     ck_pr_fence_load();
@@ -272,12 +323,17 @@ bool tn_counter_deleted(const struct tn_counter *c)
 const struct tn_counter *tn_counter_find_any(const struct tn_store *st, const struct tn_tenant *t,
                                              const uint8_t cid[16])
 {
-    uint32_t v = ck_pr_load_32(id_probe(st->cidx, st->cmask, st->seed + 1, cid, st, true));
-    if (!v)
-        return NULL;
-    ck_pr_fence_load();
-    const struct tn_counter *c = counter_at(st, v - 1);
-    return c->tenant == t->idx ? c : NULL;
+    for (;;) {
+        uint32_t v = ck_pr_load_32(id_probe(cidx_tab(st), st->cmask, st->seed + 1, cid, st, true, NULL));
+        if (!v)
+            return NULL;
+        ck_pr_fence_load();
+        const struct tn_counter *c = v == TOMB ? NULL : counter_at(st, v - 1);
+        /* the slot matched, then its counter was evicted and the slot taken by another: ask
+           again (the id may have been restored further on) */
+        if (c && memcmp(c->id, cid, 16) == 0)
+            return c->tenant == t->idx ? c : NULL;
+    }
 }
 
 const struct tn_counter *tn_counter_find(const struct tn_store *st, const struct tn_tenant *t,
@@ -289,19 +345,22 @@ const struct tn_counter *tn_counter_find(const struct tn_store *st, const struct
 
 /* Probe a label index (counters: of tenant ten) for a live record with this label. Returns its
    slot or NULL; with ins, *ins is where an insertion goes (the first tombstone or the empty
-   slot met). Lock-free for readers (ins NULL): slots go 0 → idx+1 → LABEL_TOMB → idx+1...,
-   each store a release after the record is complete; writers hold mu. */
-static uint32_t *label_probe(const struct tn_store *st, bool counters, uint32_t ten,
-                             const char *label, size_t n, uint32_t **ins)
+   slot met). Lock-free for readers (ins NULL): slots go 0 → idx+1 → TOMB → idx+1...,
+   each store a release after the record is complete; writers hold mu. tab: the table to
+   probe (NULL: the published one). */
+static uint32_t *label_probe_in(const struct tn_store *st, uint32_t *tab, bool counters,
+                                uint32_t ten, const char *label, size_t n, uint32_t **ins)
 {
-    uint32_t *tab = counters ? st->clabel : st->tlabel, mask = counters ? st->cmask : st->tmask;
+    if (!tab)
+        tab = counters ? clabel_tab(st) : st->tlabel;
+    uint32_t mask = counters ? st->cmask : st->tmask;
     uint32_t i = (uint32_t)hash_bytes(st->seed + 2 + (counters ? 2 + (uint64_t)ten : 0), label,
                                       n) & mask;
     if (ins)
         *ins = NULL;
     for (;; i = (i + 1) & mask) {
         uint32_t v = ck_pr_load_32(&tab[i]);
-        if (v == 0 || v == LABEL_TOMB) {
+        if (v == 0 || v == TOMB) {
             if (ins && !*ins)
                 *ins = &tab[i];
             if (v == 0)
@@ -324,21 +383,29 @@ static uint32_t *label_probe(const struct tn_store *st, bool counters, uint32_t 
     }
 }
 
+static uint32_t *label_probe(const struct tn_store *st, bool counters, uint32_t ten,
+                             const char *label, size_t n, uint32_t **ins)
+{
+    return label_probe_in(st, NULL, counters, ten, label, n, ins);
+}
+
 const struct tn_counter *tn_counter_find_label(const struct tn_store *st,
                                                const struct tn_tenant *t, const char *label,
                                                size_t n)
 {
     uint32_t *slot = label_probe(st, true, t->idx, label, n, NULL);
     uint32_t v = slot ? ck_pr_load_32(slot) : 0;
-    if (!v || v == LABEL_TOMB)
+    if (!v || v == TOMB)
         return NULL; /* deleted since the probe */
     ck_pr_fence_load();
     const struct tn_counter *c = counter_at(st, v - 1);
-    return tn_counter_deleted(c) ? NULL : c;
+    /* the slot may have been taken by another counter since it matched (eviction) */
+    bool same = c->tenant == t->idx && c->label_len == n && memcmp(c->label, label, n) == 0;
+    return !same || tn_counter_deleted(c) ? NULL : c;
 }
 
 /* A fresh id not yet in tab (a collision of 122 random bits is astronomically unlikely, but
-   checking costs one probe). Under mu. */
+   checking costs one probe) and *slot where it goes. Under mu. */
 static int fresh_id(struct tn_store *st, struct uuid_gen *g, uint32_t *tab, uint32_t mask,
                     uint64_t seed, bool counters, uint8_t id[16], uint32_t **slot)
 {
@@ -346,10 +413,24 @@ static int fresh_id(struct tn_store *st, struct uuid_gen *g, uint32_t *tab, uint
         int rc = uuid_v4(g, id);
         if (rc < 0)
             return rc;
-        *slot = id_probe(tab, mask, seed, id, st, counters);
-        if (**slot == 0)
+        if (*id_probe(tab, mask, seed, id, st, counters, slot) == 0)
             return 0;
     }
+}
+
+/* Id slot for a record with this id (restore) into *slot: 0, or -EEXIST. Under mu. */
+static int known_id(struct tn_store *st, uint32_t *tab, uint32_t mask, uint64_t seed,
+                    bool counters, const uint8_t id[16], uint32_t **slot)
+{
+    return *id_probe(tab, mask, seed, id, st, counters, slot) ? -EEXIST : 0;
+}
+
+/* Store idx+1 into an insertion slot of a counter table (a tombstone it takes is one less). */
+static void counter_slot_store(struct tn_store *st, uint32_t *slot, uint32_t idx)
+{
+    if (ck_pr_load_32(slot) == TOMB)
+        st->ctombs--;
+    ck_pr_store_32(slot, idx + 1);
 }
 
 /* Create (g: a fresh id) or restore (id) a tenant. */
@@ -377,11 +458,8 @@ static int tenant_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id
     struct tn_tenant *t = tenant_at(st, idx);
     uint32_t *slot;
     if (id) {
-        slot = id_probe(st->tidx, st->tmask, st->seed, id, st, false);
-        if (*slot) {
-            rc = -EEXIST;
+        if ((rc = known_id(st, st->tidx, st->tmask, st->seed, false, id, &slot)) < 0)
             goto out;
-        }
         memcpy(t->id, id, 16);
     } else if ((rc = fresh_id(st, g, st->tidx, st->tmask, st->seed, false, t->id, &slot)) < 0) {
         goto out;
@@ -415,6 +493,50 @@ int tn_tenant_restore(struct tn_store *st, const uint8_t id[16], const char *lab
     return tenant_add(st, NULL, id, label, n, created_ms, out);
 }
 
+/* A record for a new counter (under mu): a never used one (its chunk allocated on first use)
+   or, once those are gone, a free one (an evicted counter past its grace period). 0 and *idx;
+   -ENOSPC; -ENOMEM. */
+static int counter_index_rebuild(struct tn_store *st);
+static void retired_collect(struct tn_store *st);
+
+static int counter_record(struct tn_store *st, uint32_t *idx)
+{
+    /* used + tombstoned slots stay <= max + table/4 <= 3/4 of a table: probes end */
+    if (st->ctombs > (st->cmask + 1) / 4 && (counter_index_rebuild(st) < 0 ||
+                                              st->ctombs > (st->cmask + 1) / 4))
+        return -ENOSPC;
+    if (st->nc >= st->max_c) {
+        if (!st->nfree)
+            return -ENOSPC;
+        *idx = st->freel[st->nfree - 1]; /* popped by the caller once the counter is in */
+        return 0;
+    }
+    uint32_t ch = st->nc / CCHUNK;
+    if (!st->cch[ch]) {
+        /* the delta slots of every worker first: a reader finding the counter finds them */
+        for (unsigned w = 0; w < st->nworkers; w++) {
+            uint64_t **d = &st->dch[(size_t)ch * st->nworkers + w];
+            if (!*d && !(*d = aligned_alloc(64, CCHUNK * sizeof(uint64_t))))
+                return -ENOMEM;
+            memset(*d, 0, CCHUNK * sizeof(uint64_t));
+        }
+        if (!(st->cch[ch] = calloc(CCHUNK, sizeof(struct tn_counter))))
+            return -ENOMEM;
+    }
+    *idx = st->nc;
+    return 0;
+}
+
+/* Σ of the workers' delta slots of record idx (they only grow: a reused record keeps them and
+   its base absorbs them). */
+static uint64_t delta_sum(const struct tn_store *st, uint32_t idx)
+{
+    uint64_t sum = 0;
+    for (unsigned w = 0; w < st->nworkers; w++)
+        sum += ck_pr_load_64(delta_at(st, w, idx));
+    return sum;
+}
+
 /* Create (g: a fresh id) or restore (id) a counter. */
 static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id,
                        const struct tn_tenant *tc, const char *label, size_t n, int64_t initial,
@@ -424,7 +546,7 @@ static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *i
         return -EINVAL;
     int rc = 0;
     pthread_mutex_lock(&st->mu);
-    uint32_t idx = st->nc, ch = idx / CCHUNK, *li = NULL;
+    uint32_t idx, *li = NULL, *slot, *ctab = st->cidx;
     if (tc->deleted) { /* deleted since the caller found it */
         rc = -ENOENT;
         goto out;
@@ -438,54 +560,40 @@ static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *i
         }
         li = NULL;
     }
-    if (idx >= st->max_c) {
-        rc = -ENOSPC;
+    if ((rc = counter_record(st, &idx)) < 0)
         goto out;
-    }
-    if (!st->cch[ch]) {
-        /* the delta slots of every worker first: a reader finding the counter finds them */
-        for (unsigned w = 0; w < st->nworkers; w++) {
-            uint64_t **d = &st->dch[(size_t)ch * st->nworkers + w];
-            if (!*d && !(*d = aligned_alloc(64, CCHUNK * sizeof(uint64_t)))) {
-                rc = -ENOMEM;
-                goto out;
-            }
-            memset(*d, 0, CCHUNK * sizeof(uint64_t));
-        }
-        if (!(st->cch[ch] = calloc(CCHUNK, sizeof(struct tn_counter)))) {
-            rc = -ENOMEM;
-            goto out;
-        }
-    }
     struct tn_counter *c = counter_at(st, idx);
-    uint32_t *slot;
-    if (id) {
-        slot = id_probe(st->cidx, st->cmask, st->seed + 1, id, st, true);
-        if (*slot) {
-            rc = -EEXIST;
-            goto out;
-        }
-        memcpy(c->id, id, 16);
-    } else if ((rc = fresh_id(st, g, st->cidx, st->cmask, st->seed + 1, true, c->id, &slot)) < 0) {
+    if (id)
+        rc = known_id(st, ctab, st->cmask, st->seed + 1, true, id, &slot);
+    else
+        rc = fresh_id(st, g, ctab, st->cmask, st->seed + 1, true, c->id, &slot);
+    if (rc < 0)
         goto out;
-    }
+    if (id)
+        memcpy(c->id, id, 16);
     c->idx = idx;
     c->tenant = tc->idx;
     c->tnext = 0;
     c->deleted = 0;
+    c->state = TN_REC_INDEXED;
+    c->used = (uint32_t)(clock_ms(CLOCK_MONOTONIC_COARSE) / 1000);
     c->max_delta = max_delta;
     c->created_ms = now_ms;
-    c->base = (uint64_t)initial;
+    c->base = (uint64_t)initial - delta_sum(st, idx); /* a reused record keeps its deltas */
     c->label_len = label ? (uint8_t)n : 0;
     if (label)
         memcpy(c->label, label, n);
     ck_pr_fence_store();
     if (li)
-        ck_pr_store_32(li, idx + 1);
-    ck_pr_store_32(slot, idx + 1);
-    ck_pr_store_32(&st->nc, idx + 1);
+        counter_slot_store(st, li, idx);
+    counter_slot_store(st, slot, idx);
+    if (idx == st->nc)
+        ck_pr_store_32(&st->nc, idx + 1);
+    else
+        st->nfree--;
     /* append to the tenant's list (readers follow tnext / first with acquire loads) */
     struct tn_tenant *t = tenant_at(st, tc->idx);
+    c->tprev = t->last;
     if (t->last)
         ck_pr_store_32(&counter_at(st, t->last - 1)->tnext, idx + 1);
     else
@@ -517,8 +625,10 @@ static void counter_drop(struct tn_store *st, struct tn_counter *c)
 {
     if (c->label_len) {
         uint32_t *slot = label_probe(st, true, c->tenant, c->label, c->label_len, NULL);
-        if (slot && *slot == c->idx + 1) /* a restored duplicate is not indexed */
-            ck_pr_store_32(slot, LABEL_TOMB);
+        if (slot && *slot == c->idx + 1) { /* a restored duplicate is not indexed */
+            ck_pr_store_32(slot, TOMB);
+            st->ctombs++;
+        }
     }
     ck_pr_fence_store();
     ck_pr_store_32(&c->deleted, 1);
@@ -551,12 +661,188 @@ int tn_tenant_delete(struct tn_store *st, const struct tn_tenant *tc)
             counter_drop(st, counter_at(st, next - 1));
     uint32_t *slot = label_probe(st, false, 0, t->label, t->label_len, NULL);
     if (slot && *slot == t->idx + 1)
-        ck_pr_store_32(slot, LABEL_TOMB);
+        ck_pr_store_32(slot, TOMB);
     ck_pr_fence_store();
     ck_pr_store_32(&t->deleted, 1);
 out:
     pthread_mutex_unlock(&st->mu);
     return rc;
+}
+
+/* ---------------------------------------------------------------- eviction */
+
+void tn_counter_touch(const struct tn_counter *c, uint32_t now_s)
+{
+    uint32_t *u = (uint32_t *)&c->used;
+    if (ck_pr_load_32(u) != now_s) /* once a second: the record's line stays shared otherwise */
+        ck_pr_store_32(u, now_s);
+}
+
+/* Take c out of both index tables and its tenant's list (under mu). A reader standing on it
+   keeps valid fields and tnext until the grace period ends. */
+static void counter_unlink(struct tn_store *st, struct tn_counter *c)
+{
+    uint32_t *ctab = st->cidx, *slot = id_probe(ctab, st->cmask, st->seed + 1, c->id, st, true, NULL);
+    if (*slot == c->idx + 1) {
+        ck_pr_store_32(slot, TOMB);
+        st->ctombs++;
+    }
+    if (c->label_len && !c->deleted) {
+        uint32_t *ls = label_probe(st, true, c->tenant, c->label, c->label_len, NULL);
+        if (ls && *ls == c->idx + 1) {
+            ck_pr_store_32(ls, TOMB);
+            st->ctombs++;
+        }
+    }
+    struct tn_tenant *t = tenant_at(st, c->tenant);
+    uint32_t next = c->tnext, prev = c->tprev;
+    if (prev)
+        ck_pr_store_32(&counter_at(st, prev - 1)->tnext, next);
+    else
+        ck_pr_store_32(&t->first, next);
+    if (next)
+        counter_at(st, next - 1)->tprev = prev;
+    else
+        t->last = prev;
+    ck_pr_store_32(&t->ncounters, t->ncounters - 1);
+    c->state = TN_REC_EVICTED;
+}
+
+/* Fresh counter index tables holding every indexed record (under mu), published whole; the
+   old ones wait for their grace period in st->retired. 0, or -ENOMEM / -EBUSY (nothing
+   changed: the tombstones stay, probes just run longer). */
+static int counter_index_rebuild(struct tn_store *st)
+{
+    retired_collect(st);
+    if (st->nretired + 2 > RETIRED_MAX)
+        return -EBUSY;
+    uint32_t *nid = calloc((size_t)st->cmask + 1, sizeof(uint32_t));
+    uint32_t *nlab = calloc((size_t)st->cmask + 1, sizeof(uint32_t));
+    if (!nid || !nlab) {
+        free(nid);
+        free(nlab);
+        return -ENOMEM;
+    }
+    uint32_t *oid = st->cidx, *olab = st->clabel;
+    for (uint32_t i = 0; i < st->nc; i++) {
+        struct tn_counter *c = counter_at(st, i);
+        if (c->state != TN_REC_INDEXED)
+            continue;
+        uint32_t *slot;
+        id_probe(nid, st->cmask, st->seed + 1, c->id, st, true, &slot);
+        *slot = i + 1;
+        uint32_t *ls;
+        if (c->label_len && !c->deleted &&
+            !label_probe_in(st, nlab, true, c->tenant, c->label, c->label_len, &ls))
+            *ls = i + 1; /* a restored duplicate label: the first one stays indexed, as before */
+    }
+    ck_pr_fence_store(); /* the tables are complete before readers can load them */
+    ck_pr_store_ptr(&st->cidx, nid);
+    ck_pr_store_ptr(&st->clabel, nlab);
+    uint64_t e = qsbr_defer();
+    st->retired[st->nretired++] = (typeof(st->retired[0])){.tab = oid, .epoch = e};
+    st->retired[st->nretired++] = (typeof(st->retired[0])){.tab = olab, .epoch = e};
+    st->ctombs = 0;
+    return 0;
+}
+
+/* 64-bit xorshift* (Vigna): the persister's sampling, no quality beyond spreading needed. */
+static uint32_t rng_below(uint64_t *s, uint32_t n)
+{
+    *s ^= *s >> 12;
+    *s ^= *s << 25;
+    *s ^= *s >> 27;
+    return (uint32_t)(((*s * 0x2545f4914f6cdd1dull) >> 32) * n >> 32);
+}
+
+/* The least recently used evictable indexed counter of TN_EVICT_SAMPLES random ones (deleted
+   first), or NULL. Under mu. */
+static struct tn_counter *evict_pick(struct tn_store *st, tn_evictable_fn *ok, void *arg)
+{
+    struct tn_counter *best = NULL;
+    uint32_t best_used = 0;
+    for (unsigned k = 0; k < TN_EVICT_SAMPLES; k++) {
+        struct tn_counter *c = counter_at(st, rng_below(&st->rng, st->nc));
+        if (c->state != TN_REC_INDEXED)
+            continue;
+        uint32_t u = c->deleted ? 0 : ck_pr_load_32(&c->used);
+        if ((best && u >= best_used) || !ok(c, arg))
+            continue;
+        best = c;
+        best_used = u;
+    }
+    return best;
+}
+
+unsigned tn_counter_evict(struct tn_store *st, unsigned n, tn_evictable_fn *ok, void *arg)
+{
+    pthread_mutex_lock(&st->mu);
+    uint32_t first = st->nlimbo, done = 0;
+    for (unsigned k = 0; k < n && st->nc && st->nlimbo < st->limbo_cap; k++) {
+        struct tn_counter *c = evict_pick(st, ok, arg);
+        if (!c)
+            continue;
+        counter_unlink(st, c);
+        st->limbo[st->nlimbo++].idx = c->idx;
+        done++;
+    }
+    if (done) {
+        uint64_t e = qsbr_defer(); /* after the unlinking stores */
+        for (uint32_t i = first; i < st->nlimbo; i++)
+            st->limbo[i].epoch = e;
+        st->evicted += done;
+    }
+    if (st->ctombs > (st->cmask + 1) / 8)
+        (void)counter_index_rebuild(st);
+    pthread_mutex_unlock(&st->mu);
+    return done;
+}
+
+unsigned tn_counter_reclaim(struct tn_store *st, tn_evictable_fn *ok, void *arg)
+{
+    pthread_mutex_lock(&st->mu);
+    unsigned freed = 0, j = 0;
+    uint64_t known_safe = 0; /* epochs only grow along the list: ask qsbr once per epoch */
+    for (uint32_t i = 0; i < st->nlimbo; i++) {
+        struct tn_counter *c = counter_at(st, st->limbo[i].idx);
+        uint64_t e = st->limbo[i].epoch;
+        bool safe = e <= known_safe || (qsbr_safe(e) && (known_safe = e));
+        if (safe && ok(c, arg)) { /* no worker holds it, and nothing of it is unflushed */
+            c->state = TN_REC_FREE;
+            st->freel[st->nfree++] = c->idx;
+            freed++;
+        } else {
+            st->limbo[j++] = st->limbo[i];
+        }
+    }
+    st->nlimbo = j;
+    retired_collect(st);
+    pthread_mutex_unlock(&st->mu);
+    return freed;
+}
+
+/* Free the index tables no worker can still be reading (under mu). */
+static void retired_collect(struct tn_store *st)
+{
+    unsigned j = 0;
+    for (unsigned i = 0; i < st->nretired; i++) {
+        if (qsbr_safe(st->retired[i].epoch))
+            free(st->retired[i].tab);
+        else
+            st->retired[j++] = st->retired[i];
+    }
+    st->nretired = j;
+}
+
+void tn_cache_sizes(struct tn_store *st, struct tn_cache_sizes *out)
+{
+    pthread_mutex_lock(&st->mu);
+    out->room = st->max_c - st->nc + st->nfree;
+    out->evicting = st->nlimbo;
+    out->cached = st->nc - st->nfree - st->nlimbo;
+    out->tombs = st->ctombs;
+    out->evicted = st->evicted;
+    pthread_mutex_unlock(&st->mu);
 }
 
 const struct tn_tenant *tn_tenant_at(const struct tn_store *st, uint32_t idx)
@@ -666,9 +952,7 @@ void tn_counter_adjust(struct tn_store *st, const struct tn_counter *c, int64_t 
 int tn_counter_set(struct tn_store *st, const struct tn_counter *c, int64_t v)
 {
     pthread_mutex_lock(&st->mu);
-    uint64_t sum = 0;
-    for (unsigned w = 0; w < st->nworkers; w++)
-        sum += ck_pr_load_64(delta_at(st, w, c->idx));
+    uint64_t sum = delta_sum(st, c->idx);
     ck_sequence_write_begin(&st->setseq);
     ck_pr_store_64((uint64_t *)&c->base, (uint64_t)v - sum);
     ck_sequence_write_end(&st->setseq);

@@ -25,9 +25,16 @@
  *
  * Deletion (tn_*_delete) marks a record deleted (a release store of its flag) and frees its
  * label (the label slot becomes a tombstone a later insertion may reuse): finds, find-by-label
- * and listings skip it from then on. Its memory is never reclaimed and it still counts against
- * max_tenants / max_counters: records never move and are never reused, because readers hold
- * plain pointers to them without a lock (a freed slot could be re-filled under a reader).
+ * and listings skip it from then on. Without --db its memory is never reclaimed and it still
+ * counts against max_tenants / max_counters: readers hold plain pointers without a lock.
+ *
+ * Eviction (--db, where the store is a cache of PostgreSQL; the persister drives it): a clean
+ * counter record, least recently used first (tn_counter_touch, sampled), is taken out of the
+ * indexes and its tenant's list (tombstones), and reused for another counter only once every
+ * worker has started a new event-loop batch (src/qsbr) and nothing of it is unflushed: a worker
+ * holds no record pointer past its batch, so no reader can see a record change under it.
+ * Tombstones pile up in the counter index tables; past an eighth of a table they are rebuilt
+ * fresh and swapped in (the old ones freed after a grace period too). Tenants are not evicted.
  * An increment that found the counter just before the delete may still land on the deleted
  * record: it is lost, and that is accepted (the counter is gone either way).
  *
@@ -58,6 +65,9 @@
 #define TN_IDEM_STRIPES 64
 #define TN_MAX_DELTA_DEFAULT 50
 #define TN_LIST_MAX 100
+/* Records sampled per eviction: Redis samples 5 for its approximated LRU; 16 keeps a counter
+   used in the last second from going while most of the cache is older (16 loads each). */
+#define TN_EVICT_SAMPLES 16
 /* Largest tn_tenant_json / tn_counter_json output (label 255 + ids + numbers + keys): 512. */
 #define TN_JSON_MAX 640
 
@@ -83,9 +93,15 @@ struct tn_counter {
     int64_t max_delta;
     int64_t created_ms;
     uint64_t base;         /* value = base + Σ deltas, modulo 2^64, read as int64 */
+    uint32_t tprev;        /* previous counter of the tenant (index+1; 0 = first); under mu */
+    uint32_t used;         /* monotonic second a request last found it (tn_counter_touch) */
+    uint8_t state;         /* TN_REC_*: under mu */
     uint8_t label_len;     /* 0 = no label (JSON null) */
     char label[TN_LABEL_MAX];
 };
+/* A counter record's life with eviction (--db): indexed → evicted (out of the indexes, still
+   flushed, waiting out a grace period: src/qsbr) → free (reused by the next restore). */
+enum { TN_REC_INDEXED = 0, TN_REC_EVICTED = 1, TN_REC_FREE = 2 };
 
 /* A store for nworkers delta slots. 0-capacity arguments are refused. NULL on ENOMEM/EINVAL. */
 struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_counters,
@@ -186,6 +202,32 @@ size_t tn_dirty_take(struct tn_store *st, uint32_t *out, size_t cap, bool *full)
 void tn_counter_adjust(struct tn_store *st, const struct tn_counter *c, int64_t adj);
 /* Live value, never torn by a concurrent tn_counter_set (old base with new deltas). */
 int64_t tn_counter_value_stable(const struct tn_store *st, const struct tn_counter *c);
+
+/* ---- eviction (--db: the store is a cache of PostgreSQL; persister only unless stated) ---- */
+/* Worker: a request found c at monotonic second now_s (the least recently used go first). At
+   most one store a second per counter and worker. */
+void tn_counter_touch(const struct tn_counter *c, uint32_t now_s);
+/* May c leave the cache now? The persister decides: its value is committed (nothing this node
+   counted is unflushed), or it is deleted. */
+typedef bool tn_evictable_fn(const struct tn_counter *c, void *arg);
+/* Take up to n counters out of the indexes, least recently used first (per eviction
+   TN_EVICT_SAMPLES random records, the evictable one used longest ago wins; deleted ones
+   first). They are found no more, an increment from a request that found one before still lands
+   and is flushed, and they become free once every worker has moved on (src/qsbr) and ok() holds.
+   Returns the number taken out. */
+unsigned tn_counter_evict(struct tn_store *st, unsigned n, tn_evictable_fn *ok, void *arg);
+/* Free the evicted counters past their grace period for which ok() holds, and index tables a
+   rebuild retired: the number of counters freed. */
+unsigned tn_counter_reclaim(struct tn_store *st, tn_evictable_fn *ok, void *arg);
+struct tn_cache_sizes {
+    uint32_t cached;   /* counters in the indexes (deleted ones included) */
+    uint32_t room;     /* counters that can be restored now: never used + free */
+    uint32_t evicting; /* taken out, waiting for their grace period */
+    uint32_t tombs;    /* tombstones in the counter index tables (a rebuild clears them) */
+    uint64_t evicted;  /* taken out since tn_new */
+};
+/* Any thread (a snapshot of counts kept under the mutex; exact for the persister). */
+void tn_cache_sizes(struct tn_store *st, struct tn_cache_sizes *out);
 
 /* An idempotency record as tn_idem_collect copies it out. */
 struct tn_idem_out {

@@ -367,6 +367,8 @@ static const struct tn_counter *path_counter(struct tnapi_worker *w, struct rq *
     const struct tn_counter *c = t ? tn_counter_find(T.st, t, cid) : NULL;
     if (!c)
         miss(w, q, tid, cid, t ? "no such counter in this tenant" : "no such tenant");
+    else
+        tn_counter_touch(c, (uint32_t)(q->now_ms / 1000)); /* eviction: least recently used */
     return c;
 }
 

@@ -20,6 +20,7 @@
 #include "config.h"
 #include "counters.h"
 #include "live.h"
+#include "qsbr.h"
 #include "log.h"
 #include "ring.h"
 #include "session.h"
@@ -532,6 +533,7 @@ static void loop(struct worker *w)
         w->env.now_ns = mono_ns();
         /* the reloadable settings for this batch (SIGHUP publishes new ones; src/live) */
         w->env.live = live_enter(w->idx, w->env.live);
+        qsbr_enter(w->idx); /* nothing of the previous batches is held: src/qsbr */
         unsigned head, seen = 0;
         struct io_uring_cqe *cqe;
         io_uring_for_each_cqe(&w->ring, head, cqe)

@@ -683,9 +683,9 @@ out:
     return NULL;
 }
 
-/* A node caching 1,000 counters serves 20,000 exactly: the ones past its cache are served by
-   the database (GET from a lookup, inc made there), and a second node with the default cache
-   agrees within the bound. */
+/* A node caching 1,000 counters serves 20,000 exactly: it evicts the least recently used clean
+   ones to cache new ones, those it has no room for yet are served by the database (GET from a
+   lookup, inc made there), and a second node with the default cache agrees within the bound. */
 Test(cluster, small_cache_serves_many_counters_exactly)
 {
     db_reset();
@@ -732,6 +732,9 @@ Test(cluster, small_cache_serves_many_counters_exactly)
         if ((sum = db_i64("SELECT sum(value) FROM rc_tenant_counters")) == want)
             break;
     cr_assert_eq(sum, want, "database sum");
+    /* the full cache made room for new ones: least recently used clean entries went */
+    cr_assert_gt(metric(&a, "ringcount_tenant_cache_evictions_total"), 0);
+    cr_assert_leq(metric(&a, "ringcount_tenant_cache_counters"), 1000);
     /* every node answers every counter exactly: a sample across the cache bound */
     static const int sample[] = {0, 1, 999, 1000, 1001, 5000, 12345, MANY - 1};
     for (size_t k = 0; k < sizeof(sample) / sizeof(sample[0]); k++) {

@@ -1,0 +1,52 @@
+/* qsbr — see qsbr.h. */
+#include "qsbr.h"
+
+#include <ck_md.h>
+#include <ck_pr.h>
+#include <errno.h>
+
+#include "counters.h"
+
+static uint64_t epoch = 1; /* ck_pr; acks start at 0: nothing is safe before a worker's first batch */
+static unsigned nworkers;
+static struct {
+    uint64_t e;
+} __attribute__((aligned(CK_MD_CACHELINE))) acks[CNT_MAX_WORKERS];
+
+int qsbr_init(unsigned n)
+{
+    if (n < 1 || n > CNT_MAX_WORKERS)
+        return -EINVAL;
+    for (unsigned i = 0; i < CNT_MAX_WORKERS; i++)
+        ck_pr_store_64(&acks[i].e, 0);
+    ck_pr_store_64(&epoch, 1);
+    ck_pr_store_uint(&nworkers, n);
+    return 0;
+}
+
+void qsbr_enter(unsigned idx)
+{
+    uint64_t e = ck_pr_load_64(&epoch);
+    if (idx >= CNT_MAX_WORKERS || ck_pr_load_64(&acks[idx].e) == e)
+        return;
+    /* every access of the previous batches is done before the ack can be seen; the loads of
+       this batch come after the epoch load (so they see what was taken out before it) */
+    ck_pr_fence_memory();
+    ck_pr_store_64(&acks[idx].e, e);
+}
+
+uint64_t qsbr_defer(void)
+{
+    ck_pr_fence_memory(); /* the caller's unlinking stores before the new epoch */
+    return ck_pr_faa_64(&epoch, 1) + 1;
+}
+
+bool qsbr_safe(uint64_t e)
+{
+    unsigned n = ck_pr_load_uint(&nworkers);
+    for (unsigned i = 0; i < n; i++)
+        if (ck_pr_load_64(&acks[i].e) < e)
+            return false;
+    ck_pr_fence_load(); /* the acks are read before anything is reused */
+    return n > 0;
+}

@@ -1,0 +1,32 @@
+/*
+ * qsbr — quiescent-state-based reclamation for records that lock-free readers on the workers
+ * may still hold: a record taken out of an index can be reused once every worker has started
+ * an event-loop batch after it was taken out (a worker keeps no pointer into a shared store past
+ * its batch: src/live and the tenant store both rely on that).
+ *
+ * Owns: one global epoch and one acknowledgement per worker (a cache line each).
+ *
+ * Cost on the hot path: qsbr_enter is one load and a compare per batch; only a new epoch costs a
+ * fence and a store. An idle worker enters a batch at least once a second (its 1 s tick), so a
+ * grace period is at most ~1 s, and far less under load.
+ *
+ * Threads: qsbr_init from main before any worker; qsbr_enter from worker idx only; qsbr_defer
+ * and qsbr_safe from any thread.
+ */
+#ifndef RC_QSBR_H
+#define RC_QSBR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+/* Reset for n workers (1..CNT_MAX_WORKERS; unit tests may call it again). 0 / -EINVAL. */
+int qsbr_init(unsigned n);
+/* Worker idx starts a batch: it holds nothing from its previous batches any more. */
+void qsbr_enter(unsigned idx);
+/* What was taken out of every index before this call is free to reuse once qsbr_safe(the
+   returned epoch) is true. */
+uint64_t qsbr_defer(void);
+/* Has every worker entered a batch at or after epoch e? */
+bool qsbr_safe(uint64_t e);
+
+#endif
