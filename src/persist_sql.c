@@ -101,10 +101,14 @@ const struct pst_stmt PST_STMTS[] = {
      " AS x(id uuid, tid uuid, label text, md bigint, ms bigint) ON CONFLICT DO NOTHING",
      1},
     /* numeric delta: a `set` may move a value by more than an int64 can hold; txid: the
-       change feed of the other nodes reads the rows this transaction wrote (rc_tn_feed) */
+       change feed of the other nodes reads the rows this transaction wrote (rc_tn_feed).
+       Summed per id: an evicted counter's record still flushing late increments and the same
+       counter cached again can both be in one flush, and UPDATE ... FROM applies one row of
+       several that match (the other one's increments would be lost). */
     {"rc_tn_d",
      "UPDATE rc_tenant_counters t SET value = (t.value + x.d)::bigint, txid = pg_current_xact_id()"
-     " FROM json_to_recordset($1::json) AS x(id uuid, d numeric) WHERE t.id = x.id"
+     " FROM (SELECT id, sum(d) AS d FROM json_to_recordset($1::json) AS r(id uuid, d numeric)"
+     "  GROUP BY id) x WHERE t.id = x.id"
      " RETURNING t.id::text, t.value::text",
      1},
     /* Tenant writes and lookups the database decides (persist_tn.c). Every one answers rows of
