@@ -18,7 +18,6 @@
 #include "json.h"
 #include "lit.h"
 #include "live.h"
-#include "qsbr.h"
 #include "metrics.h"
 #include "persist.h"
 #include "pwait.h"
@@ -60,9 +59,7 @@ int app_init(const struct config *cfg, unsigned nworkers)
     bar_init(nworkers);
     ready_flag = 0;
     /* the admin key, CORS origins and rate limit: reloadable on SIGHUP (src/live) */
-    int rc = live_init(cfg, nworkers);
-    if (rc == 0)
-        rc = qsbr_init(nworkers); /* evicted tenant counters are reused after a grace period */
+    int rc = live_init(cfg, nworkers); /* and src/qsbr's grace periods, for the same workers */
     return rc < 0 ? rc : tnapi_init(cfg, nworkers);
 }
 

@@ -9,8 +9,8 @@
 #include <time.h>
 
 #include "config.h"
-#include "counters.h"
 #include "log.h"
+#include "qsbr.h"
 
 /* What a reload may change (live.h); every other setting is start-up only. */
 static bool is_live(const struct cfg_opt *o)
@@ -22,12 +22,11 @@ static bool is_live(const struct cfg_opt *o)
 }
 
 static struct live *cur;                       /* published: ck_pr_store_ptr / ck_pr_load_ptr */
-static struct live *retired[LIVE_RETIRED_MAX]; /* main only */
-static unsigned nretired;
 static struct {
-    uint64_t gen; /* generation of the settings worker i entered its latest batch with */
-} __attribute__((aligned(CK_MD_CACHELINE))) acks[CNT_MAX_WORKERS];
-static unsigned nworkers;
+    struct live *l;
+    uint64_t epoch; /* src/qsbr: free once every worker entered a batch at or after it */
+} retired[LIVE_RETIRED_MAX];                   /* main only */
+static unsigned nretired;
 static struct config running; /* main only: what the server runs with (live ones updated) */
 
 static int build(struct live *l, const struct config *c, uint64_t gen)
@@ -62,10 +61,11 @@ int live_init(const struct config *cfg, unsigned n)
         free_live(l);
         return -EINVAL;
     }
+    if (qsbr_init(n) < 0) {
+        free_live(l);
+        return -EINVAL;
+    }
     running = *cfg;
-    nworkers = n < CNT_MAX_WORKERS ? n : CNT_MAX_WORKERS;
-    for (unsigned i = 0; i < CNT_MAX_WORKERS; i++)
-        acks[i].gen = 1;
     ck_pr_fence_store();
     ck_pr_store_ptr(&cur, l);
     return 0;
@@ -74,7 +74,7 @@ int live_init(const struct config *cfg, unsigned n)
 void live_fini(void)
 {
     for (unsigned i = 0; i < nretired; i++)
-        free_live(retired[i]);
+        free_live(retired[i].l);
     nretired = 0;
     free_live(ck_pr_load_ptr(&cur));
     ck_pr_store_ptr(&cur, NULL);
@@ -86,31 +86,19 @@ const struct live *live_current(void)
     return ck_pr_load_ptr(&cur);
 }
 
-const struct live *live_enter(unsigned idx, const struct live *prev)
+const struct live *live_enter(unsigned idx)
 {
-    const struct live *p = ck_pr_load_ptr(&cur);
-    if (p != prev && p && idx < CNT_MAX_WORKERS) {
-        /* every use of prev (the previous batch) happens before main can see the ack */
-        ck_pr_fence_memory();
-        ck_pr_store_64(&acks[idx].gen, p->gen);
-    }
-    return p;
+    qsbr_enter(idx); /* first: a worker past a reload's epoch loads the settings it published */
+    return ck_pr_load_ptr(&cur);
 }
 
 /* Free the retired settings no worker can still be using; returns how many remain. */
 static unsigned collect(void)
 {
-    uint64_t low = UINT64_MAX;
-    for (unsigned i = 0; i < nworkers; i++) {
-        uint64_t g = ck_pr_load_64(&acks[i].gen);
-        if (g < low)
-            low = g;
-    }
-    ck_pr_fence_load(); /* the acks are read before anything is freed */
     unsigned j = 0;
     for (unsigned i = 0; i < nretired; i++) {
-        if (retired[i]->gen < low)
-            free_live(retired[i]);
+        if (qsbr_safe(retired[i].epoch))
+            free_live(retired[i].l);
         else
             retired[j++] = retired[i];
     }
@@ -237,9 +225,10 @@ int live_reload(int argc, char **argv, char **envp)
             return rc;
         }
         explicit_bzero(&before, sizeof(before));
-        retired[nretired++] = cl;
         ck_pr_fence_store(); /* the new struct is complete before workers can see it */
         ck_pr_store_ptr(&cur, nl);
+        retired[nretired].l = cl;
+        retired[nretired++].epoch = qsbr_defer(); /* after the store: see live_enter */
         cl = nl;
     }
     log_info("reloaded", LOG_U("changed", changed), LOG_U("generation", cl->gen));

@@ -5,7 +5,7 @@
  * line naming it, and the running value stays.
  *
  * Owns: the published settings — an immutable struct live behind one pointer — the retired
- * ones not yet freed (at most LIVE_RETIRED_MAX), one acknowledgement slot per worker, and the
+ * ones not yet freed (at most LIVE_RETIRED_MAX), and the
  * effective configuration the reload compares against.
  *
  * Publication without locks: main fills a new struct, then stores the pointer (after a store
@@ -14,7 +14,8 @@
  * hot path costs one load and a compare. Nothing a worker keeps past its batch points into a
  * struct live (a request's CORS fields are copied into its session, rate-limit parameters into
  * the worker's table), so a retired struct is free to go once every worker has entered a batch
- * with a newer one; an idle worker enters one at least once a second (its 1 s tick). Retired
+ * after it was replaced (src/qsbr's grace period); an idle worker enters one at least once a
+ * second (its 1 s tick). Retired
  * structs are freed by the next reload (or live_fini), so at most LIVE_RETIRED_MAX of ~3 KiB
  * each stay allocated.
  *
@@ -46,16 +47,18 @@ struct live {
 };
 
 /* Build the first settings from cfg (the struct is copied: the reload compares against it).
-   nworkers: how many workers will call live_enter. 0, -EINVAL (bad --cors-origins), -ENOMEM.
+   nworkers: how many workers will call live_enter (qsbr_init for them). 0, -EINVAL (bad
+   --cors-origins, or nworkers not 1..CNT_MAX_WORKERS), -ENOMEM.
    May be called again (unit tests): the previous settings are freed. */
 int live_init(const struct config *cfg, unsigned nworkers);
 /* Free everything (after the workers are joined). Safe without live_init. */
 void live_fini(void);
 /* The current settings; NULL before live_init. */
 const struct live *live_current(void);
-/* Worker idx at the start of a batch, prev = what it used until now (NULL at first): the
-   settings to use until its next batch. Acknowledges a new version (one fence, only then). */
-const struct live *live_enter(unsigned idx, const struct live *prev);
+/* Worker idx at the start of a batch: the settings to use until its next batch. It is also
+   the batch start of src/qsbr (qsbr_enter: a fence only when the epoch moved), which is what
+   lets a retired version, and an evicted tenant counter, be freed. */
+const struct live *live_enter(unsigned idx);
 /* The settings a request runs with: those its worker entered the batch with (env_live, from
    struct sess_env), else the current ones (unit tests and fuzzers run without an io layer). */
 static inline const struct live *live_get(const struct live *env_live)

@@ -1,8 +1,8 @@
 /*
- * qsbr — quiescent-state-based reclamation for records that lock-free readers on the workers
- * may still hold: a record taken out of an index can be reused once every worker has started
- * an event-loop batch after it was taken out (a worker keeps no pointer into a shared store past
- * its batch: src/live and the tenant store both rely on that).
+ * qsbr — quiescent-state-based reclamation for what lock-free readers on the workers may still
+ * hold: a record taken out of an index (src/tenants' evicted counters), or settings replaced
+ * by a reload (src/live), can be reused or freed once every worker has started an event-loop
+ * batch after that (a worker keeps no such pointer past its batch).
  *
  * Owns: one global epoch and one acknowledgement per worker (a cache line each).
  *
@@ -10,7 +10,8 @@
  * fence and a store. An idle worker enters a batch at least once a second (its 1 s tick), so a
  * grace period is at most ~1 s, and far less under load.
  *
- * Threads: qsbr_init from main before any worker; qsbr_enter from worker idx only; qsbr_defer
+ * Threads: qsbr_init from main before any worker (live_init calls it); qsbr_enter from worker idx
+ * only (live_enter calls it at the start of every batch); qsbr_defer
  * and qsbr_safe from any thread.
  */
 #ifndef RC_QSBR_H

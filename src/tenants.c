@@ -493,12 +493,12 @@ int tn_tenant_restore(struct tn_store *st, const uint8_t id[16], const char *lab
     return tenant_add(st, NULL, id, label, n, created_ms, out);
 }
 
-/* A record for a new counter (under mu): a never used one (its chunk allocated on first use)
-   or, once those are gone, a free one (an evicted counter past its grace period). 0 and *idx;
-   -ENOSPC; -ENOMEM. */
 static int counter_index_rebuild(struct tn_store *st);
 static void retired_collect(struct tn_store *st);
 
+/* A record for a new counter (under mu): a never used one (its chunk allocated on first use)
+   or, once those are gone, a free one (an evicted counter past its grace period). 0 and *idx;
+   -ENOSPC; -ENOMEM. */
 static int counter_record(struct tn_store *st, uint32_t *idx)
 {
     /* used + tombstoned slots stay <= max + table/4 <= 3/4 of a table: probes end */

@@ -20,7 +20,6 @@
 #include "config.h"
 #include "counters.h"
 #include "live.h"
-#include "qsbr.h"
 #include "log.h"
 #include "ring.h"
 #include "session.h"
@@ -531,9 +530,9 @@ static void loop(struct worker *w)
             cnt_add(&w->slot->cq_overflows, 1);
         w->now_ms = mono_ms();
         w->env.now_ns = mono_ns();
-        /* the reloadable settings for this batch (SIGHUP publishes new ones; src/live) */
-        w->env.live = live_enter(w->idx, w->env.live);
-        qsbr_enter(w->idx); /* nothing of the previous batches is held: src/qsbr */
+        /* the reloadable settings for this batch (SIGHUP publishes new ones; src/live), and
+           nothing of the previous batches is held any more (src/qsbr) */
+        w->env.live = live_enter(w->idx);
         unsigned head, seen = 0;
         struct io_uring_cqe *cqe;
         io_uring_for_each_cqe(&w->ring, head, cqe)
@@ -586,7 +585,7 @@ static int worker_setup(struct worker *w)
     w->env.kick = kick;
     sess_env_set_date(&w->env, (int64_t)time(NULL));
     w->env.now_ns = mono_ns();
-    w->env.live = live_enter(w->idx, NULL);
+    w->env.live = live_enter(w->idx);
     w->tick_ts.tv_sec = 1;
     w->backoff_ts.tv_nsec = 50 * 1000 * 1000;
     w->now_ms = mono_ms();
