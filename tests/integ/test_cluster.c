@@ -18,6 +18,7 @@
 
 #include "harness.h"
 #include "load.h"
+#include "persist_int.h"
 
 /* 90 s: three_nodes_concurrent_exact under ASan. Not a test's own .timeout: with --jobs 2 that
    made LeakSanitizer report a leak in Criterion's runner. */
@@ -683,6 +684,36 @@ out:
     free(c);
     free(r);
     return NULL;
+}
+
+/* The flush's statement (rc_tn_d, as the server prepares it) given one counter twice, as an
+   evicted record still flushing late increments and the same counter cached again can be in
+   one flush: both deltas count (UPDATE ... FROM applies one of several matching rows). */
+Test(cluster, flush_statement_sums_one_counter_given_twice)
+{
+    db_reset();
+    struct node a = {0};
+    node_start(&a, 1); /* makes the schema */
+    node_stop(&a);
+    char out[512];
+    db_sql(dbname, "INSERT INTO rc_tenants (id, label, created_at) VALUES ('" MANY_TID "', 'two',"
+                   " now())", out, sizeof(out));
+#define TWICE_CID "00000000-0000-4000-9000-0000000000aa"
+    db_sql(dbname, "INSERT INTO rc_tenant_counters (id, tenant_id, label, value, max_delta,"
+                   " created_at) VALUES ('" TWICE_CID "', '" MANY_TID "', NULL, 0, 50, now())",
+           out, sizeof(out));
+    const char *q = NULL;
+    for (size_t i = 0; i < PST_NSTMTS; i++)
+        if (strcmp(PST_STMTS[i].name, "rc_tn_d") == 0)
+            q = PST_STMTS[i].sql;
+    cr_assert_not_null(q);
+    const char *p = strstr(q, "$1::json");
+    cr_assert_not_null(p);
+    char sql[2048];
+    snprintf(sql, sizeof(sql), "%.*s'[{\"id\":\"" TWICE_CID "\",\"d\":2},{\"id\":\"" TWICE_CID
+             "\",\"d\":3}]'::json%s", (int)(p - q), q, p + strlen("$1::json"));
+    db_sql(dbname, sql, out, sizeof(out));
+    cr_assert_eq(db_value(TWICE_CID), 5);
 }
 
 /* A node caching 1,000 counters serves 20,000 exactly: it evicts the least recently used clean
