@@ -118,6 +118,12 @@ enum persist_tnop_kind {
                               verifier (32 bytes), value = scopes, max_delta = expires (unix ms,
                               0 never), created_ms; -ENOENT no such live tenant */
     PTN_KEY_DELETE,        /* tid, cid = key id: revoked; -ENOENT no such live key of tid */
+    PTN_LIST_COUNTERS,     /* tid's live counters in creation order after cursor cid (has_cid),
+                              or the one labelled label (has_label): out rows (at most
+                              cap_rows) and more; -ENOENT no such live tenant, -EINVAL the
+                              cursor is no counter of tid */
+    PTN_LIST_TENANTS,      /* live tenants in creation order after cursor cid (has_cid): as
+                              PTN_LIST_COUNTERS */
 };
 struct persist_tnop {
     /* in (the worker) */
@@ -138,6 +144,9 @@ struct persist_tnop {
     int64_t from_ms, to_ms;
     uint32_t npoints, cap_points;
     int64_t (*points)[2];  /* the worker's buffer: {bucket start unix ms, delta} */
+    uint32_t nrows, cap_rows;
+    bool more;             /* PTN_LIST_*: rows past the cap_rows returned */
+    struct tn_row *rows;   /* PTN_LIST_*: the worker's buffer */
     /* PTN_KEYED_INC out: status 0 and value = the counter right after it (or after the key's
        first request); -EEXIST the key was used for another counter or delta; -EOVERFLOW */
 };

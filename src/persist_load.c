@@ -110,6 +110,12 @@ static const char *const MIGRATIONS[] = {
     "  deleted boolean NOT NULL DEFAULT false,"
     "  txid xid8 NOT NULL DEFAULT pg_current_xact_id());"
     "CREATE INDEX rc_tenant_keys_txid ON rc_tenant_keys (txid);",
+    /* v7: listings are read from PostgreSQL (a node caches only some counters), a page at a
+       time by (created_at, id) after the cursor's: an index range scan, not a sort of every
+       row of the tenant */
+    "CREATE INDEX rc_tenants_created ON rc_tenants (created_at, id) WHERE NOT deleted;"
+    "CREATE INDEX rc_tenant_counters_created ON rc_tenant_counters (tenant_id, created_at, id)"
+    "  WHERE NOT deleted;",
 };
 #define NMIGRATIONS (sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]))
 

@@ -21,6 +21,14 @@
 #define TN_C_ROW(a)                                                                             \
     "'c', " a ".id::text, " a ".tenant_id::text, " a ".label, " a ".value::text, " a            \
     ".max_delta::text, " TN_MS(a) ", " a ".deleted"
+/* A marker row in the same 8 columns: kind k alone */
+#define TN_MARK(k) "'" k "', NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, NULL::text, false"
+/* The (created_at, id) a listing of table tab resumes after: the cursor row's (parameter p),
+   or before every row when there is no cursor (a cursor of no row: none, so no rows) */
+#define TN_AFTER(tab, p)                                                                        \
+    "(SELECT a.created_at, a.id FROM " tab " a WHERE a.id = " p "::uuid UNION ALL SELECT"     \
+    " '-infinity'::timestamptz, '00000000-0000-0000-0000-000000000000'::uuid WHERE " p        \
+    "::uuid IS NULL)"
 /* A tenant key in the same 8 columns: verifier (hex) as the label, scopes as the value, expiry
    (unix ms, 0 never) as max_delta; deleted also when its tenant is (del: that flag's SQL). */
 #define TN_K_ROW(a, del)                                                                        \
@@ -198,6 +206,29 @@ const struct pst_stmt PST_STMTS[] = {
      "  AND h.t >= to_timestamp($4::bigint / 1000.0) AND h.t < to_timestamp($5::bigint / 1000.0)"
      "  ORDER BY h.t LIMIT $6::integer)",
      6},
+    /* Listings in creation order, keyset-paginated on (created_at, id) (indexes of schema v7):
+       'a' when the cursor $2 names a row of the listing (a deleted one is still a place in
+       it), then up to $3 rows after it (the caller asks for one more than a page, to know
+       whether another follows); counters come after their tenant's row ('t' only if live). */
+    {"rc_tn_list_c",
+     "SELECT " TN_T_ROW("t") " FROM rc_tenants t WHERE t.id = $1::uuid AND NOT t.deleted"
+     " UNION ALL SELECT " TN_MARK("a") " FROM rc_tenant_counters a"
+     "  WHERE a.id = $2::uuid AND a.tenant_id = $1::uuid"
+     " UNION ALL (SELECT " TN_C_ROW("c") " FROM rc_tenant_counters c"
+     "  WHERE c.tenant_id = $1::uuid AND NOT c.deleted AND (c.created_at, c.id) > " TN_AFTER(
+         "rc_tenant_counters", "$2") " ORDER BY c.created_at, c.id LIMIT $3::integer)",
+     3},
+    {"rc_tn_list_l",
+     "SELECT " TN_T_ROW("t") " FROM rc_tenants t WHERE t.id = $1::uuid AND NOT t.deleted"
+     " UNION ALL SELECT " TN_C_ROW("c") " FROM rc_tenant_counters c"
+     "  WHERE c.tenant_id = $1::uuid AND c.label = $2 AND NOT c.deleted",
+     2},
+    {"rc_tn_list_t",
+     "SELECT " TN_MARK("a") " FROM rc_tenants a WHERE a.id = $1::uuid"
+     " UNION ALL (SELECT " TN_T_ROW("t") " FROM rc_tenants t WHERE NOT t.deleted"
+     "  AND (t.created_at, t.id) > " TN_AFTER("rc_tenants", "$1")
+     " ORDER BY t.created_at, t.id LIMIT $2::integer)",
+     2},
     /* $1 every tenant asked for (with those of the counters asked for), $2 the counters asked
        for, $3 the tenants asked for alone (they come with all their live counters) */
     {"rc_tn_look",

@@ -78,11 +78,12 @@ bool pst_tn_due(uint64_t now, bool *flush_first)
     pst.ntq = j;
     *flush_first = false;
     /* after a flush built after they came, applied whole: a `set` must not be overtaken by
-       increments counted before it, a keyed increment's answer and a history read must
-       include them */
+       increments counted before it, a keyed increment's answer, a history read and a
+       listing's values must include them */
     for (size_t i = 0; i < pst.ntq; i++) {
         uint8_t k = pst.tq[i].op->kind;
-        *flush_first |= (k == PTN_SET || k == PTN_KEYED_INC || k == PTN_HISTORY) &&
+        *flush_first |= (k == PTN_SET || k == PTN_KEYED_INC || k == PTN_HISTORY ||
+                         k == PTN_LIST_COUNTERS) &&
                         pst.tq[i].seq > pst.applied_gen;
     }
     return pst.ntq || (!pst.stopping && now >= pst.feed_at);
@@ -214,6 +215,19 @@ static bool send_key(const struct persist_tnop *op, const char *tid, const char 
                              (const char *const[]){tid, kid, ver, sc, ex, ms});
 }
 
+/* A listing: one row more than a page, to know whether another page follows. */
+static bool send_list(const struct persist_tnop *op, const char *tid, const char *cursor,
+                      const char *label)
+{
+    char lim[16];
+    snprintf(lim, sizeof(lim), "%u", op->cap_rows + 1);
+    if (op->kind == PTN_LIST_TENANTS)
+        return pst_send_prepared(Q_TNOP, "rc_tn_list_t", 2, (const char *const[]){cursor, lim});
+    if (op->has_label)
+        return pst_send_prepared(Q_TNOP, "rc_tn_list_l", 2, (const char *const[]){tid, label});
+    return pst_send_prepared(Q_TNOP, "rc_tn_list_c", 3, (const char *const[]){tid, cursor, lim});
+}
+
 /* The statements of write op (its results: Q_TNOP). */
 static bool send_one(struct persist_tnop *op)
 {
@@ -257,6 +271,9 @@ static bool send_one(struct persist_tnop *op)
     case PTN_HISTORY:
         return pst_send_prepared(Q_TNOP, "rc_tn_hist_get", 6,
                                  (const char *const[]){tid, cid, label, from, to, cap});
+    case PTN_LIST_COUNTERS:
+    case PTN_LIST_TENANTS:
+        return send_list(op, tid, op->has_cid ? cid : NULL, label);
     case PTN_KEY_CREATE:
     case PTN_KEY_DELETE:
         return send_key(op, tid, cid);
@@ -534,22 +551,29 @@ static bool row_has(PGresult *r, const uint8_t id[16], const uint8_t tid[16])
     return row_of(r, id, tid) >= 0;
 }
 
-/* A lookup found what the full cache cannot take: the row into op->row, to answer from it. */
-static void row_out(struct persist_tnop *op, PGresult *r)
+/* Row i of r (TN_T_ROW / TN_C_ROW) into o. */
+static void row_parse(PGresult *r, int i, struct tn_row *o)
 {
-    int i = row_of(r, op->has_cid ? op->cid : op->tid, op->tid);
-    struct tn_row *o = &op->row;
-    if (i < 0)
-        return;
-    o->counter = op->has_cid;
-    memcpy(o->id, op->has_cid ? op->cid : op->tid, 16);
-    memcpy(o->tid, op->tid, 16);
+    o->counter = PQgetvalue(r, i, 0)[0] == 'c';
+    if (!row_id(r, i, 1, o->id) || (o->counter && !row_id(r, i, 2, o->tid)))
+        memset(o->id, 0, 16);
+    if (!o->counter)
+        memcpy(o->tid, o->id, 16);
     o->has_label = !PQgetisnull(r, i, 3);
-    o->label_len = (uint8_t)(o->has_label && PQgetlength(r, i, 3) <= TN_LABEL_MAX ? PQgetlength(r, i, 3) : 0);
+    int n = PQgetlength(r, i, 3);
+    o->label_len = (uint8_t)(o->has_label && n <= TN_LABEL_MAX ? n : 0);
     memcpy(o->label, PQgetvalue(r, i, 3), o->label_len);
     o->value = o->counter ? row_i64(r, i, 4) : 0;
     o->max_delta = o->counter ? row_i64(r, i, 5) : 0;
     o->created_ms = row_i64(r, i, 6);
+}
+
+/* A lookup found what the full cache cannot take: the row into op->row, to answer from it. */
+static void row_out(struct persist_tnop *op, PGresult *r)
+{
+    int i = row_of(r, op->has_cid ? op->cid : op->tid, op->tid);
+    if (i >= 0)
+        row_parse(r, i, &op->row);
 }
 
 /* The status of op once the rows r are applied: is what it names in the cache (or gone)? */
@@ -696,6 +720,28 @@ static int history_done(struct persist_tnop *op, PGresult *r)
     return live ? 0 : -ENOENT;
 }
 
+/* The rows of rc_tn_list_* into op's rows: 0, -ENOENT (a counter listing of no live tenant),
+   -EINVAL (the cursor names no row of the listing). */
+static int list_done(struct persist_tnop *op, PGresult *r)
+{
+    bool tenants = op->kind == PTN_LIST_TENANTS, live = tenants, cursor = !op->has_cid;
+    op->nrows = 0;
+    op->more = false;
+    for (int i = 0; i < PQntuples(r); i++) {
+        char k = PQgetvalue(r, i, 0)[0];
+        if (k == 'a') {
+            cursor = true;
+        } else if (k == 't' && !tenants) {
+            live = true;
+        } else if (op->nrows == op->cap_rows) {
+            op->more = true;
+        } else {
+            row_parse(r, i, &op->rows[op->nrows++]);
+        }
+    }
+    return !live ? -ENOENT : !cursor ? -EINVAL : 0;
+}
+
 /* Write q's statement is done (ok: committed with rows res): reply, or queue it again. */
 static void write_done(struct tnq q, PGresult *res, bool ok, bool dropped, uint64_t now)
 {
@@ -704,6 +750,10 @@ static void write_done(struct tnq q, PGresult *res, bool ok, bool dropped, uint6
     snprintf(op->sqlstate, sizeof(op->sqlstate), "%s", pst.r.sqlstate);
     if (op->kind == PTN_HISTORY) {
         tn_reply(q.w, op, ok ? history_done(op, res) : -EIO);
+        return;
+    }
+    if (op->kind == PTN_LIST_COUNTERS || op->kind == PTN_LIST_TENANTS) {
+        tn_reply(q.w, op, ok ? list_done(op, res) : -EIO);
         return;
     }
     if (op->kind == PTN_KEYED_INC || op->kind == PTN_DB_INC) {

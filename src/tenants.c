@@ -1256,3 +1256,30 @@ size_t tn_row_json(const struct tn_row *r, char *out)
     memcpy(t.label, r->label, r->label_len);
     return tn_tenant_json(&t, out);
 }
+
+size_t tn_page_json(char *out, const char *key, const void *items, int cnt,
+                    size_t (*obj)(const void *items, int i, char *out), const uint8_t *next)
+{
+    struct json_w w;
+    json_w_init(&w, out, TN_PAGE_CAP(cnt));
+    json_w_lit(&w, "{\"");
+    json_w_raw(&w, key, strlen(key));
+    json_w_lit(&w, "\":[");
+    for (int i = 0; i < cnt; i++) {
+        char o[TN_JSON_MAX];
+        if (i)
+            json_w_lit(&w, ",");
+        json_w_raw(&w, o, obj(items, i, o));
+    }
+    json_w_lit(&w, "],\"next_cursor\":");
+    if (next) {
+        char id[UUID_TEXT_LEN];
+        uuid_format(next, id);
+        json_w_str(&w, id, sizeof(id));
+    } else {
+        json_w_lit(&w, "null");
+    }
+    json_w_lit(&w, "}");
+    ssize_t len = json_w_end(&w); /* never < 0: the cap holds cnt objects and 256 bytes more */
+    return len < 0 ? 0 : (size_t)len;
+}

@@ -268,5 +268,11 @@ size_t tn_row_json(const struct tn_row *r, char *out);
 /* {"counter_id","value"} of counter id with value v (the answer of inc and set; < TN_JSON_MAX). */
 size_t tn_value_json(const uint8_t id[16], int64_t v, char *out);
 size_t tn_counter_json(const struct tn_store *st, const struct tn_counter *c, char *out);
+/* The one page shape of every listing (SPEC §2.3): {"<key>":[obj(items, 0..cnt-1)],
+   "next_cursor":"<next>"|null} (next: the id of the last item when another page follows)
+   into out, which holds TN_PAGE_CAP(cnt) bytes. Length. */
+#define TN_PAGE_CAP(cnt) ((size_t)(cnt) * TN_JSON_MAX + 256)
+size_t tn_page_json(char *out, const char *key, const void *items, int cnt,
+                    size_t (*obj)(const void *items, int i, char *out), const uint8_t *next);
 
 #endif

@@ -493,42 +493,19 @@ static bool page_args(struct rq *q, const struct http_req *req, unsigned *limit,
 
 static enum sess_handled bad_cursor(struct rq *q)
 {
-    return fail(q, HTTP_E_INVALID_CURSOR, "cursor must be a next_cursor of this listing");
+    return fail(q, HTTP_E_INVALID_CURSOR, TNDB_MSG_BAD_CURSOR);
 }
 
-/* 200 {"<key>":[obj(items, 0..cnt-1)],"next_cursor":next|null}: the one page shape of every
-   listing (next: the id of the last item when a next page exists, else NULL). */
+/* 200 with a page of a listing (tn_page_json). */
 static enum sess_handled answer_page(struct rq *q, const char *key, const void *items, int cnt,
                                      size_t (*obj)(const void *items, int i, char *out),
                                      const uint8_t *next)
 {
     /* admin path, not per public request: one malloc of at most 100 × TN_JSON_MAX = 64 KiB */
-    size_t cap = (size_t)cnt * TN_JSON_MAX + 256;
-    char *body = malloc(cap);
+    char *body = malloc(TN_PAGE_CAP(cnt));
     if (!body)
         return out_of_memory(q);
-    struct json_w w;
-    json_w_init(&w, body, cap);
-    json_w_lit(&w, "{\"");
-    json_w_raw(&w, key, strlen(key));
-    json_w_lit(&w, "\":[");
-    for (int i = 0; i < cnt; i++) {
-        char o[TN_JSON_MAX];
-        if (i)
-            json_w_lit(&w, ",");
-        json_w_raw(&w, o, obj(items, i, o));
-    }
-    json_w_lit(&w, "],\"next_cursor\":");
-    if (next) {
-        char id[UUID_TEXT_LEN];
-        uuid_format(next, id);
-        json_w_str(&w, id, sizeof(id));
-    } else {
-        json_w_lit(&w, "null");
-    }
-    json_w_lit(&w, "}");
-    ssize_t len = json_w_end(&w); /* never < 0: cap holds cnt objects and 256 bytes more */
-    reply(q, 200, body, len < 0 ? 0 : (size_t)len);
+    reply(q, 200, body, tn_page_json(body, key, items, cnt, obj, next));
     free(body);
     return SESS_H_DONE;
 }
@@ -572,35 +549,50 @@ static ssize_t form_decode(const char *v, size_t n, char *out, size_t cap)
     return (ssize_t)o;
 }
 
+/* ?cursor= parsed into cur: false after answering 400 INVALID_CURSOR. */
+static bool cursor_arg(struct rq *q, const char *v, size_t n, uint8_t cur[16])
+{
+    if (n && uuid_parse(v, n, cur) < 0) {
+        fail(q, HTTP_E_INVALID_CURSOR, TNDB_MSG_BAD_CURSOR);
+        return false;
+    }
+    return true;
+}
+
 /* GET /tenants/{tid}/counters?limit=&cursor= and ?label=L (the one counter labelled L, SPEC
-   §2.3 labels being unique per tenant: a page of 0 or 1). */
+   §2.3 labels being unique per tenant: a page of 0 or 1). With --db from PostgreSQL (this node
+   caches only some of them), else from the store. */
 static enum sess_handled list_counters(struct tnapi_worker *w, struct rq *q,
                                        const struct http_req *req, const struct route_match *m)
 {
-    const struct tn_tenant *t = path_tenant(w, q, m);
-    if (!t && q->row) /* in PostgreSQL, but the full tenant cache cannot list it */
-        return fail(q, HTTP_E_TOO_MANY_TENANTS,
-                    "it exists in PostgreSQL, but this node's tenant cache is full (--tenant-cache)");
-    if (!t)
-        return SESS_H_DONE; /* answered 400/404 */
     const char *v;
     size_t n;
     unsigned limit;
-    if (!page_args(q, req, &limit, &v, &n))
+    uint8_t tid[16], cur[16];
+    if (!path_ids(q, m, tid, NULL) || !page_args(q, req, &limit, &v, &n) ||
+        !cursor_arg(q, v, n, cur))
         return SESS_H_DONE;
-    const struct tn_counter *page[TN_LIST_MAX], *after = NULL;
-    if (n) {
-        uint8_t cid[16]; /* a cursor deleted since its page is still a place in the list */
-        if (uuid_parse(v, n, cid) < 0 || !(after = tn_counter_find_any(T.st, t, cid)))
-            return bad_cursor(q);
-    }
-    bool more = false;
-    int cnt;
+    bool has_cur = n != 0;
+    char label[TN_LABEL_MAX];
+    ssize_t ll = -1;
     if (query_get(req, "label", &v, &n)) {
-        char label[TN_LABEL_MAX];
-        ssize_t ll = form_decode(v, n, label, sizeof(label));
+        ll = form_decode(v, n, label, sizeof(label));
         if (ll < 0 || !tn_label_valid(label, (size_t)ll))
             return fail(q, HTTP_E_INVALID_LABEL, "label must be 1-255 bytes of [A-Za-z0-9 _.-]");
+    }
+    if (w->db)
+        return tndb_list(w->db, q->s, tid, has_cur ? cur : NULL, ll < 0 ? NULL : label,
+                         ll < 0 ? 0 : (size_t)ll, limit);
+    const struct tn_tenant *t = tn_tenant_find(T.st, tid);
+    if (!t)
+        return fail(q, HTTP_E_NOT_FOUND, "no such tenant");
+    const struct tn_counter *page[TN_LIST_MAX], *after = NULL;
+    /* a cursor deleted since its page is still a place in the list */
+    if (has_cur && !(after = tn_counter_find_any(T.st, t, cur)))
+        return bad_cursor(q);
+    bool more = false;
+    int cnt;
+    if (ll >= 0) {
         page[0] = tn_counter_find_label(T.st, t, label, (size_t)ll);
         cnt = page[0] != NULL;
     } else if ((cnt = tn_counter_list(T.st, t, after, limit, page, &more)) < 0) {
@@ -609,20 +601,22 @@ static enum sess_handled list_counters(struct tnapi_worker *w, struct rq *q,
     return answer_page(q, "counters", page, cnt, counter_obj, more ? page[cnt - 1]->id : NULL);
 }
 
-/* GET /tenants?limit=&cursor= (admin): live tenants in creation order. */
-static enum sess_handled list_tenants(struct rq *q, const struct http_req *req)
+/* GET /tenants?limit=&cursor= (admin): live tenants in creation order (with --db from
+   PostgreSQL, which holds every tenant). */
+static enum sess_handled list_tenants(struct tnapi_worker *w, struct rq *q,
+                                      const struct http_req *req)
 {
     const char *v;
     size_t n;
     unsigned limit;
-    if (!page_args(q, req, &limit, &v, &n))
+    uint8_t cur[16];
+    if (!page_args(q, req, &limit, &v, &n) || !cursor_arg(q, v, n, cur))
         return SESS_H_DONE;
+    if (w->db)
+        return tndb_list(w->db, q->s, NULL, n ? cur : NULL, NULL, 0, limit);
     const struct tn_tenant *page[TN_LIST_MAX], *after = NULL;
-    if (n) {
-        uint8_t id[16];
-        if (uuid_parse(v, n, id) < 0 || !(after = tn_tenant_find_any(T.st, id)))
-            return bad_cursor(q);
-    }
+    if (n && !(after = tn_tenant_find_any(T.st, cur)))
+        return bad_cursor(q);
     bool more;
     int cnt = tn_tenant_list(T.st, after, limit, page, &more);
     return answer_page(q, "tenants", page, cnt, tenant_obj, more ? page[cnt - 1]->id : NULL);
@@ -854,7 +848,7 @@ static enum sess_handled route(struct tnapi_worker *w, struct rq *q, const struc
         if (req->method == HTTP_M_POST)
             h = create_tenant(w, q, req);
         else
-            list_tenants(q, req);
+            h = list_tenants(w, q, req);
         break;
     case ROUTE_TENANT:
         if (req->method == HTTP_M_POST) {
@@ -874,7 +868,7 @@ static enum sess_handled route(struct tnapi_worker *w, struct rq *q, const struc
         if (req->method == HTTP_M_POST)
             h = create_counter(w, q, req, m);
         else
-            list_counters(w, q, req, m);
+            h = list_counters(w, q, req, m);
         break;
     case ROUTE_TN_COUNTER:
         if (req->method == HTTP_M_DELETE)

@@ -73,7 +73,8 @@ static struct absent *absent_slot(struct tndb *d, const uint8_t id[16])
 
 static void unavailable(struct sess *s, struct persist_tnop *op, bool answered)
 {
-    bool write = op->kind != PTN_LOOKUP;
+    bool write = op->kind != PTN_LOOKUP && op->kind != PTN_HISTORY &&
+                 op->kind != PTN_LIST_COUNTERS && op->kind != PTN_LIST_TENANTS;
     if (answered && op->status == -ETIMEDOUT)
         sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE,
                    "PostgreSQL was not reachable within --durable-timeout-ms; nothing was done",
@@ -83,7 +84,7 @@ static void unavailable(struct sess *s, struct persist_tnop *op, bool answered)
                    "PostgreSQL did not confirm the change in time; it may still be committed: "
                    "read it back before retrying", SESS_HDRS(SESS_RETRY_AFTER_1));
     else
-        sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE, "PostgreSQL did not answer the lookup in time",
+        sess_error(s, HTTP_E_PERSISTENCE_UNAVAILABLE, "PostgreSQL did not answer the read in time",
                    SESS_HDRS(SESS_RETRY_AFTER_1));
 }
 
@@ -227,17 +228,25 @@ static void keyed_done(struct sess *s, struct persist_tnop *op, bool answered)
 
 static enum sess_handled no_memory(struct sess *s);
 
+/* A read (history, listing) that failed, or found nothing (-ENOENT: 404 not_found): true
+   once s is answered so. */
+static bool read_failed(struct sess *s, struct persist_tnop *op, bool answered,
+                        const char *not_found)
+{
+    if (!answered || op->status == -EIO || op->status == -ETIMEDOUT)
+        unavailable(s, op, answered);
+    else if (op->status == -ENOENT)
+        sess_error(s, HTTP_E_NOT_FOUND, not_found, NULL, 0);
+    else
+        return false;
+    return true;
+}
+
 /* The history came back: {"bucket","points":[{"t","delta"}, ...]}. */
 static void history_done(struct sess *s, struct persist_tnop *op, bool answered)
 {
-    if (!answered || op->status == -EIO || op->status == -ETIMEDOUT) {
-        unavailable(s, op, answered);
+    if (read_failed(s, op, answered, "no such counter in this tenant"))
         return;
-    }
-    if (op->status == -ENOENT) {
-        sess_error(s, HTTP_E_NOT_FOUND, "no such counter in this tenant", NULL, 0);
-        return;
-    }
     static const char *const names[] = {"minute", "hour", "day"};
     const char *name = names[op->label[0] == 'm' ? 0 : op->label[0] == 'h' ? 1 : 2];
     size_t cap = 64 + (size_t)op->npoints * (FMT_TIME_LEN + 48); /* admin-rate: one malloc */
@@ -264,6 +273,32 @@ static void history_done(struct sess *s, struct persist_tnop *op, bool answered)
     json_w_lit(&w, "]}");
     ssize_t n = json_w_end(&w); /* never < 0: cap holds every point */
     sess_respond(s, 200, SESS_JSON, NULL, 0, body, n < 0 ? 0 : (size_t)n);
+    free(body);
+}
+
+static size_t row_obj(const void *items, int i, char *out)
+{
+    return tn_row_json(&((const struct tn_row *)items)[i], out);
+}
+
+/* A listing came back: a page (tn_page_json), 404 or 400 INVALID_CURSOR. */
+static void list_done(struct sess *s, struct persist_tnop *op, bool answered)
+{
+    if (read_failed(s, op, answered, "no such tenant"))
+        return;
+    if (op->status == -EINVAL) {
+        sess_error(s, HTTP_E_INVALID_CURSOR, TNDB_MSG_BAD_CURSOR, NULL, 0);
+        return;
+    }
+    char *body = malloc(TN_PAGE_CAP(op->nrows)); /* admin-rate: one malloc */
+    if (!body) {
+        no_memory(s);
+        return;
+    }
+    size_t n = tn_page_json(body, op->kind == PTN_LIST_TENANTS ? "tenants" : "counters",
+                            op->rows, (int)op->nrows, row_obj,
+                            op->more ? op->rows[op->nrows - 1].id : NULL);
+    sess_respond(s, 200, SESS_JSON, NULL, 0, body, n);
     free(body);
 }
 
@@ -377,6 +412,27 @@ enum sess_handled tndb_history(struct tndb *d, struct sess *s, const uint8_t tid
     x->op.cap_points = TNDB_HISTORY_MAX;
     x->op.points = (int64_t(*)[2])(x + 1);
     return pwait_tnop(d->pw, s, &x->op, history_done);
+}
+
+enum sess_handled tndb_list(struct tndb *d, struct sess *s, const uint8_t *tid,
+                            const uint8_t *cursor, const char *label, size_t n, unsigned limit)
+{
+    /* the rows live in the same allocation, after the op (pwait frees both at once) */
+    struct tnop_ctx *x = calloc(1, sizeof(*x) + limit * sizeof(struct tn_row));
+    if (!x)
+        return no_memory(s);
+    x->d = d;
+    x->op.kind = tid ? PTN_LIST_COUNTERS : PTN_LIST_TENANTS;
+    if (tid)
+        memcpy(x->op.tid, tid, 16);
+    if (cursor) {
+        memcpy(x->op.cid, cursor, 16);
+        x->op.has_cid = true;
+    }
+    set_label(&x->op, label, n);
+    x->op.cap_rows = limit;
+    x->op.rows = (struct tn_row *)(x + 1);
+    return pwait_tnop(d->pw, s, &x->op, list_done);
 }
 
 enum sess_handled tndb_db_inc(struct tndb *d, struct sess *s, const uint8_t tid[16],

@@ -66,6 +66,14 @@ enum sess_handled tndb_keyed_inc(struct tndb *d, struct sess *s, const uint8_t t
 #define TNDB_HISTORY_MAX 1440 /* a day of minutes */
 enum sess_handled tndb_history(struct tndb *d, struct sess *s, const uint8_t tid[16],
                                const uint8_t cid[16], char b, int64_t from_ms, int64_t to_ms);
+/* GET /tenants (tid NULL) or GET /tenants/{tid}/counters, read from PostgreSQL (the cache holds
+   only some counters): up to limit (1..TN_LIST_MAX) live rows in creation order after cursor
+   (NULL: from the start), or with label (NULL: any) the one counter labelled so; counter
+   values after a flush of this node's increments. 200 page (tn_page_json), 404 no such
+   tenant, 400 INVALID_CURSOR (the cursor is no row of this listing), 503. */
+#define TNDB_MSG_BAD_CURSOR "cursor must be a next_cursor of this listing"
+enum sess_handled tndb_list(struct tndb *d, struct sess *s, const uint8_t *tid,
+                            const uint8_t *cursor, const char *label, size_t n, unsigned limit);
 /* cid NULL: delete the tenant and its counters. 204 when done. */
 enum sess_handled tndb_delete(struct tndb *d, struct sess *s, const uint8_t tid[16],
                               const uint8_t *cid);

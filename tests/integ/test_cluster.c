@@ -112,17 +112,24 @@ struct node {
     char id[12];
 };
 
-static void node_start(struct node *n, int id)
+/* Node id on the test's database; cache: its --counter-cache (NULL: the default). */
+static void node_start_cache(struct node *n, int id, const char *cache)
 {
     static char ci[256];
     snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres", it_pg_shared_dir(), dbname);
     snprintf(n->id, sizeof(n->id), "%d", id);
     const char *args[] = {"--workers", "2", "--db", ci, "--node-id", n->id,
                           "--sync-ms", TEXT(SYNC_MS), "--rate-limit", "0",
-                          "--durable-timeout-ms", "10000", NULL};
+                          "--durable-timeout-ms", "10000", cache ? "--counter-cache" : NULL,
+                          cache, NULL};
     const char *env[] = {"RINGCOUNT_ADMIN_KEY=" ADMIN_KEY, NULL};
     n->srv = it_start(args, env);
     n->c = it_conn_new(it_port(n->srv));
+}
+
+static void node_start(struct node *n, int id)
+{
+    node_start_cache(n, id, NULL);
 }
 
 /* A fresh database and nodes 1 and 2 on it. */
@@ -686,6 +693,34 @@ out:
     return NULL;
 }
 
+/* Tenant MANY_TID (label tl) with counters 0..n-1 (ids many_id, created 1 ms apart in that
+   order) seeded by SQL; label and value: the SQL of each (g the counter's number). */
+static void seed_many(const char *tl, int n, const char *label, const char *value)
+{
+    char out[512], sql[768];
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO rc_tenants (id, label, created_at) VALUES ('" MANY_TID "', '%s', now())",
+             tl);
+    db_sql(dbname, sql, out, sizeof(out));
+    snprintf(sql, sizeof(sql),
+             "INSERT INTO rc_tenant_counters (id, tenant_id, label, value, max_delta, created_at)"
+             " SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(g), 12, '0'))::uuid, '" MANY_TID
+             "', %s, %s, 50, now() + g * interval '1 millisecond' FROM generate_series(0, %d) g",
+             label, value, n - 1);
+    db_sql(dbname, sql, out, sizeof(out));
+}
+
+/* A fresh database seeded as seed_many, node 2 (default cache) and node 1 caching CACHE
+   counters. */
+static void seeded_nodes(struct node *a, struct node *b, const char *tl, int n, const char *label,
+                         const char *value)
+{
+    db_reset();
+    node_start(b, 2); /* makes the schema */
+    seed_many(tl, n, label, value);
+    node_start_cache(a, 1, CACHE);
+}
+
 /* The flush's statement (rc_tn_d, as the server prepares it) given one counter twice, as an
    evicted record still flushing late increments and the same counter cached again can be in
    one flush: both deltas count (UPDATE ... FROM applies one of several matching rows). */
@@ -695,13 +730,9 @@ Test(cluster, flush_statement_sums_one_counter_given_twice)
     struct node a = {0};
     node_start(&a, 1); /* makes the schema */
     node_stop(&a);
+    seed_many("two", 1, "NULL", "0");
+#define TWICE_CID "00000000-0000-4000-9000-000000000000" /* many_id(0) */
     char out[512];
-    db_sql(dbname, "INSERT INTO rc_tenants (id, label, created_at) VALUES ('" MANY_TID "', 'two',"
-                   " now())", out, sizeof(out));
-#define TWICE_CID "00000000-0000-4000-9000-0000000000aa"
-    db_sql(dbname, "INSERT INTO rc_tenant_counters (id, tenant_id, label, value, max_delta,"
-                   " created_at) VALUES ('" TWICE_CID "', '" MANY_TID "', NULL, 0, 50, now())",
-           out, sizeof(out));
     const char *q = NULL;
     for (size_t i = 0; i < PST_NSTMTS; i++)
         if (strcmp(PST_STMTS[i].name, "rc_tn_d") == 0)
@@ -721,27 +752,8 @@ Test(cluster, flush_statement_sums_one_counter_given_twice)
    lookup, inc made there), and a second node with the default cache agrees within the bound. */
 Test(cluster, small_cache_serves_many_counters_exactly)
 {
-    db_reset();
     struct node a = {0}, b = {0};
-    node_start(&b, 2); /* makes the schema */
-    char out[512], sql[512];
-    db_sql(dbname, "INSERT INTO rc_tenants (id, label, created_at) VALUES ('" MANY_TID "', 'many',"
-                   " now())", out, sizeof(out));
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO rc_tenant_counters (id, tenant_id, label, value, max_delta, created_at)"
-             " SELECT ('00000000-0000-4000-9000-' || lpad(to_hex(g), 12, '0'))::uuid, '" MANY_TID
-             "', NULL, 0, 50, now() + g * interval '1 microsecond' FROM generate_series(0, %d) g",
-             MANY - 1);
-    db_sql(dbname, sql, out, sizeof(out));
-    static char ci[256];
-    snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres", it_pg_shared_dir(), dbname);
-    const char *args[] = {"--workers", "2", "--db", ci, "--node-id", "1", "--sync-ms",
-                          TEXT(SYNC_MS), "--rate-limit", "0", "--durable-timeout-ms", "10000",
-                          "--counter-cache", CACHE, NULL};
-    const char *env[] = {"RINGCOUNT_ADMIN_KEY=" ADMIN_KEY, NULL};
-    snprintf(a.id, sizeof(a.id), "1");
-    a.srv = it_start(args, env);
-    a.c = it_conn_new(it_port(a.srv));
+    seeded_nodes(&a, &b, "many", MANY, "NULL", "0");
 
     static struct many M[MANY_THREADS];
     for (int t = 0; t < MANY_THREADS; t++) {
@@ -777,6 +789,84 @@ Test(cluster, small_cache_serves_many_counters_exactly)
                      sample[k]);
         poll_value(&b, MANY_TID, id, sample[k] % 3 + 1, "node 2, a seeded counter");
     }
+    node_stop(&a);
+    node_stop(&b);
+}
+
+#define LISTED 2500 /* counters of one tenant, past the node's --counter-cache of 1,000 */
+
+/* Listings are read from PostgreSQL, not from a node's cache: a node caching 1,000 counters
+   lists all 2,500 of a tenant in creation order, 100 a page, each page's next_cursor the last
+   id; ?label= finds a counter the node never cached; what another node created or deleted a
+   moment ago is (or is not) listed at once; a listing shows this node's increments just made;
+   GET /tenants lists another node's tenant at once; cursor and tenant errors as without --db. */
+Test(cluster, listings_come_from_postgresql)
+{
+    struct node a = {0}, b = {0};
+    seeded_nodes(&a, &b, "listed", LISTED, "'c' || g", "g");
+
+    char p[256], cursor[64] = "", id[37], v[32];
+    int seen = 0;
+    for (int page = 0;; page++) {
+        snprintf(p, sizeof(p), "/tenants/" MANY_TID "/counters?limit=100%s%s",
+                 *cursor ? "&cursor=" : "", cursor);
+        req(&a, "GET", p, true, NULL, 200, NULL, "next_cursor", cursor, sizeof(cursor));
+        for (const char *at = R.body; (at = strstr(at, "\"counter_id\":\"")); seen++) {
+            at += strlen("\"counter_id\":\"");
+            many_id(seen, id);
+            cr_assert_eq(strncmp(at, id, 36), 0, "page %d, item %d: %.36s, want %s", page, seen,
+                         at, id);
+        }
+        cr_assert_eq(seen, page < LISTED / 100 - 1 ? (page + 1) * 100 : LISTED, "page %d", page);
+        if (strcmp(cursor, "null") == 0)
+            break;
+        many_id(seen - 1, id);
+        cr_assert_str_eq(cursor, id, "next_cursor is the page's last id");
+    }
+    cr_assert_eq(seen, LISTED);
+    /* one never cached here (nothing was asked for by id), found by label, value as stored */
+    req(&a, "GET", "/tenants/" MANY_TID "/counters?label=c2345", true, NULL, 200, NULL, "value",
+        v, sizeof(v));
+    many_id(2345, id);
+    cr_assert_not_null(strstr(R.body, id), "%s", R.body);
+    cr_assert_str_eq(v, "2345");
+    /* incremented here a moment ago: the listing includes it (flushed first) */
+    many_id(7, id);
+    snprintf(p, sizeof(p), "/tenants/" MANY_TID "/counters/%s/inc?delta=5", id);
+    req(&a, "POST", p, false, NULL, 200, NULL, NULL, NULL, 0);
+    req(&a, "GET", "/tenants/" MANY_TID "/counters?label=c7", true, NULL, 200, NULL, "value", v,
+        sizeof(v));
+    cr_assert_str_eq(v, "12");
+    /* created and deleted on node 2: listed, then not, on node 1 at once */
+    char tid[64], cid[64];
+    create_tenant(&b, "fresh", 201, tid);
+    create_counter(&b, tid, "new", 201, cid);
+    snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
+    req(&a, "GET", p, true, NULL, 200, NULL, NULL, NULL, 0);
+    cr_assert_not_null(strstr(R.body, cid), "node 1 lists node 2's new counter: %s", R.body);
+    char dp[256];
+    snprintf(dp, sizeof(dp), "/tenants/%s/counters/%s", tid, cid);
+    req(&b, "DELETE", dp, true, NULL, 204, NULL, NULL, NULL, 0);
+    req(&a, "GET", p, true, NULL, 200, NULL, NULL, NULL, 0);
+    cr_assert_str_eq(R.body, "{\"counters\":[],\"next_cursor\":null}");
+    snprintf(p, sizeof(p), "/tenants/%s/counters?cursor=%s", tid, cid);
+    req(&a, "GET", p, true, NULL, 200, NULL, NULL, NULL, 0); /* a deleted cursor: still a place */
+    req(&a, "GET", "/tenants?limit=100", true, NULL, 200, NULL, NULL, NULL, 0);
+    cr_assert_not_null(strstr(R.body, tid), "node 1 lists node 2's new tenant: %s", R.body);
+    cr_assert_not_null(strstr(R.body, MANY_TID), "%s", R.body);
+    snprintf(p, sizeof(p), "/tenants?cursor=%s", MANY_TID);
+    req(&a, "GET", p, true, NULL, 200, NULL, NULL, NULL, 0);
+    cr_assert_not_null(strstr(R.body, tid), "created after the cursor: %s", R.body);
+    cr_assert_null(strstr(R.body, MANY_TID), "the cursor itself is not on its next page");
+    /* errors: a cursor of another tenant's counter, a cursor of nothing, no such tenant */
+    snprintf(p, sizeof(p), "/tenants/%s/counters?cursor=%s", tid, id);
+    req(&a, "GET", p, true, NULL, 400, "INVALID_CURSOR", NULL, NULL, 0);
+    req(&a, "GET", "/tenants?cursor=00000000-0000-4000-8000-000000000000", true, NULL, 400,
+        "INVALID_CURSOR", NULL, NULL, 0);
+    req(&a, "GET", "/tenants/00000000-0000-4000-8000-000000000000/counters", true, NULL, 404,
+        "NOT_FOUND", NULL, NULL, 0);
+    req(&a, "GET", "/tenants/" MANY_TID "/counters?limit=101", true, NULL, 400, "INVALID_LIMIT",
+        NULL, NULL, 0);
     node_stop(&a);
     node_stop(&b);
 }
