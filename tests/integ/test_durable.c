@@ -557,6 +557,9 @@ Test(durable, tenant_write_refused_in_an_outage_never_appears, .init = setup, .f
     cr_assert(strstr(r->body, "PERSISTENCE_UNAVAILABLE"), "%s", r->body);
     snprintf(p, sizeof(p), "/tenants/%s/counters", tid);
     must(s, c, "POST", p, ADM, "{\"label\":\"late\"}", 503, NULL, NULL, 0, r);
+    /* a listing is read from the database: 503 too, saying nothing may have been changed */
+    must(s, c, "GET", p, ADM, NULL, 503, NULL, NULL, 0, r);
+    cr_assert(strstr(r->body, "did not answer the read in time"), "%s", r->body);
     cr_assert_eq(it_pg_ctl(pg_dir, "start"), 0);
     bool back = false;
     for (uint64_t end = it_now_ms() + 20000; !back && it_now_ms() < end; usleep(100000)) {
