@@ -33,6 +33,8 @@ struct app_worker {
     struct app_io io;
     struct barrier *bar;      /* /stats and /reset across the workers */
     uint64_t req_at_last_tick;
+    uint64_t req_at_last_flush; /* with woke: did this batch serve anything (persist_w_batch_end) */
+    bool woke;
     unsigned *wake_buf;
     struct metrics_slot *ms;  /* NULL when metrics_init was not called (unit tests) */
     struct tnapi_worker *tn;  /* multi-tenant counters: rate-limit table, UUID pool */
@@ -158,10 +160,16 @@ void app_forget(struct app_worker *a, struct sess *s)
     pwait_forget(a->pw, s);
 }
 
-void app_on_wake(struct app_worker *a, uint64_t now_ms)
+static void poll_waiters(struct app_worker *a, uint64_t now_ms)
 {
     bar_poll(a->bar);
     pwait_poll(a->pw, now_ms);
+}
+
+void app_on_wake(struct app_worker *a, uint64_t now_ms)
+{
+    a->woke = true; /* another worker's or the persister's news: users to drain, replies */
+    poll_waiters(a, now_ms);
 }
 
 void app_flush(struct app_worker *a)
@@ -169,7 +177,12 @@ void app_flush(struct app_worker *a)
     size_t n = users_pending_wakes(a->idx, a->wake_buf, G.nworkers);
     for (size_t i = 0; i < n; i++)
         a->io.wake(a->io.ctx, a->wake_buf[i]);
-    if (persist_w_batch_end(a->idx)) /* target nworkers: the persister (srv_set_aux_wake_fd) */
+    uint64_t r = a->slot->requests;
+    bool active = a->woke || r != a->req_at_last_flush;
+    a->req_at_last_flush = r;
+    a->woke = false;
+    /* target nworkers: the persister (srv_set_aux_wake_fd) */
+    if (persist_w_batch_end(a->idx, active))
         a->io.wake(a->io.ctx, G.nworkers);
 }
 
@@ -179,7 +192,7 @@ void app_tick(struct app_worker *a, uint64_t now_ms)
     ck_pr_store_64(&a->slot->rps, r - a->req_at_last_tick);
     a->req_at_last_tick = r;
     metrics_slot_tick(a->ms, now_ms);
-    app_on_wake(a, now_ms);
+    poll_waiters(a, now_ms); /* the 1 s tick is no news: it must not end the persister's doze */
 }
 
 /* ---------------------------------------------------------------- handlers */

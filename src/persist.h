@@ -173,9 +173,11 @@ int persist_w_keyed(unsigned w, const char *key, size_t klen, uint64_t token);
 int persist_w_request(unsigned w, enum persist_req kind, uint64_t token);
 /* Pop one reply for worker w: true if *r was filled. */
 bool persist_w_reply_pop(unsigned w, struct persist_reply *r);
-/* End of an event-loop batch: move spilled journal records into the ring. True if the persister
-   must be woken (the caller posts the wake-up; at most one is outstanding). */
-bool persist_w_batch_end(unsigned w);
+/* End of an event-loop batch (active: it served a request or a wake-up, so it may have changed
+   what is flushed): move spilled journal records into the ring. True if the persister must be
+   woken (the caller posts the wake-up; at most one is outstanding): it has a request of w's,
+   or it dozes (idle, flushing once a second) and an active batch ends the doze. */
+bool persist_w_batch_end(unsigned w, bool active);
 /* users journal hook (users_journal_fn): owner w inserted user (s, n); s == NULL: shard reset. */
 void persist_journal(unsigned w, const char *s, size_t n, void *ctx);
 /* --durable-timeout-ms. */

@@ -510,8 +510,8 @@ bool pst_build_flush(uint64_t now)
        isolating, every flush is sent (an empty one is the ledger probe). */
     bool heartbeat = now - pst.last_success_ms >= HEARTBEAT_MS ||
                      ((pst.iso || pst.nrej) && !pst.stopping);
-    if (!f->counter && !f->events && !f->reset && !f->nusers && !f->ncl && !f->tn && !f->nk &&
-        !heartbeat)
+    f->idle = !f->counter && !f->events && !f->reset && !f->nusers && !f->ncl && !f->tn && !f->nk;
+    if (f->idle && !heartbeat)
         return false;
     snprintf(f->p_node, sizeof(f->p_node), "%u", pst.node_id);
     snprintf(f->p_inc, sizeof(f->p_inc), "%llu", (unsigned long long)pst.incarnation);

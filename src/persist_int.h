@@ -234,6 +234,7 @@ struct flush {
     size_t ntnd, captnd;
     struct bytes j_t, j_c, j_d, j_i; /* new tenants, new counters, deltas, idempotency */
     bool reset, events, counter, prune;
+    bool idle;             /* built with nothing to write: the once-a-second heartbeat */
     bool adopt;            /* the reset is another node's, adopted: this node's aggregates
                               restart from zero, nothing is deleted (no rc_trunc/rc_meta0) */
     uint64_t *incr, *ev, *rg, *ep; /* per-slot snapshot */
@@ -294,6 +295,8 @@ struct pstate {
     uint64_t base_lo, base_hi;  /* dec-like int128: committed − Σ wm_incr */
     uint64_t inflight;          /* durable requests waiting (all workers) */
     uint32_t wake_pending;      /* a worker has posted a wake-up not yet seen */
+    uint32_t dozing;            /* 1: idle, flushing once a second; a worker's active batch
+                                   clears it and wakes the persister (pst_doze) */
     int db_up;                  /* connected, and no data older than --ready-max-lag-ms waiting */
     uint64_t lag_ms;            /* age of the oldest unflushed data (0: none waiting) */
     uint64_t flushes, flush_errors, pending_keys, persisted_total, last_flush_ms;
@@ -318,6 +321,8 @@ struct pstate {
     uint64_t retry_backoff;     /* after a failed flush; 0 after a success */
     uint64_t retry_at;          /* no flush before this (back-off after a failure) */
     bool need_rollback;         /* an exchange failed inside a transaction: ROLLBACK first */
+    bool doze;                  /* idle: one build a second (dozing set for the workers) */
+    unsigned idle_builds;       /* flush builds in a row that found nothing to write */
     /* isolation of a failing key (ISOLATE_AFTER) */
     unsigned fail_streak;       /* consecutive flushes failed with the same SQL error */
     char fail_state[6];

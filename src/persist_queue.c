@@ -230,16 +230,26 @@ void persist_journal(unsigned w, const char *s, size_t n, void *ctx)
     log_error("out of memory: a new user id will not be persisted");
 }
 
-bool persist_w_batch_end(unsigned w)
+bool persist_w_batch_end(unsigned w, bool active)
 {
     if (!pst.enabled)
         return false;
     struct pworker *p = &pst.pw[w];
     if (p->over.len)
         overflow_move(p);
-    if (!p->want_wake)
-        return false;
+    bool wake = p->want_wake;
     p->want_wake = false;
+    if (active) {
+        /* Full fence: this batch's changes before the look at the doze flag, which the
+           persister sets before the flush build that lets it doze (persist_conn's doze()):
+           either that build sees them, or this sees the flag. One worker ends the doze (the
+           CAS). */
+        ck_pr_fence_memory();
+        if (ck_pr_load_32(&pst.dozing) && ck_pr_cas_32(&pst.dozing, 1, 0))
+            wake = true;
+    }
+    if (!wake)
+        return false;
     /* Full fence: what we queued must be visible before we test the flag the persister clears
        before it drains (as users.c's want_wake). */
     ck_pr_fence_memory();

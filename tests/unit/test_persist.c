@@ -14,6 +14,7 @@
 #include "counters.h"
 #include "log.h"
 #include "persist.h"
+#include "persist_int.h"
 
 static struct config cfg;
 
@@ -72,7 +73,7 @@ Test(persist, memory_only_mode, .fini = fini)
         cr_assert_eq(t, ++want_ticket[on[i]]);
     }
     cr_assert_eq(persist_live(), 6);
-    cr_assert_not(persist_w_batch_end(0), "nothing to wake without a database");
+    cr_assert_not(persist_w_batch_end(0, false), "nothing to wake without a database");
 }
 
 /* More than --max-inflight waiting durable requests are refused (429), and a released slot
@@ -105,15 +106,35 @@ Test(persist, request_ring_bound, .fini = fini)
 Test(persist, wake_handshake, .fini = fini)
 {
     start(2, NODB, 10);
-    cr_assert_not(persist_w_batch_end(0), "no news, no wake-up");
+    cr_assert_not(persist_w_batch_end(0, false), "no news, no wake-up");
     cr_assert_eq(persist_w_durable_enter(0), 0);
-    cr_assert(persist_w_batch_end(0));
-    cr_assert_not(persist_w_batch_end(0), "news already reported");
+    cr_assert(persist_w_batch_end(0, false));
+    cr_assert_not(persist_w_batch_end(0, false), "news already reported");
     cr_assert_eq(persist_w_request(1, PERSIST_REQ_CLUSTER, 1), 0);
-    cr_assert_not(persist_w_batch_end(1), "a wake-up is already outstanding");
+    cr_assert_not(persist_w_batch_end(1, false), "a wake-up is already outstanding");
     persist_p_run(1000, 0);
     cr_assert_eq(persist_w_request(1, PERSIST_REQ_CLUSTER, 2), 0);
-    cr_assert(persist_w_batch_end(1), "the persister ran: the next news wakes it again");
+    cr_assert(persist_w_batch_end(1, false), "the persister ran: the next news wakes it again");
+}
+
+/* A dozing persister (idle: one build a second) is woken by the first batch that served
+   anything, once, and then builds at once; a batch that served nothing (the 1 s tick) leaves
+   it asleep. Without the wake, increments after an idle spell waited up to a second. */
+Test(persist, an_active_batch_ends_the_doze, .fini = fini)
+{
+    start(2, NODB, 10);
+    persist_p_run(1000, 0);
+    pst.doze = true;
+    pst.next_due = 5000;
+    ck_pr_store_32(&pst.dozing, 1);
+    cr_assert_not(persist_w_batch_end(0, false), "no news: still dozing");
+    cr_assert_eq(ck_pr_load_32(&pst.dozing), 1);
+    cr_assert(persist_w_batch_end(1, true), "news: wake it");
+    cr_assert_eq(ck_pr_load_32(&pst.dozing), 0, "the waking worker lowers the flag");
+    cr_assert_not(persist_w_batch_end(0, true), "one wake-up for the doze");
+    persist_p_run(1200, 0);
+    cr_assert_not(pst.doze, "awake again");
+    cr_assert_leq(pst.next_due, 1200, "the next flush is built at once, not at the heartbeat");
 }
 
 static void journal_id(unsigned w, unsigned i)
@@ -135,8 +156,8 @@ Test(persist, journal_spill_and_wrap, .fini = fini)
         journal_id(1, 100000 + i);
     uint64_t now = 1000;
     for (int round = 0; round < 20; round++) {
-        persist_w_batch_end(0);
-        persist_w_batch_end(1);
+        persist_w_batch_end(0, false);
+        persist_w_batch_end(1, false);
         persist_p_run(now++, 0);
     }
     cr_assert_eq(pending_keys(), 40005);
