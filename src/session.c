@@ -251,8 +251,11 @@ static size_t run(struct sess *s, char *buf, size_t len, uint64_t now_ms)
         s->flags &= ~(uint32_t)SESS_SENT100;
         uint32_t before = s->out_len;
         enum sess_handled hr = s->env->ops->handle(s, &req);
-        if (hr == SESS_H_AGAIN && !req.chunked)
+        if (hr == SESS_H_AGAIN && !req.chunked) {
+            s->flags |= SESS_RERUN;
             break; /* parked; the request's bytes stay buffered and run again on unpark */
+        }
+        s->flags &= ~(uint32_t)SESS_RERUN;
         if (hr == SESS_H_RETRY && !req.chunked) {
             /* A read-only handler needs more room than is free now: run it again later (the
                request bytes are untouched; a de-chunked body could not be parsed twice). */

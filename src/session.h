@@ -68,6 +68,8 @@ enum {
     SESS_SENT100 = 1 << 2,   /* "100 Continue" already sent for the current request */
     SESS_DEAD = 1 << 3,      /* the socket is gone; finish pending work, send nothing */
     SESS_OUTFULL = 1 << 4,   /* paused because out is full while a send is in flight */
+    SESS_RERUN = 1 << 5,     /* the current request runs again after SESS_H_AGAIN (what it
+                                paid for on its first run, such as a rate-limit token, is paid) */
 };
 
 /* Output buffer: grows from 4 KiB up to 256 KiB; beyond that the session pauses parsing until

@@ -932,7 +932,14 @@ enum sess_handled tnapi_handle(struct tnapi_worker *w, struct sess *s, const str
             struct rl_result r;
             uint8_t cf, ca[16];
             client_of(s, req, &cf, ca);
-            rl_take(rl, cf, ca, now_ms, &r);
+            /* the second run of a cache miss: its token was taken on the first, which the
+               limit allowed (a request is charged once, however many times it runs) */
+            if (s->flags & SESS_RERUN) {
+                rl_peek(rl, cf, ca, now_ms, &r);
+                r.allowed = true;
+            } else {
+                rl_take(rl, cf, ca, now_ms, &r);
+            }
             q.hlen = rl_headers(rl, &r, q.hdr, sizeof(q.hdr));
             if (origin)
                 q.hlen += cors_actual(cors, origin->value, origin->value_len, q.hdr + q.hlen,

@@ -112,14 +112,15 @@ struct node {
     char id[12];
 };
 
-/* Node id on the test's database; cache: its --counter-cache (NULL: the default). */
-static void node_start_cache(struct node *n, int id, const char *cache)
+/* Node id on the test's database; cache: its --counter-cache (NULL: the default); rate: its
+   --rate-limit (NULL: off). */
+static void node_start_opts(struct node *n, int id, const char *cache, const char *rate)
 {
     static char ci[256];
     snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres", it_pg_shared_dir(), dbname);
     snprintf(n->id, sizeof(n->id), "%d", id);
     const char *args[] = {"--workers", "2", "--db", ci, "--node-id", n->id,
-                          "--sync-ms", TEXT(SYNC_MS), "--rate-limit", "0",
+                          "--sync-ms", TEXT(SYNC_MS), "--rate-limit", rate ? rate : "0",
                           "--durable-timeout-ms", "10000", cache ? "--counter-cache" : NULL,
                           cache, NULL};
     const char *env[] = {"RINGCOUNT_ADMIN_KEY=" ADMIN_KEY, NULL};
@@ -129,7 +130,7 @@ static void node_start_cache(struct node *n, int id, const char *cache)
 
 static void node_start(struct node *n, int id)
 {
-    node_start_cache(n, id, NULL);
+    node_start_opts(n, id, NULL, NULL);
 }
 
 /* A fresh database and nodes 1 and 2 on it. */
@@ -718,7 +719,7 @@ static void seeded_nodes(struct node *a, struct node *b, const char *tl, int n, 
     db_reset();
     node_start(b, 2); /* makes the schema */
     seed_many(tl, n, label, value);
-    node_start_cache(a, 1, CACHE);
+    node_start_opts(a, 1, CACHE, NULL);
 }
 
 /* The flush's statement (rc_tn_d, as the server prepares it) given one counter twice, as an
@@ -867,6 +868,31 @@ Test(cluster, listings_come_from_postgresql)
         "NOT_FOUND", NULL, NULL, 0);
     req(&a, "GET", "/tenants/" MANY_TID "/counters?limit=101", true, NULL, 400, "INVALID_LIMIT",
         NULL, NULL, 0);
+    node_stop(&a);
+    node_stop(&b);
+}
+
+/* A request that misses the cache runs twice (looked up, then run with the record cached) but
+   takes one rate-limit token: the first increment of a counter the node never cached leaves
+   9 of a burst of 10, as a cached one does (before, 8). */
+Test(cluster, a_cache_miss_is_charged_once)
+{
+    db_reset();
+    struct node a = {0}, b = {0};
+    node_start(&b, 2); /* makes the schema */
+    seed_many("limited", LISTED, "NULL", "0");
+    node_start_opts(&a, 1, CACHE, "1/10");
+    long long before = metric(&a, "ringcount_tenant_lookups_total");
+    char id[37], p[160], rl[128];
+    many_id(LISTED - 1, id); /* past the 1,000 loaded at start */
+    snprintf(p, sizeof(p), "/tenants/" MANY_TID "/counters/%s/inc", id);
+    req(&a, "POST", p, false, NULL, 200, NULL, NULL, NULL, 0);
+    cr_assert_gt(it_header(&R, "RateLimit", rl, sizeof(rl)), 0, "%s", R.head);
+    cr_assert_not_null(strstr(rl, "r=9"), "one token of 10 taken: %s", rl);
+    cr_assert_eq(metric(&a, "ringcount_tenant_lookups_total"), before + 1, "a miss, looked up");
+    req(&a, "POST", p, false, NULL, 200, NULL, NULL, NULL, 0); /* cached now */
+    cr_assert_gt(it_header(&R, "RateLimit", rl, sizeof(rl)), 0, "%s", R.head);
+    cr_assert_not_null(strstr(rl, "r=8"), "%s", rl);
     node_stop(&a);
     node_stop(&b);
 }
