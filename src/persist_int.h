@@ -296,7 +296,7 @@ struct pstate {
     uint64_t inflight;          /* durable requests waiting (all workers) */
     uint32_t wake_pending;      /* a worker has posted a wake-up not yet seen */
     uint32_t dozing;            /* 1: idle, flushing once a second; a worker's active batch
-                                   clears it and wakes the persister (pst_doze) */
+                                   clears it and wakes the persister (persist_conn's doze()) */
     int db_up;                  /* connected, and no data older than --ready-max-lag-ms waiting */
     uint64_t lag_ms;            /* age of the oldest unflushed data (0: none waiting) */
     uint64_t flushes, flush_errors, pending_keys, persisted_total, last_flush_ms;

@@ -239,20 +239,18 @@ bool persist_w_batch_end(unsigned w, bool active)
         overflow_move(p);
     bool wake = p->want_wake;
     p->want_wake = false;
-    if (active) {
-        /* Full fence: this batch's changes before the look at the doze flag, which the
-           persister sets before the flush build that lets it doze (persist_conn's doze()):
-           either that build sees them, or this sees the flag. One worker ends the doze (the
-           CAS). */
-        ck_pr_fence_memory();
-        if (ck_pr_load_32(&pst.dozing) && ck_pr_cas_32(&pst.dozing, 1, 0))
-            wake = true;
-    }
+    if (!wake && !active)
+        return false;
+    /* Full fence: what we queued and this batch's changes before the looks at the flags the
+       persister raises or clears before it reads them: wake_pending (cleared before it
+       drains, as users.c's want_wake) and dozing (raised before the flush build that lets it
+       doze, persist_conn's doze(): either that build sees the changes, or this sees the
+       flag). One worker ends the doze (the CAS). */
+    ck_pr_fence_memory();
+    if (active && ck_pr_load_32(&pst.dozing) && ck_pr_cas_32(&pst.dozing, 1, 0))
+        wake = true;
     if (!wake)
         return false;
-    /* Full fence: what we queued must be visible before we test the flag the persister clears
-       before it drains (as users.c's want_wake). */
-    ck_pr_fence_memory();
     return ck_pr_load_32(&pst.wake_pending) == 0 && ck_pr_cas_32(&pst.wake_pending, 0, 1);
 }
 

@@ -553,7 +553,7 @@ static ssize_t form_decode(const char *v, size_t n, char *out, size_t cap)
 static bool cursor_arg(struct rq *q, const char *v, size_t n, uint8_t cur[16])
 {
     if (n && uuid_parse(v, n, cur) < 0) {
-        fail(q, HTTP_E_INVALID_CURSOR, TNDB_MSG_BAD_CURSOR);
+        bad_cursor(q);
         return false;
     }
     return true;

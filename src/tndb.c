@@ -304,20 +304,29 @@ static void list_done(struct sess *s, struct persist_tnop *op, bool answered)
 
 /* ---------------------------------------------------------------- requests */
 
-static struct tnop_ctx *op_new(struct tndb *d, enum persist_tnop_kind k, const uint8_t tid[16],
-                               const uint8_t *cid)
+/* An op of kind k on tid (NULL: none) and cid (NULL: none), with extra bytes after it for its
+   output (in the same allocation: pwait frees both at once). */
+static struct tnop_ctx *op_new_buf(struct tndb *d, enum persist_tnop_kind k, const uint8_t *tid,
+                                   const uint8_t *cid, size_t extra)
 {
-    struct tnop_ctx *x = calloc(1, sizeof(*x)); /* admin-rate, or one per cache miss */
+    struct tnop_ctx *x = calloc(1, sizeof(*x) + extra); /* admin-rate, or one per cache miss */
     if (!x)
         return NULL;
     x->d = d;
     x->op.kind = (uint8_t)k;
-    memcpy(x->op.tid, tid, 16);
+    if (tid)
+        memcpy(x->op.tid, tid, 16);
     if (cid) {
         memcpy(x->op.cid, cid, 16);
         x->op.has_cid = true;
     }
     return x;
+}
+
+static struct tnop_ctx *op_new(struct tndb *d, enum persist_tnop_kind k, const uint8_t tid[16],
+                               const uint8_t *cid)
+{
+    return op_new_buf(d, k, tid, cid, 0);
 }
 
 static enum sess_handled no_memory(struct sess *s)
@@ -396,15 +405,9 @@ enum sess_handled tndb_keyed_inc(struct tndb *d, struct sess *s, const uint8_t t
 enum sess_handled tndb_history(struct tndb *d, struct sess *s, const uint8_t tid[16],
                                const uint8_t cid[16], char b, int64_t from_ms, int64_t to_ms)
 {
-    /* the points live in the same allocation, after the op (pwait frees both at once) */
-    struct tnop_ctx *x = calloc(1, sizeof(*x) + TNDB_HISTORY_MAX * sizeof(int64_t[2]));
+    struct tnop_ctx *x = op_new_buf(d, PTN_HISTORY, tid, cid, TNDB_HISTORY_MAX * sizeof(int64_t[2]));
     if (!x)
         return no_memory(s);
-    x->d = d;
-    x->op.kind = PTN_HISTORY;
-    memcpy(x->op.tid, tid, 16);
-    memcpy(x->op.cid, cid, 16);
-    x->op.has_cid = true;
     x->op.label[0] = b;
     x->op.label_len = 1;
     x->op.from_ms = from_ms;
@@ -417,18 +420,10 @@ enum sess_handled tndb_history(struct tndb *d, struct sess *s, const uint8_t tid
 enum sess_handled tndb_list(struct tndb *d, struct sess *s, const uint8_t *tid,
                             const uint8_t *cursor, const char *label, size_t n, unsigned limit)
 {
-    /* the rows live in the same allocation, after the op (pwait frees both at once) */
-    struct tnop_ctx *x = calloc(1, sizeof(*x) + limit * sizeof(struct tn_row));
+    struct tnop_ctx *x = op_new_buf(d, tid ? PTN_LIST_COUNTERS : PTN_LIST_TENANTS, tid, cursor,
+                                    limit * sizeof(struct tn_row));
     if (!x)
         return no_memory(s);
-    x->d = d;
-    x->op.kind = tid ? PTN_LIST_COUNTERS : PTN_LIST_TENANTS;
-    if (tid)
-        memcpy(x->op.tid, tid, 16);
-    if (cursor) {
-        memcpy(x->op.cid, cursor, 16);
-        x->op.has_cid = true;
-    }
     set_label(&x->op, label, n);
     x->op.cap_rows = limit;
     x->op.rows = (struct tn_row *)(x + 1);
