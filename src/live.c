@@ -92,6 +92,11 @@ const struct live *live_enter(unsigned idx)
     return ck_pr_load_ptr(&cur);
 }
 
+void live_leave(unsigned idx)
+{
+    qsbr_offline(idx);
+}
+
 /* Free the retired settings no worker can still be using; returns how many remain. */
 static unsigned collect(void)
 {

@@ -59,6 +59,9 @@ const struct live *live_current(void);
    the batch start of src/qsbr (qsbr_enter: a fence only when the epoch moved), which is what
    lets a retired version, and an evicted tenant counter, be freed. */
 const struct live *live_enter(unsigned idx);
+/* Worker idx at the end of a batch, before it may block: it uses none of the settings (nor any
+   record src/qsbr protects) until its next live_enter. */
+void live_leave(unsigned idx);
 /* The settings a request runs with: those its worker entered the batch with (env_live, from
    struct sess_env), else the current ones (unit tests and fuzzers run without an io layer). */
 static inline const struct live *live_get(const struct live *env_live)

@@ -24,10 +24,23 @@ int qsbr_init(unsigned n)
     return 0;
 }
 
+/* The ack of a worker between batches: every epoch is safe as far as it is concerned. */
+#define OFFLINE UINT64_MAX
+
 void qsbr_enter(unsigned idx)
 {
     uint64_t e = ck_pr_load_64(&epoch);
-    if (idx >= CNT_MAX_WORKERS || ck_pr_load_64(&acks[idx].e) == e)
+    if (idx >= CNT_MAX_WORKERS)
+        return;
+    uint64_t ack = ck_pr_load_64(&acks[idx].e);
+    if (ack == OFFLINE) {
+        /* online again: the ack before any load of this batch (a full fence, store → load),
+           so a reclaimer either sees the ack or this batch sees what it took out */
+        ck_pr_store_64(&acks[idx].e, e);
+        ck_pr_fence_memory();
+        return;
+    }
+    if (ack == e)
         return;
     /* every access of the previous batches is done before the ack can be seen; the loads of
        this batch come after the epoch load (so they see what was taken out before it) */
@@ -41,8 +54,17 @@ uint64_t qsbr_defer(void)
     return ck_pr_faa_64(&epoch, 1) + 1;
 }
 
+void qsbr_offline(unsigned idx)
+{
+    if (idx >= CNT_MAX_WORKERS)
+        return;
+    ck_pr_fence_memory(); /* every access of this batch is done before the ack can be seen */
+    ck_pr_store_64(&acks[idx].e, OFFLINE);
+}
+
 bool qsbr_safe(uint64_t e)
 {
+    ck_pr_fence_memory(); /* the caller's unlinking stores before the acks are read */
     unsigned n = ck_pr_load_uint(&nworkers);
     for (unsigned i = 0; i < n; i++)
         if (ck_pr_load_64(&acks[i].e) < e)

@@ -6,13 +6,15 @@
  *
  * Owns: one global epoch and one acknowledgement per worker (a cache line each).
  *
- * Cost on the hot path: qsbr_enter is one load and a compare per batch; only a new epoch costs a
- * fence and a store. An idle worker enters a batch at least once a second (its 1 s tick), so a
- * grace period is at most ~1 s, and far less under load.
+ * Cost on the hot path: a fence and a store before a worker waits for completions
+ * (qsbr_offline), and another at the start of the batch after it (qsbr_enter). A worker blocked
+ * in io_uring_enter holds nothing, so it never holds up a grace period: one lasts as long as
+ * the longest batch in progress (microseconds), not until an idle worker's 1 s tick (a cache of
+ * 64 tenants churned by a burst ran out of free records while evicted ones waited that second).
  *
- * Threads: qsbr_init from main before any worker (live_init calls it); qsbr_enter from worker idx
- * only (live_enter calls it at the start of every batch); qsbr_defer
- * and qsbr_safe from any thread.
+ * Threads: qsbr_init from main before any worker (live_init calls it); qsbr_enter and
+ * qsbr_offline from worker idx only (live_enter / live_leave at the start and end of every
+ * batch); qsbr_defer and qsbr_safe from any thread.
  */
 #ifndef RC_QSBR_H
 #define RC_QSBR_H
@@ -24,6 +26,8 @@
 int qsbr_init(unsigned n);
 /* Worker idx starts a batch: it holds nothing from its previous batches any more. */
 void qsbr_enter(unsigned idx);
+/* Worker idx ends a batch and may block: it holds nothing until its next qsbr_enter. */
+void qsbr_offline(unsigned idx);
 /* What was taken out of every index before this call is free to reuse once qsbr_safe(the
    returned epoch) is true. */
 uint64_t qsbr_defer(void);

@@ -521,6 +521,7 @@ static void loop(struct worker *w)
             arm_accept(w);
         if (w->draining && (w->nopen == 0 || w->now_ms >= w->drain_deadline))
             break;
+        live_leave(w->idx); /* an idle worker holds up no grace period (src/qsbr) */
         int rc = ring_submit_and_wait_min(&w->ring, BATCH_WANT, w->srv->cfg->batch_wait_us);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN && rc != -EBUSY) {
             log_error("io_uring_submit_and_wait failed", LOG_S("error", strerror(-rc)));

@@ -232,3 +232,24 @@ Test(live, retired_versions_are_bounded_and_wait_for_every_worker)
     cr_expect_eq(live_current()->gen, gen + 1);
     unlink(conf);
 }
+
+/* A worker waiting between batches (live_leave, as before io_uring_enter) holds nothing: reloads
+   go on past LIVE_RETIRED_MAX while it waits, each retired version freed at once, and its next
+   batch gets the newest settings. */
+Test(live, a_waiting_worker_holds_no_version)
+{
+    write_conf("RINGCOUNT_RATE_LIMIT=1\n");
+    char **argv = ARGV("--config-file", conf);
+    start(3, argv, 2);
+    (void)live_enter(1);
+    live_leave(1);
+    char body[64];
+    for (int i = 0; i < 3 * LIVE_RETIRED_MAX; i++) {
+        snprintf(body, sizeof(body), "RINGCOUNT_RATE_LIMIT=%d\n", i + 2);
+        write_conf(body);
+        cr_assert_eq(live_reload(3, argv, NULL), 1, "reload %d", i);
+        cr_assert_eq(live_enter(0)->rate, (uint32_t)(i + 2)); /* worker 0 keeps up */
+    }
+    cr_assert_eq(live_enter(1)->rate, 3 * LIVE_RETIRED_MAX + 1);
+    unlink(conf);
+}
