@@ -83,6 +83,7 @@ static struct {
     uint64_t lag_ms;
     uint64_t rejected;
     uint64_t tn_lookups, tn_lookup_queries, tn_feed_rows, tn_evictions, tn_cached;
+    uint64_t tn_t_evictions, tn_t_cached;
     uint64_t enabled;
     uint64_t last_flush_unix_ms;
     uint64_t durable_inflight; /* two's complement int64 */
@@ -279,10 +280,12 @@ void metrics_tn_lookups(uint64_t n)
     ck_pr_store_64(&P.tn_lookup_queries, P.tn_lookup_queries + 1);
 }
 
-void metrics_tn_cache(uint64_t evictions, uint64_t cached)
+void metrics_tn_cache(uint64_t evictions, uint64_t cached, uint64_t t_evictions, uint64_t t_cached)
 {
     ck_pr_store_64(&P.tn_evictions, evictions);
     ck_pr_store_64(&P.tn_cached, cached);
+    ck_pr_store_64(&P.tn_t_evictions, t_evictions);
+    ck_pr_store_64(&P.tn_t_cached, t_cached);
 }
 
 void metrics_tn_feed(uint64_t rows)
@@ -527,6 +530,12 @@ static void render_persistence(struct out *o)
     u64_metric(o, "ringcount_tenant_cache_evictions_total", "counter",
                "Counters evicted from the full cache, least recently used first (with --db).",
                ck_pr_load_64(&P.tn_evictions));
+    u64_metric(o, "ringcount_tenant_cache_tenants", "gauge",
+               "Tenants in this node's cache (--tenant-cache; with --db).",
+               ck_pr_load_64(&P.tn_t_cached));
+    u64_metric(o, "ringcount_tenant_cache_tenant_evictions_total", "counter",
+               "Tenants evicted from the full cache, least recently used first (with --db).",
+               ck_pr_load_64(&P.tn_t_evictions));
     u64_metric(o, "ringcount_tenant_feed_rows_total", "counter",
                "Tenant and counter rows the change feed brought in (written here or elsewhere).",
                ck_pr_load_64(&P.tn_feed_rows));

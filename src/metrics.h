@@ -76,8 +76,9 @@ void metrics_flush_rejected(uint64_t n);
 
 /* One lookup query that carried n tenant-cache misses. */
 void metrics_tn_lookups(uint64_t n);
-/* Persister: the tenant counter cache's evictions so far and the counters it holds. */
-void metrics_tn_cache(uint64_t evictions, uint64_t cached);
+/* Persister: the tenant cache's counter evictions so far and the counters it holds, and the
+   same for tenants. */
+void metrics_tn_cache(uint64_t evictions, uint64_t cached, uint64_t t_evictions, uint64_t t_cached);
 /* The change feed applied this many rows. */
 void metrics_tn_feed(uint64_t rows);
 

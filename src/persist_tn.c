@@ -108,22 +108,32 @@ static bool evictable(const struct tn_counter *c, void *arg)
     return (uint64_t)tn_counter_value_stable(pst.tn, c) == pst.tn_wm[c->idx];
 }
 
+/* How many more records to take out of a cache of cached + room + evicting: keep 1/64 of it
+   (16..4,096 records, at most half) free or on its way, so a miss is restored at once instead
+   of being served by the database until a grace period (<= ~1 s) ends. */
+static uint32_t evict_wanted(uint32_t cached, uint32_t room, uint32_t evicting)
+{
+    uint32_t cap = cached + room + evicting, want = cap / 64;
+    want = want < 16 ? 16 : want > TN_EVICT_BATCH ? TN_EVICT_BATCH : want;
+    if (want > cap / 2)
+        want = cap / 2;
+    return room + evicting < want ? want - room - evicting : 0;
+}
+
 void pst_tn_evict(void)
 {
     if (!pst.tn)
         return;
-    (void)tn_counter_reclaim(pst.tn, evictable, NULL);
+    (void)tn_reclaim(pst.tn, evictable, NULL);
     struct tn_cache_sizes z;
     tn_cache_sizes(pst.tn, &z);
-    /* Keep 1/64 of the cache (16..4,096 records) free or on its way: a miss is restored at
-       once instead of being served by the database until a grace period (<= ~1 s) ends. */
-    uint32_t cap = z.cached + z.room + z.evicting, want = cap / 64;
-    want = want < 16 ? 16 : want > 4096 ? 4096 : want;
-    if (want > cap / 2)
-        want = cap / 2;
-    if (z.room + z.evicting < want)
-        z.evicted += tn_counter_evict(pst.tn, want - z.room - z.evicting, evictable, NULL);
-    metrics_tn_cache(z.evicted, z.cached);
+    uint32_t n = evict_wanted(z.cached, z.room, z.evicting);
+    if (n)
+        z.evicted += tn_counter_evict(pst.tn, n, evictable, NULL);
+    /* a tenant goes once its counters have: those it still has go first (tn_tenant_evict) */
+    if ((n = evict_wanted(z.t_cached, z.t_room, z.t_evicting)))
+        z.t_evicted += tn_tenant_evict(pst.tn, n, evictable, NULL);
+    metrics_tn_cache(z.evicted, z.cached, z.t_evicted, z.t_cached);
 }
 
 /* ------------------------------------------------------------------ sending */
@@ -774,7 +784,9 @@ static void write_done(struct tnq q, PGresult *res, bool ok, bool dropped, uint6
         st = -EEXIST; /* a live row has this label (rc_tenants_label, *_counters_label) */
     else
         st = -EIO;
-    if (st == -ENOSPC) /* done: answered from the row without the cache */
+    /* done: answered from the row without the cache (-ENOSPC), or if what it wrote is evicted
+       before the worker answers (0) */
+    if (st == -ENOSPC || st == 0)
         row_out(op, res);
     if (st == -EIO && !dropped)
         log_rl(&pst.rl_err, now, 3, 10000, LOG_ERROR, "tenant operation failed",

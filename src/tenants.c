@@ -16,6 +16,8 @@
 #include "json.h"
 
 #define TCHUNK 1024u /* tenants per chunk */
+_Static_assert(sizeof(struct tn_tenant) == 312 && sizeof(struct tn_counter) == 328,
+               "README.md and tenants.h give the records' sizes");
 #define CCHUNK 4096u /* counters per chunk: 4096 × 8-byte delta = 32 KiB per worker */
 /* Dirty ring per worker: 65,536 counter indexes (256 KiB) between two flushes 10 ms apart is
    6.5M distinct counters a second per worker; past it the worker raises `overflow` and the next
@@ -24,11 +26,10 @@
 #define DIRTY_RING 65536u
 #define DIRTY_CACHE 256u
 /* An index slot whose record was deleted (label) or evicted (id and label): probes go on past
-   it, an insertion may reuse it. Tenants are never evicted, so each tenant takes at most one
-   slot in its life: used + tombstoned slots stay <= max <= half the table. Counter records are
-   reused after eviction, so the counter tables count their tombstones and are rebuilt (a fresh
-   table, published, the old one freed after a grace period) once they pass an eighth of the
-   table: a probe always meets an empty slot within a short run. */
+   it, an insertion may reuse it. Records are reused after eviction, so each kind's tables count
+   their tombstones and are rebuilt (a fresh table, published, the old one freed after a grace
+   period) once they pass an eighth of the table: a probe always meets an empty slot within a
+   short run. */
 #define TOMB UINT32_MAX
 /* Index tables a rebuild replaced, waiting for their grace period (two per rebuild; a rebuild
    happens at most every table/8 evictions, seconds apart at least). */
@@ -64,6 +65,19 @@ struct tn_dirty { /* one per worker: the counters it moved since the persister l
     } cache[DIRTY_CACHE] __attribute__((aligned(64))); /* worker-private */
 } __attribute__((aligned(64)));
 
+/* The records of one kind that leave the cache (--db; under mu): evicted ones wait in eviction
+   order for their grace period (src/qsbr), then go on the free stack for reuse. */
+struct pool {
+    uint32_t *freel, nfree;
+    struct {
+        uint32_t idx;
+        uint64_t epoch;         /* qsbr epoch after which no worker holds it */
+    } *limbo;
+    uint32_t nlimbo, limbo_cap;
+    uint32_t tombs;             /* tombstones in this kind's id + label index tables */
+    uint64_t evicted;           /* taken out since tn_new */
+};
+
 struct tn_store {
     pthread_mutex_t mu;
     struct tn_dirty *dirty;   /* nworkers */
@@ -82,15 +96,8 @@ struct tn_store {
     uint32_t *tidx, *cidx, *tlabel, *clabel; /* cidx, clabel, tlabel also take TOMB */
     uint32_t idem_per;        /* records per stripe (power of two) */
     struct idem_stripe *idem;
-    /* eviction (under mu): free records (a stack), evicted ones in eviction order */
-    uint32_t *freel, nfree;
-    struct {
-        uint32_t idx;
-        uint64_t epoch;         /* qsbr epoch after which no worker holds it */
-    } *limbo;
-    uint32_t nlimbo, limbo_cap;
-    uint32_t ctombs;            /* tombstones in cidx + clabel */
-    uint64_t evicted, rng;
+    struct pool cp, tp;         /* eviction (under mu): counters, tenants */
+    uint64_t rng;
     struct {
         uint32_t *tab;
         uint64_t epoch;
@@ -159,12 +166,15 @@ struct tn_store *tn_new(unsigned nworkers, uint32_t max_tenants, uint32_t max_co
     st->clabel = calloc(cs, sizeof(uint32_t));
     st->idem_per = pow2_at_least((idem_capacity + TN_IDEM_STRIPES - 1) / TN_IDEM_STRIPES);
     st->idem = aligned_alloc(64, sizeof(*st->idem) * TN_IDEM_STRIPES);
-    st->limbo_cap = max_counters < LIMBO_MAX ? max_counters : LIMBO_MAX;
-    st->freel = calloc(max_counters, sizeof(uint32_t)); /* 4 MiB at 1M, touched as used */
-    st->limbo = calloc(st->limbo_cap, sizeof(*st->limbo));
+    st->cp.limbo_cap = max_counters < LIMBO_MAX ? max_counters : LIMBO_MAX;
+    st->cp.freel = calloc(max_counters, sizeof(uint32_t)); /* 4 MiB at 1M, touched as used */
+    st->cp.limbo = calloc(st->cp.limbo_cap, sizeof(*st->cp.limbo));
+    st->tp.limbo_cap = max_tenants < LIMBO_MAX ? max_tenants : LIMBO_MAX;
+    st->tp.freel = calloc(max_tenants, sizeof(uint32_t));
+    st->tp.limbo = calloc(st->tp.limbo_cap, sizeof(*st->tp.limbo));
     st->rng = st->seed | 1;
     if (!st->tch || !st->cch || !st->dch || !st->tidx || !st->tlabel || !st->cidx || !st->clabel ||
-        !st->idem || !st->freel || !st->limbo)
+        !st->idem || !st->cp.freel || !st->cp.limbo || !st->tp.freel || !st->tp.limbo)
         goto fail;
     memset(st->idem, 0, sizeof(*st->idem) * TN_IDEM_STRIPES);
     for (unsigned i = 0; i < TN_IDEM_STRIPES; i++) {
@@ -214,8 +224,10 @@ void tn_free(struct tn_store *st)
     free(st->clabel);
     for (unsigned i = 0; i < st->nretired; i++)
         free(st->retired[i].tab);
-    free(st->freel);
-    free(st->limbo);
+    free(st->cp.freel);
+    free(st->cp.limbo);
+    free(st->tp.freel);
+    free(st->tp.limbo);
     pthread_mutex_destroy(&st->mu);
     free(st);
 }
@@ -258,7 +270,7 @@ static uint64_t *delta_at(const struct tn_store *st, unsigned w, uint32_t idx)
     return &st->dch[(size_t)(idx / CCHUNK) * st->nworkers + w][idx % CCHUNK];
 }
 
-/* The counter index tables as published (a rebuild replaces them). */
+/* The index tables as published (a rebuild replaces them). */
 static uint32_t *cidx_tab(const struct tn_store *st)
 {
     return ck_pr_load_ptr((uint32_t **)&st->cidx);
@@ -267,6 +279,16 @@ static uint32_t *cidx_tab(const struct tn_store *st)
 static uint32_t *clabel_tab(const struct tn_store *st)
 {
     return ck_pr_load_ptr((uint32_t **)&st->clabel);
+}
+
+static uint32_t *tidx_tab(const struct tn_store *st)
+{
+    return ck_pr_load_ptr((uint32_t **)&st->tidx);
+}
+
+static uint32_t *tlabel_tab(const struct tn_store *st)
+{
+    return ck_pr_load_ptr((uint32_t **)&st->tlabel);
 }
 
 /* Probe an id index table: the slot holding the record with this id, or the empty slot that
@@ -297,11 +319,16 @@ static uint32_t *id_probe(uint32_t *tab, uint32_t mask, uint64_t seed, const uin
 
 const struct tn_tenant *tn_tenant_find_any(const struct tn_store *st, const uint8_t id[16])
 {
-    uint32_t v = ck_pr_load_32(id_probe(st->tidx, st->tmask, st->seed, id, st, false, NULL));
-    if (!v)
-        return NULL;
-    ck_pr_fence_load();
-    return tenant_at(st, v - 1);
+    for (;;) {
+        uint32_t v = ck_pr_load_32(id_probe(tidx_tab(st), st->tmask, st->seed, id, st, false, NULL));
+        if (!v)
+            return NULL;
+        ck_pr_fence_load();
+        const struct tn_tenant *t = v == TOMB ? NULL : tenant_at(st, v - 1);
+        /* evicted and its slot taken by another since the probe matched: ask again */
+        if (t && memcmp(t->id, id, 16) == 0)
+            return t;
+    }
 }
 
 const struct tn_tenant *tn_tenant_find(const struct tn_store *st, const uint8_t id[16])
@@ -352,7 +379,7 @@ static uint32_t *label_probe_in(const struct tn_store *st, uint32_t *tab, bool c
                                 uint32_t ten, const char *label, size_t n, uint32_t **ins)
 {
     if (!tab)
-        tab = counters ? clabel_tab(st) : st->tlabel;
+        tab = counters ? clabel_tab(st) : tlabel_tab(st);
     uint32_t mask = counters ? st->cmask : st->tmask;
     uint32_t i = (uint32_t)hash_bytes(st->seed + 2 + (counters ? 2 + (uint64_t)ten : 0), label,
                                       n) & mask;
@@ -425,13 +452,22 @@ static int known_id(struct tn_store *st, uint32_t *tab, uint32_t mask, uint64_t 
     return *id_probe(tab, mask, seed, id, st, counters, slot) ? -EEXIST : 0;
 }
 
-/* Store idx+1 into an insertion slot of a counter table (a tombstone it takes is one less). */
-static void counter_slot_store(struct tn_store *st, uint32_t *slot, uint32_t idx)
+/* Store idx+1 into an insertion slot of one of p's tables (a tombstone it takes is one less). */
+static void slot_store(struct pool *p, uint32_t *slot, uint32_t idx)
 {
     if (ck_pr_load_32(slot) == TOMB)
-        st->ctombs--;
+        p->tombs--;
     ck_pr_store_32(slot, idx + 1);
 }
+
+static int record_room(struct tn_store *st, bool counters, uint32_t *idx);
+
+/* The time of `used` now (TN_USED_MS units). */
+static uint32_t used_now(void)
+{
+    return (uint32_t)(clock_ms(CLOCK_MONOTONIC_COARSE) / TN_USED_MS);
+}
+static void record_taken(struct tn_store *st, bool counters, uint32_t idx);
 
 /* Create (g: a fresh id) or restore (id) a tenant. */
 static int tenant_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id, const char *label,
@@ -441,16 +477,14 @@ static int tenant_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id
         return -EINVAL;
     int rc = 0;
     pthread_mutex_lock(&st->mu);
-    uint32_t *li;
-    if (label_probe(st, false, 0, label, n, &li)) {
+    uint32_t *li, idx;
+    if (label_probe(st, false, 0, label, n, NULL)) {
         rc = -EEXIST;
         goto out;
     }
-    uint32_t idx = st->nt;
-    if (idx >= st->max_t) {
-        rc = -ENOSPC;
+    if ((rc = record_room(st, false, &idx)) < 0)
         goto out;
-    }
+    label_probe(st, false, 0, label, n, &li); /* after record_room: it may rebuild the tables */
     if (!st->tch[idx / TCHUNK] && !(st->tch[idx / TCHUNK] = calloc(TCHUNK, sizeof(struct tn_tenant)))) {
         rc = -ENOMEM;
         goto out;
@@ -468,13 +502,15 @@ static int tenant_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *id
     t->first = t->last = 0;
     t->ncounters = 0;
     t->deleted = 0;
+    t->state = TN_REC_INDEXED;
+    t->used = used_now();
     t->created_ms = now_ms;
     t->label_len = (uint8_t)n;
     memcpy(t->label, label, n);
     ck_pr_fence_store(); /* the record before its index slots */
-    ck_pr_store_32(li, idx + 1);
-    ck_pr_store_32(slot, idx + 1);
-    ck_pr_store_32(&st->nt, idx + 1);
+    slot_store(&st->tp, li, idx);
+    slot_store(&st->tp, slot, idx);
+    record_taken(st, false, idx);
     *out = t;
 out:
     pthread_mutex_unlock(&st->mu);
@@ -493,24 +529,46 @@ int tn_tenant_restore(struct tn_store *st, const uint8_t id[16], const char *lab
     return tenant_add(st, NULL, id, label, n, created_ms, out);
 }
 
-static int counter_index_rebuild(struct tn_store *st);
+static int index_rebuild(struct tn_store *st, bool counters);
 static void retired_collect(struct tn_store *st);
 
-/* A record for a new counter (under mu): a never used one (its chunk allocated on first use)
-   or, once those are gone, a free one (an evicted counter past its grace period). 0 and *idx;
-   -ENOSPC; -ENOMEM. */
-static int counter_record(struct tn_store *st, uint32_t *idx)
+/* The index record for a new tenant or counter (under mu): a never used one, or once those are
+   gone a free one (evicted, past its grace period), popped by record_taken. 0 and *idx, or
+   -ENOSPC. */
+static int record_room(struct tn_store *st, bool counters, uint32_t *idx)
 {
+    struct pool *p = counters ? &st->cp : &st->tp;
+    uint32_t size = (counters ? st->cmask : st->tmask) + 1, n = counters ? st->nc : st->nt;
     /* used + tombstoned slots stay <= max + table/4 <= 3/4 of a table: probes end */
-    if (st->ctombs > (st->cmask + 1) / 4 && (counter_index_rebuild(st) < 0 ||
-                                              st->ctombs > (st->cmask + 1) / 4))
+    if (p->tombs > size / 4 && (index_rebuild(st, counters) < 0 || p->tombs > size / 4))
         return -ENOSPC;
-    if (st->nc >= st->max_c) {
-        if (!st->nfree)
-            return -ENOSPC;
-        *idx = st->freel[st->nfree - 1]; /* popped by the caller once the counter is in */
+    if (n < (counters ? st->max_c : st->max_t)) {
+        *idx = n;
         return 0;
     }
+    if (!p->nfree)
+        return -ENOSPC;
+    *idx = p->freel[p->nfree - 1];
+    return 0;
+}
+
+/* Record idx (from record_room) is in: count it, or take it off the free stack. Under mu. */
+static void record_taken(struct tn_store *st, bool counters, uint32_t idx)
+{
+    uint32_t *n = counters ? &st->nc : &st->nt;
+    if (idx == *n)
+        ck_pr_store_32(n, idx + 1);
+    else
+        (counters ? &st->cp : &st->tp)->nfree--;
+}
+
+/* A record for a new counter (under mu): record_room's, its chunk allocated on first use.
+   0 and *idx; -ENOSPC; -ENOMEM. */
+static int counter_record(struct tn_store *st, uint32_t *idx)
+{
+    int rc = record_room(st, true, idx);
+    if (rc < 0 || *idx < st->nc)
+        return rc;
     uint32_t ch = st->nc / CCHUNK;
     if (!st->cch[ch]) {
         /* the delta slots of every worker first: a reader finding the counter finds them */
@@ -546,22 +604,23 @@ static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *i
         return -EINVAL;
     int rc = 0;
     pthread_mutex_lock(&st->mu);
-    uint32_t idx, *li = NULL, *slot, *ctab = st->cidx;
+    uint32_t idx, *li = NULL, *slot, *ctab;
     if (tc->deleted) { /* deleted since the caller found it */
         rc = -ENOENT;
         goto out;
     }
     /* Labels are unique per tenant. A restore keeps a counter whose label is taken (rows from
        before the rule): it is stored, not indexed by label. */
-    if (label && label_probe(st, true, tc->idx, label, n, &li)) {
-        if (!id) {
-            rc = -EEXIST;
-            goto out;
-        }
-        li = NULL;
+    bool taken = label && label_probe(st, true, tc->idx, label, n, NULL);
+    if (taken && !id) {
+        rc = -EEXIST;
+        goto out;
     }
     if ((rc = counter_record(st, &idx)) < 0)
         goto out;
+    ctab = st->cidx; /* probed after counter_record: it may have rebuilt the tables */
+    if (label && !taken)
+        label_probe(st, true, tc->idx, label, n, &li);
     struct tn_counter *c = counter_at(st, idx);
     if (id)
         rc = known_id(st, ctab, st->cmask, st->seed + 1, true, id, &slot);
@@ -576,7 +635,7 @@ static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *i
     c->tnext = 0;
     c->deleted = 0;
     c->state = TN_REC_INDEXED;
-    c->used = (uint32_t)(clock_ms(CLOCK_MONOTONIC_COARSE) / 1000);
+    c->used = used_now();
     c->max_delta = max_delta;
     c->created_ms = now_ms;
     c->base = (uint64_t)initial - delta_sum(st, idx); /* a reused record keeps its deltas */
@@ -585,12 +644,9 @@ static int counter_add(struct tn_store *st, struct uuid_gen *g, const uint8_t *i
         memcpy(c->label, label, n);
     ck_pr_fence_store();
     if (li)
-        counter_slot_store(st, li, idx);
-    counter_slot_store(st, slot, idx);
-    if (idx == st->nc)
-        ck_pr_store_32(&st->nc, idx + 1);
-    else
-        st->nfree--;
+        slot_store(&st->cp, li, idx);
+    slot_store(&st->cp, slot, idx);
+    record_taken(st, true, idx);
     /* append to the tenant's list (readers follow tnext / first with acquire loads) */
     struct tn_tenant *t = tenant_at(st, tc->idx);
     c->tprev = t->last;
@@ -627,7 +683,7 @@ static void counter_drop(struct tn_store *st, struct tn_counter *c)
         uint32_t *slot = label_probe(st, true, c->tenant, c->label, c->label_len, NULL);
         if (slot && *slot == c->idx + 1) { /* a restored duplicate is not indexed */
             ck_pr_store_32(slot, TOMB);
-            st->ctombs++;
+            st->cp.tombs++;
         }
     }
     ck_pr_fence_store();
@@ -660,8 +716,10 @@ int tn_tenant_delete(struct tn_store *st, const struct tn_tenant *tc)
         if (!counter_at(st, next - 1)->deleted)
             counter_drop(st, counter_at(st, next - 1));
     uint32_t *slot = label_probe(st, false, 0, t->label, t->label_len, NULL);
-    if (slot && *slot == t->idx + 1)
+    if (slot && *slot == t->idx + 1) {
         ck_pr_store_32(slot, TOMB);
+        st->tp.tombs++;
+    }
     ck_pr_fence_store();
     ck_pr_store_32(&t->deleted, 1);
 out:
@@ -671,29 +729,46 @@ out:
 
 /* ---------------------------------------------------------------- eviction */
 
-void tn_counter_touch(const struct tn_counter *c, uint32_t now_s)
+/* Once a TN_USED_MS: the record's line stays shared otherwise. */
+static void touch(uint32_t *used, uint64_t now_ms)
 {
-    uint32_t *u = (uint32_t *)&c->used;
-    if (ck_pr_load_32(u) != now_s) /* once a second: the record's line stays shared otherwise */
-        ck_pr_store_32(u, now_s);
+    uint32_t u = (uint32_t)(now_ms / TN_USED_MS);
+    if (ck_pr_load_32(used) != u)
+        ck_pr_store_32(used, u);
+}
+
+void tn_counter_touch(const struct tn_counter *c, uint64_t now_ms)
+{
+    touch((uint32_t *)&c->used, now_ms);
+}
+
+void tn_tenant_touch(const struct tn_tenant *t, uint64_t now_ms)
+{
+    touch((uint32_t *)&t->used, now_ms);
+}
+
+/* How long ago a record was last found, in TN_USED_MS units (a deleted one: the oldest). */
+static uint32_t age(uint32_t now, const uint32_t *used, bool deleted)
+{
+    return deleted ? UINT32_MAX : now - ck_pr_load_32(used);
+}
+
+/* Tombstone the slot of tab that holds idx+1 (probed at slot), counted in p. */
+static void slot_tomb(struct pool *p, uint32_t *slot, uint32_t idx)
+{
+    if (slot && *slot == idx + 1) {
+        ck_pr_store_32(slot, TOMB);
+        p->tombs++;
+    }
 }
 
 /* Take c out of both index tables and its tenant's list (under mu). A reader standing on it
    keeps valid fields and tnext until the grace period ends. */
 static void counter_unlink(struct tn_store *st, struct tn_counter *c)
 {
-    uint32_t *ctab = st->cidx, *slot = id_probe(ctab, st->cmask, st->seed + 1, c->id, st, true, NULL);
-    if (*slot == c->idx + 1) {
-        ck_pr_store_32(slot, TOMB);
-        st->ctombs++;
-    }
-    if (c->label_len && !c->deleted) {
-        uint32_t *ls = label_probe(st, true, c->tenant, c->label, c->label_len, NULL);
-        if (ls && *ls == c->idx + 1) {
-            ck_pr_store_32(ls, TOMB);
-            st->ctombs++;
-        }
-    }
+    slot_tomb(&st->cp, id_probe(st->cidx, st->cmask, st->seed + 1, c->id, st, true, NULL), c->idx);
+    if (c->label_len && !c->deleted)
+        slot_tomb(&st->cp, label_probe(st, true, c->tenant, c->label, c->label_len, NULL), c->idx);
     struct tn_tenant *t = tenant_at(st, c->tenant);
     uint32_t next = c->tnext, prev = c->tprev;
     if (prev)
@@ -708,41 +783,63 @@ static void counter_unlink(struct tn_store *st, struct tn_counter *c)
     c->state = TN_REC_EVICTED;
 }
 
-/* Fresh counter index tables holding every indexed record (under mu), published whole; the
+/* Take t (none of its counters cached) out of both index tables (under mu). */
+static void tenant_unlink(struct tn_store *st, struct tn_tenant *t)
+{
+    slot_tomb(&st->tp, id_probe(st->tidx, st->tmask, st->seed, t->id, st, false, NULL), t->idx);
+    if (!t->deleted) /* a deleted one's label slot is a tombstone already */
+        slot_tomb(&st->tp, label_probe(st, false, 0, t->label, t->label_len, NULL), t->idx);
+    t->state = TN_REC_EVICTED;
+}
+
+/* Fresh index tables of one kind holding every indexed record (under mu), published whole; the
    old ones wait for their grace period in st->retired. 0, or -ENOMEM / -EBUSY (nothing
    changed: the tombstones stay, probes just run longer). */
-static int counter_index_rebuild(struct tn_store *st)
+static int index_rebuild(struct tn_store *st, bool counters)
 {
     retired_collect(st);
     if (st->nretired + 2 > RETIRED_MAX)
         return -EBUSY;
-    uint32_t *nid = calloc((size_t)st->cmask + 1, sizeof(uint32_t));
-    uint32_t *nlab = calloc((size_t)st->cmask + 1, sizeof(uint32_t));
+    uint32_t mask = counters ? st->cmask : st->tmask;
+    uint32_t *nid = calloc((size_t)mask + 1, sizeof(uint32_t));
+    uint32_t *nlab = calloc((size_t)mask + 1, sizeof(uint32_t));
     if (!nid || !nlab) {
         free(nid);
         free(nlab);
         return -ENOMEM;
     }
-    uint32_t *oid = st->cidx, *olab = st->clabel;
-    for (uint32_t i = 0; i < st->nc; i++) {
-        struct tn_counter *c = counter_at(st, i);
-        if (c->state != TN_REC_INDEXED)
-            continue;
-        uint32_t *slot;
-        id_probe(nid, st->cmask, st->seed + 1, c->id, st, true, &slot);
+    uint32_t **id_tab = counters ? &st->cidx : &st->tidx;
+    uint32_t **lab_tab = counters ? &st->clabel : &st->tlabel;
+    uint32_t *oid = *id_tab, *olab = *lab_tab, n = counters ? st->nc : st->nt;
+    for (uint32_t i = 0; i < n; i++) {
+        const uint8_t *id;
+        const char *label;
+        uint32_t ten = 0, *slot, *ls;
+        uint8_t llen;
+        if (counters) {
+            struct tn_counter *c = counter_at(st, i);
+            if (c->state != TN_REC_INDEXED)
+                continue;
+            id = c->id, label = c->label, ten = c->tenant;
+            llen = c->deleted ? 0 : c->label_len;
+        } else {
+            struct tn_tenant *t = tenant_at(st, i);
+            if (t->state != TN_REC_INDEXED)
+                continue;
+            id = t->id, label = t->label, llen = t->deleted ? 0 : t->label_len;
+        }
+        id_probe(nid, mask, st->seed + counters, id, st, counters, &slot);
         *slot = i + 1;
-        uint32_t *ls;
-        if (c->label_len && !c->deleted &&
-            !label_probe_in(st, nlab, true, c->tenant, c->label, c->label_len, &ls))
+        if (llen && !label_probe_in(st, nlab, counters, ten, label, llen, &ls))
             *ls = i + 1; /* a restored duplicate label: the first one stays indexed, as before */
     }
     ck_pr_fence_store(); /* the tables are complete before readers can load them */
-    ck_pr_store_ptr(&st->cidx, nid);
-    ck_pr_store_ptr(&st->clabel, nlab);
+    ck_pr_store_ptr(id_tab, nid);
+    ck_pr_store_ptr(lab_tab, nlab);
     uint64_t e = qsbr_defer();
     st->retired[st->nretired++] = (typeof(st->retired[0])){.tab = oid, .epoch = e};
     st->retired[st->nretired++] = (typeof(st->retired[0])){.tab = olab, .epoch = e};
-    st->ctombs = 0;
+    (counters ? &st->cp : &st->tp)->tombs = 0;
     return 0;
 }
 
@@ -760,62 +857,154 @@ static uint32_t rng_below(uint64_t *s, uint32_t n)
 static struct tn_counter *evict_pick(struct tn_store *st, tn_evictable_fn *ok, void *arg)
 {
     struct tn_counter *best = NULL;
-    uint32_t best_used = 0;
+    uint32_t best_age = 0, now = used_now();
     for (unsigned k = 0; k < TN_EVICT_SAMPLES; k++) {
         struct tn_counter *c = counter_at(st, rng_below(&st->rng, st->nc));
         if (c->state != TN_REC_INDEXED)
             continue;
-        uint32_t u = c->deleted ? 0 : ck_pr_load_32(&c->used);
-        if ((best && u >= best_used) || !ok(c, arg))
+        uint32_t a = age(now, &c->used, c->deleted);
+        if ((best && a <= best_age) || !ok(c, arg))
             continue;
         best = c;
-        best_used = u;
+        best_age = a;
     }
     return best;
+}
+
+/* The least recently used indexed tenant of TN_EVICT_SAMPLES random ones (deleted first), or
+   NULL. Under mu. */
+static struct tn_tenant *tenant_pick(struct tn_store *st)
+{
+    struct tn_tenant *best = NULL;
+    uint32_t best_age = 0, now = used_now();
+    for (unsigned k = 0; k < TN_EVICT_SAMPLES; k++) {
+        struct tn_tenant *t = tenant_at(st, rng_below(&st->rng, st->nt));
+        uint32_t a = age(now, &t->used, t->deleted);
+        if (t->state != TN_REC_INDEXED || (best && a <= best_age))
+            continue;
+        best = t;
+        best_age = a;
+    }
+    return best;
+}
+
+/* Records [first, p->nlimbo) just went into limbo: after the unlinking stores, stamp them with
+   the epoch past which no worker holds them. */
+static void limbo_stamp(struct pool *p, uint32_t first)
+{
+    if (first == p->nlimbo)
+        return;
+    uint64_t e = qsbr_defer();
+    for (uint32_t i = first; i < p->nlimbo; i++)
+        p->limbo[i].epoch = e;
+    p->evicted += p->nlimbo - first;
 }
 
 unsigned tn_counter_evict(struct tn_store *st, unsigned n, tn_evictable_fn *ok, void *arg)
 {
     pthread_mutex_lock(&st->mu);
-    uint32_t first = st->nlimbo, done = 0;
-    for (unsigned k = 0; k < n && st->nc && st->nlimbo < st->limbo_cap; k++) {
+    uint32_t first = st->cp.nlimbo;
+    for (unsigned k = 0; k < n && st->nc && st->cp.nlimbo < st->cp.limbo_cap; k++) {
         struct tn_counter *c = evict_pick(st, ok, arg);
         if (!c)
             continue;
         counter_unlink(st, c);
-        st->limbo[st->nlimbo++].idx = c->idx;
-        done++;
+        st->cp.limbo[st->cp.nlimbo++].idx = c->idx;
     }
-    if (done) {
-        uint64_t e = qsbr_defer(); /* after the unlinking stores */
-        for (uint32_t i = first; i < st->nlimbo; i++)
-            st->limbo[i].epoch = e;
-        st->evicted += done;
-    }
-    if (st->ctombs > (st->cmask + 1) / 8)
-        (void)counter_index_rebuild(st);
+    unsigned done = st->cp.nlimbo - first;
+    limbo_stamp(&st->cp, first);
+    if (st->cp.tombs > (st->cmask + 1) / 8)
+        (void)index_rebuild(st, true);
     pthread_mutex_unlock(&st->mu);
     return done;
 }
 
-unsigned tn_counter_reclaim(struct tn_store *st, tn_evictable_fn *ok, void *arg)
+unsigned tn_tenant_evict(struct tn_store *st, unsigned n, tn_evictable_fn *ok, void *arg)
 {
     pthread_mutex_lock(&st->mu);
-    unsigned freed = 0, j = 0;
-    uint64_t known_safe = 0; /* epochs only grow along the list: ask qsbr once per epoch */
-    for (uint32_t i = 0; i < st->nlimbo; i++) {
-        struct tn_counter *c = counter_at(st, st->limbo[i].idx);
-        uint64_t e = st->limbo[i].epoch;
-        bool safe = e <= known_safe || (qsbr_safe(e) && (known_safe = e));
-        if (safe && ok(c, arg)) { /* no worker holds it, and nothing of it is unflushed */
-            c->state = TN_REC_FREE;
-            st->freel[st->nfree++] = c->idx;
-            freed++;
-        } else {
-            st->limbo[j++] = st->limbo[i];
+    uint32_t tfirst = st->tp.nlimbo, cfirst = st->cp.nlimbo;
+    for (unsigned k = 0; k < n && st->nt && st->tp.nlimbo < st->tp.limbo_cap; k++) {
+        struct tn_tenant *t = tenant_pick(st);
+        if (!t)
+            continue;
+        if (!t->first) {
+            tenant_unlink(st, t);
+            st->tp.limbo[st->tp.nlimbo++].idx = t->idx;
+            continue;
+        }
+        /* its counters first (it was used no later than they were); it goes next time */
+        unsigned budget = TN_EVICT_BATCH;
+        for (uint32_t next = t->first; next && budget && st->cp.nlimbo < st->cp.limbo_cap;) {
+            struct tn_counter *c = counter_at(st, next - 1);
+            next = c->tnext;
+            if (ok(c, arg)) {
+                counter_unlink(st, c);
+                st->cp.limbo[st->cp.nlimbo++].idx = c->idx;
+                budget--;
+            }
         }
     }
-    st->nlimbo = j;
+    unsigned done = st->tp.nlimbo - tfirst;
+    limbo_stamp(&st->cp, cfirst);
+    limbo_stamp(&st->tp, tfirst);
+    if (st->cp.tombs > (st->cmask + 1) / 8)
+        (void)index_rebuild(st, true);
+    if (st->tp.tombs > (st->tmask + 1) / 8)
+        (void)index_rebuild(st, false);
+    pthread_mutex_unlock(&st->mu);
+    return done;
+}
+
+/* Free the records of p past their grace period for which ok(idx) holds (under mu): the number
+   freed. */
+static unsigned pool_reclaim(struct tn_store *st, struct pool *p,
+                             bool (*ok)(struct tn_store *st, uint32_t idx, void *arg), void *arg)
+{
+    unsigned freed = 0, j = 0;
+    uint64_t known_safe = 0; /* epochs only grow along the list: ask qsbr once per epoch */
+    for (uint32_t i = 0; i < p->nlimbo; i++) {
+        uint64_t e = p->limbo[i].epoch;
+        bool safe = e <= known_safe || (qsbr_safe(e) && (known_safe = e));
+        if (safe && ok(st, p->limbo[i].idx, arg)) {
+            p->freel[p->nfree++] = p->limbo[i].idx;
+            freed++;
+        } else {
+            p->limbo[j++] = p->limbo[i];
+        }
+    }
+    p->nlimbo = j;
+    return freed;
+}
+
+struct ok_arg {
+    tn_evictable_fn *ok;
+    void *arg;
+};
+
+/* pool_reclaim's test for a counter: nothing of it is unflushed (the caller's ok). */
+static bool counter_free_ok(struct tn_store *st, uint32_t idx, void *arg)
+{
+    struct ok_arg *a = arg;
+    struct tn_counter *c = counter_at(st, idx);
+    if (!a->ok(c, a->arg))
+        return false;
+    c->state = TN_REC_FREE;
+    return true;
+}
+
+/* A tenant holds no unflushed data: past its grace period it is free. */
+static bool tenant_free_ok(struct tn_store *st, uint32_t idx, void *arg)
+{
+    (void)arg;
+    tenant_at(st, idx)->state = TN_REC_FREE;
+    return true;
+}
+
+unsigned tn_reclaim(struct tn_store *st, tn_evictable_fn *ok, void *arg)
+{
+    pthread_mutex_lock(&st->mu);
+    unsigned freed = pool_reclaim(st, &st->cp, counter_free_ok, &(struct ok_arg){ok, arg}) +
+                     pool_reclaim(st, &st->tp, tenant_free_ok, NULL);
     retired_collect(st);
     pthread_mutex_unlock(&st->mu);
     return freed;
@@ -837,11 +1026,16 @@ static void retired_collect(struct tn_store *st)
 void tn_cache_sizes(struct tn_store *st, struct tn_cache_sizes *out)
 {
     pthread_mutex_lock(&st->mu);
-    out->room = st->max_c - st->nc + st->nfree;
-    out->evicting = st->nlimbo;
-    out->cached = st->nc - st->nfree - st->nlimbo;
-    out->tombs = st->ctombs;
-    out->evicted = st->evicted;
+    out->room = st->max_c - st->nc + st->cp.nfree;
+    out->evicting = st->cp.nlimbo;
+    out->cached = st->nc - st->cp.nfree - st->cp.nlimbo;
+    out->tombs = st->cp.tombs;
+    out->evicted = st->cp.evicted;
+    out->t_room = st->max_t - st->nt + st->tp.nfree;
+    out->t_evicting = st->tp.nlimbo;
+    out->t_cached = st->nt - st->tp.nfree - st->tp.nlimbo;
+    out->t_tombs = st->tp.tombs;
+    out->t_evicted = st->tp.evicted;
     pthread_mutex_unlock(&st->mu);
 }
 

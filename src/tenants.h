@@ -14,8 +14,8 @@
  *    lock (for a probe and an insert); plain increments take none.
  *
  * Bounds (all fixed at tn_new; memory is reserved lazily in chunks except where stated):
- *  - tenants: max_tenants (chunks of 1,024 records of 304 bytes);
- *  - counters: max_counters (chunks of 4,096 records of 312 bytes = 1.22 MiB, plus 32 KiB of
+ *  - tenants: max_tenants (chunks of 1,024 records of 312 bytes);
+ *  - counters: max_counters (chunks of 4,096 records of 328 bytes = 1.28 MiB, plus 32 KiB of
  *    delta slots per worker per chunk); index tables, allocated at tn_new: id and label, each
  *    4 bytes × the power of two >= 2 × max (65,536 tenants: 2 × 512 KiB; 1,000,000 counters:
  *    2 × 8 MiB);
@@ -33,8 +33,10 @@
  * indexes and its tenant's list (tombstones), and reused for another counter only once every
  * worker has started a new event-loop batch (src/qsbr) and nothing of it is unflushed: a worker
  * holds no record pointer past its batch, so no reader can see a record change under it.
- * Tombstones pile up in the counter index tables; past an eighth of a table they are rebuilt
- * fresh and swapped in (the old ones freed after a grace period too). Tenants are not evicted.
+ * A tenant leaves the same way once none of its counters is cached (an unused tenant's clean
+ * counters are evicted first: a request for a counter also finds, and touches, its tenant).
+ * Tombstones pile up in the index tables; past an eighth of a table they are rebuilt fresh and
+ * swapped in (the old ones freed after a grace period too).
  * An increment that found the counter just before the delete may still land on the deleted
  * record: it is lost, and that is accepted (the counter is gone either way).
  *
@@ -67,7 +69,16 @@
 #define TN_LIST_MAX 100
 /* Records sampled per eviction: Redis samples 5 for its approximated LRU; 16 keeps a counter
    used in the last second from going while most of the cache is older (16 loads each). */
+/* The clock of `used`: CLOCK_MONOTONIC_COARSE ms / 16 (the coarse clock ticks every 4 ms). In
+   whole seconds, a small cache churned by a burst held only records of the current second and
+   evicted one just restored, before the request that restored it ran again (seen: a 64-tenant
+   cache, 200 tenants). A hot record is stored at most 62 times a second per worker; ages are
+   taken modulo 2^32 (wrap-safe for records touched within 2 years). */
+#define TN_USED_MS 16
 #define TN_EVICT_SAMPLES 16
+/* Counters of one unused tenant evicted per tn_tenant_evict round: 4,096, the most a cache
+   keeps free (src/persist_tn), so one call holds the store's mutex for at most ~1 ms. */
+#define TN_EVICT_BATCH 4096
 /* Largest tn_tenant_json / tn_counter_json output (label 255 + ids + numbers + keys): 512. */
 #define TN_JSON_MAX 640
 
@@ -79,7 +90,9 @@ struct tn_tenant {
     uint32_t first, last;  /* counters of this tenant in creation order (index+1; 0 = none) */
     uint32_t ncounters;    /* created, deleted ones included */
     uint32_t deleted;      /* 0 live, 1 deleted (tn_tenant_deleted: an acquire load) */
+    uint32_t used;         /* when a request last found it (tn_tenant_touch), TN_USED_MS units */
     int64_t created_ms;    /* unix ms */
+    uint8_t state;         /* TN_REC_*: under mu */
     uint8_t label_len;
     char label[TN_LABEL_MAX];
 };
@@ -94,13 +107,13 @@ struct tn_counter {
     int64_t created_ms;
     uint64_t base;         /* value = base + Σ deltas, modulo 2^64, read as int64 */
     uint32_t tprev;        /* previous counter of the tenant (index+1; 0 = first); under mu */
-    uint32_t used;         /* monotonic second a request last found it (tn_counter_touch) */
+    uint32_t used;         /* when a request last found it (tn_counter_touch), TN_USED_MS units */
     uint8_t state;         /* TN_REC_*: under mu */
     uint8_t label_len;     /* 0 = no label (JSON null) */
     char label[TN_LABEL_MAX];
 };
-/* A counter record's life with eviction (--db): indexed → evicted (out of the indexes, still
-   flushed, waiting out a grace period: src/qsbr) → free (reused by the next restore). */
+/* A record's life with eviction (--db): indexed → evicted (out of the indexes; a counter is
+   still flushed; waiting out a grace period: src/qsbr) → free (reused by the next restore). */
 enum { TN_REC_INDEXED = 0, TN_REC_EVICTED = 1, TN_REC_FREE = 2 };
 
 /* A store for nworkers delta slots. 0-capacity arguments are refused. NULL on ENOMEM/EINVAL. */
@@ -204,9 +217,9 @@ void tn_counter_adjust(struct tn_store *st, const struct tn_counter *c, int64_t 
 int64_t tn_counter_value_stable(const struct tn_store *st, const struct tn_counter *c);
 
 /* ---- eviction (--db: the store is a cache of PostgreSQL; persister only unless stated) ---- */
-/* Worker: a request found c at monotonic second now_s (the least recently used go first). At
-   most one store a second per counter and worker. */
-void tn_counter_touch(const struct tn_counter *c, uint32_t now_s);
+/* Worker: a request found c at now_ms (CLOCK_MONOTONIC_COARSE; the least recently used go
+   first). At most one store per TN_USED_MS per counter and worker. */
+void tn_counter_touch(const struct tn_counter *c, uint64_t now_ms);
 /* May c leave the cache now? The persister decides: its value is committed (nothing this node
    counted is unflushed), or it is deleted. */
 typedef bool tn_evictable_fn(const struct tn_counter *c, void *arg);
@@ -216,15 +229,25 @@ typedef bool tn_evictable_fn(const struct tn_counter *c, void *arg);
    and is flushed, and they become free once every worker has moved on (src/qsbr) and ok() holds.
    Returns the number taken out. */
 unsigned tn_counter_evict(struct tn_store *st, unsigned n, tn_evictable_fn *ok, void *arg);
-/* Free the evicted counters past their grace period for which ok() holds, and index tables a
-   rebuild retired: the number of counters freed. */
-unsigned tn_counter_reclaim(struct tn_store *st, tn_evictable_fn *ok, void *arg);
+/* Worker: a request found t at now_ms (as tn_counter_touch). */
+void tn_tenant_touch(const struct tn_tenant *t, uint64_t now_ms);
+/* Take up to n tenants out of the indexes, least recently used first (sampled as counters are,
+   deleted ones first), each once none of its counters is cached: a sampled tenant that still
+   has some has up to TN_EVICT_BATCH of those for which ok() holds evicted instead, and goes in a
+   later call. Returns the number of tenants taken out. */
+unsigned tn_tenant_evict(struct tn_store *st, unsigned n, tn_evictable_fn *ok, void *arg);
+/* Free the evicted counters past their grace period for which ok() holds, the evicted tenants
+   past theirs, and index tables a rebuild retired: the number of records freed. */
+unsigned tn_reclaim(struct tn_store *st, tn_evictable_fn *ok, void *arg);
 struct tn_cache_sizes {
     uint32_t cached;   /* counters in the indexes (deleted ones included) */
     uint32_t room;     /* counters that can be restored now: never used + free */
     uint32_t evicting; /* taken out, waiting for their grace period */
     uint32_t tombs;    /* tombstones in the counter index tables (a rebuild clears them) */
     uint64_t evicted;  /* taken out since tn_new */
+    /* the same for tenants */
+    uint32_t t_cached, t_room, t_evicting, t_tombs;
+    uint64_t t_evicted;
 };
 /* Any thread (a snapshot of counts kept under the mutex; exact for the persister). */
 void tn_cache_sizes(struct tn_store *st, struct tn_cache_sizes *out);

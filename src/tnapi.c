@@ -353,6 +353,8 @@ static const struct tn_tenant *path_tenant(struct tnapi_worker *w, struct rq *q,
     const struct tn_tenant *t = tn_tenant_find(T.st, id);
     if (!t)
         miss(w, q, id, NULL, "no such tenant");
+    else
+        tn_tenant_touch(t, q->now_ms); /* eviction: least recently used */
     return t;
 }
 
@@ -365,10 +367,12 @@ static const struct tn_counter *path_counter(struct tnapi_worker *w, struct rq *
         return NULL;
     const struct tn_tenant *t = tn_tenant_find(T.st, tid);
     const struct tn_counter *c = t ? tn_counter_find(T.st, t, cid) : NULL;
-    if (!c)
+    if (!c) {
         miss(w, q, tid, cid, t ? "no such counter in this tenant" : "no such tenant");
-    else
-        tn_counter_touch(c, (uint32_t)(q->now_ms / 1000)); /* eviction: least recently used */
+        return NULL;
+    }
+    tn_counter_touch(c, q->now_ms); /* eviction: least recently used */
+    tn_tenant_touch(t, q->now_ms);
     return c;
 }
 
@@ -886,6 +890,11 @@ static enum sess_handled route(struct tnapi_worker *w, struct rq *q, const struc
         h = history(w, q, req, m);
         break;
     default: /* the key routes; keyapi answers 404 to any other */
+        /* with --db a tenant this node does not cache is looked up first (evicted, or never
+           cached here): its keys are listed all the same */
+        if (w->db && m->id == ROUTE_TN_KEYS && req->method == HTTP_M_GET &&
+            !path_tenant(w, q, m) && !q->row)
+            break; /* answered 400/404/503, or parked on the lookup */
         h = keyapi_handle(q->s, req, m, T.st, w->db);
         break;
     }

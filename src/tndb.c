@@ -100,6 +100,19 @@ static void cache_full(struct sess *s, const struct persist_tnop *op)
                    NULL, 0);
 }
 
+/* A write committed and this node's cache does not hold what it wrote (full, or evicted since
+   the commit): answered from the row the write returned, like the cache would. */
+static void row_answer(struct sess *s, const struct persist_tnop *op)
+{
+    char body[TN_JSON_MAX];
+    if (op->kind == PTN_SET)
+        sess_respond(s, 200, SESS_JSON, NULL, 0, body, tn_value_json(op->cid, op->value, body));
+    else if (op->row.created_ms) /* creates: served from the database from now on */
+        sess_respond(s, 201, SESS_JSON, NULL, 0, body, tn_row_json(&op->row, body));
+    else
+        cache_full(s, op);
+}
+
 /* A write came back (or timed out): answer it from the cache, which holds its rows now. */
 static void write_done(struct sess *s, struct persist_tnop *op, bool answered)
 {
@@ -124,17 +137,8 @@ static void write_done(struct sess *s, struct persist_tnop *op, bool answered)
         return;
     }
     char body[TN_JSON_MAX];
-    if (op->status == -ENOSPC && op->row.created_ms && op->kind != PTN_SET) {
-        /* committed; this node's full cache does not hold it (it is served from the database) */
-        sess_respond(s, 201, SESS_JSON, NULL, 0, body, tn_row_json(&op->row, body));
-        return;
-    }
-    if (op->status == -ENOSPC && op->kind == PTN_SET) {
-        sess_respond(s, 200, SESS_JSON, NULL, 0, body, tn_value_json(op->cid, op->value, body));
-        return;
-    }
     if (op->status == -ENOSPC) {
-        cache_full(s, op);
+        row_answer(s, op);
         return;
     }
     const struct tn_tenant *t = tn_tenant_find(st, op->tid);
@@ -162,7 +166,7 @@ static void write_done(struct sess *s, struct persist_tnop *op, bool answered)
         sess_respond(s, 204, NULL, NULL, 0, NULL, 0);
         return;
     }
-    cache_full(s, op); /* done, and evicted or never cached: not expected without eviction */
+    row_answer(s, op); /* done, and evicted since */
 }
 
 /* A lookup came back (or timed out): remember what it found for the request's second run. */

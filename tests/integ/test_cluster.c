@@ -112,17 +112,19 @@ struct node {
     char id[12];
 };
 
-/* Node id on the test's database; cache: its --counter-cache (NULL: the default); rate: its
-   --rate-limit (NULL: off). */
-static void node_start_opts(struct node *n, int id, const char *cache, const char *rate)
+/* Node id on the test's database; cache, tcache: its --counter-cache, --tenant-cache (NULL:
+   the default); rate: its --rate-limit (NULL: off). */
+static void node_start_opts(struct node *n, int id, const char *cache, const char *rate,
+                            const char *tcache)
 {
     static char ci[256];
     snprintf(ci, sizeof(ci), "host=%s dbname=%s user=postgres", it_pg_shared_dir(), dbname);
     snprintf(n->id, sizeof(n->id), "%d", id);
     const char *args[] = {"--workers", "2", "--db", ci, "--node-id", n->id,
                           "--sync-ms", TEXT(SYNC_MS), "--rate-limit", rate ? rate : "0",
-                          "--durable-timeout-ms", "10000", cache ? "--counter-cache" : NULL,
-                          cache, NULL};
+                          "--durable-timeout-ms", "10000", "--counter-cache",
+                          cache ? cache : "1000000", "--tenant-cache", tcache ? tcache : "65536",
+                          NULL};
     const char *env[] = {"RINGCOUNT_ADMIN_KEY=" ADMIN_KEY, NULL};
     n->srv = it_start(args, env);
     n->c = it_conn_new(it_port(n->srv));
@@ -130,7 +132,7 @@ static void node_start_opts(struct node *n, int id, const char *cache, const cha
 
 static void node_start(struct node *n, int id)
 {
-    node_start_opts(n, id, NULL, NULL);
+    node_start_opts(n, id, NULL, NULL, NULL);
 }
 
 /* A fresh database and nodes 1 and 2 on it. */
@@ -719,7 +721,7 @@ static void seeded_nodes(struct node *a, struct node *b, const char *tl, int n, 
     db_reset();
     node_start(b, 2); /* makes the schema */
     seed_many(tl, n, label, value);
-    node_start_opts(a, 1, CACHE, NULL);
+    node_start_opts(a, 1, CACHE, NULL, NULL);
 }
 
 /* The flush's statement (rc_tn_d, as the server prepares it) given one counter twice, as an
@@ -792,6 +794,44 @@ Test(cluster, small_cache_serves_many_counters_exactly)
     }
     node_stop(&a);
     node_stop(&b);
+}
+
+#define TENANTS 200 /* past the node's --tenant-cache of 64 */
+
+/* A node caching 64 tenants serves 200: it evicts the least recently used ones (their counters
+   first), so a tenant it meets again is cached again and its next request costs no lookup (not
+   one database round trip per request, as for a tenant the full cache cannot take); a tenant it
+   evicted still answers and lists its keys; every value stays exact. */
+Test(cluster, small_tenant_cache_evicts_tenants)
+{
+    db_reset();
+    struct node a = {0};
+    node_start_opts(&a, 1, NULL, NULL, "64");
+    static char tid[TENANTS][64], cid[TENANTS][64];
+    char label[32], p[160];
+    for (int i = 0; i < TENANTS; i++) {
+        snprintf(label, sizeof(label), "t%d", i);
+        tenant_hits(&a, label, tid[i], cid[i]);
+    }
+    for (int i = 0; i < TENANTS; i++) {
+        cr_assert_eq(inc(&a, tid[i], cid[i], 1, 200), 1);
+        long long before = metric(&a, "ringcount_tenant_lookups_total");
+        cr_assert_eq(inc(&a, tid[i], cid[i], 1, 200), 2);
+        cr_assert_eq(metric(&a, "ringcount_tenant_lookups_total"), before,
+                     "tenant %d: its second request was looked up in PostgreSQL again", i);
+    }
+    cr_assert_gt(metric(&a, "ringcount_tenant_cache_tenant_evictions_total"), 0);
+    cr_assert_leq(metric(&a, "ringcount_tenant_cache_tenants"), 64);
+    /* the first tenants were evicted long ago: looked up, and answered */
+    snprintf(p, sizeof(p), "/tenants/%s/keys", tid[0]);
+    req(&a, "GET", p, true, NULL, 200, "\"keys\":[", NULL, NULL, 0);
+    snprintf(p, sizeof(p), "/tenants/%s", tid[1]);
+    req(&a, "GET", p, true, NULL, 200, "\"label\":\"t1\"", NULL, NULL, 0);
+    for (int i = 0; i < TENANTS; i++)
+        cr_assert_eq(db_value_wait(cid[i], 2, 5000), 2, "tenant %d's counter", i);
+    snprintf(p, sizeof(p), "/tenants/00000000-0000-4000-8000-00000000dead/keys");
+    req(&a, "GET", p, true, NULL, 404, "NOT_FOUND", NULL, NULL, 0);
+    node_stop(&a);
 }
 
 #define LISTED 2500 /* counters of one tenant, past the node's --counter-cache of 1,000 */
@@ -881,7 +921,7 @@ Test(cluster, a_cache_miss_is_charged_once)
     struct node a = {0}, b = {0};
     node_start(&b, 2); /* makes the schema */
     seed_many("limited", LISTED, "NULL", "0");
-    node_start_opts(&a, 1, CACHE, "1/10");
+    node_start_opts(&a, 1, CACHE, "1/10", NULL);
     long long before = metric(&a, "ringcount_tenant_lookups_total");
     char id[37], p[160], rl[128];
     many_id(LISTED - 1, id); /* past the 1,000 loaded at start */

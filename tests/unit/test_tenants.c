@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "clock.h"
 #include "qsbr.h"
 #include "tenants.h"
 
@@ -625,7 +626,7 @@ Test(tenants, evicts_least_recently_used_and_reuses_after_grace)
     for (uint32_t i = 0; i < 100; i++) {
         id_of(id, i);
         cr_assert_eq(tn_counter_restore(st, t, id, NULL, 0, 5, 50, NOW, &c[i]), 0);
-        tn_counter_touch(c[i], i < 90 ? 1 : 1000000);
+        tn_counter_touch(c[i], i < 90 ? 0 : clock_ms(CLOCK_MONOTONIC_COARSE)); /* long ago, now */
         int64_t v;
         cr_assert_eq(tn_counter_inc(st, 0, c[i], 3, &v), 0);
     }
@@ -656,12 +657,12 @@ Test(tenants, evicts_least_recently_used_and_reuses_after_grace)
     cr_assert_eq(z.evicting, 10);
     cr_assert_eq(z.room, 0);
     /* the worker has not entered a new batch: nothing is free yet */
-    cr_assert_eq(tn_counter_reclaim(st, always, NULL), 0);
+    cr_assert_eq(tn_reclaim(st, always, NULL), 0);
     id_of(id, 500);
     cr_assert_eq(tn_counter_restore(st, t, id, NULL, 0, 7, 50, NOW, &x), -ENOSPC);
     qsbr_enter(0);
-    cr_assert_eq(tn_counter_reclaim(st, never, NULL), 0, "unflushed ones stay");
-    cr_assert_eq(tn_counter_reclaim(st, always, NULL), 10);
+    cr_assert_eq(tn_reclaim(st, never, NULL), 0, "unflushed ones stay");
+    cr_assert_eq(tn_reclaim(st, always, NULL), 10);
     cr_assert_eq(tn_counter_restore(st, t, id, NULL, 0, 7, 50, NOW, &x), 0);
     cr_assert_lt(x->idx, 100);
     cr_assert_eq(tn_counter_value(st, x), 7);
@@ -670,6 +671,157 @@ Test(tenants, evicts_least_recently_used_and_reuses_after_grace)
     cr_assert_eq(z.cached, 91);
     cr_assert_eq(z.room, 9);
     cr_assert_eq(z.evicted, 10);
+    tn_free(st);
+}
+
+/* Tenant i's id: id_of's with another byte, so it never equals a counter's. */
+static void tid_of(uint8_t id[16], uint32_t i)
+{
+    id_of(id, i);
+    id[15] = 0x7e;
+}
+
+/* A store of max tenants (one worker, a qsbr reader) holding tenants 0..max-1, labelled "t<i>",
+   touched at used(i) (ms). */
+static struct tn_store *mk_tenants(uint32_t max, const struct tn_tenant **t, uint64_t (*used)(uint32_t))
+{
+    cr_assert_eq(qsbr_init(1), 0);
+    struct tn_store *st = tn_new(1, max, 64, 16, 9);
+    cr_assert_not_null(st);
+    for (uint32_t i = 0; i < max; i++) {
+        uint8_t id[16];
+        char label[16];
+        tid_of(id, i);
+        int n = snprintf(label, sizeof(label), "t%u", i);
+        cr_assert_eq(tn_tenant_restore(st, id, label, (size_t)n, NOW, &t[i]), 0);
+        tn_tenant_touch(t[i], used(i));
+    }
+    return st;
+}
+
+/* 64 tenants: 0 unused longest (3 counters), 1..30 unused (none), 31..59 used a while ago (one
+   counter each), 60..63 just used (none). In ms of the coarse monotonic clock. */
+static uint64_t layout_used(uint32_t i)
+{
+    uint64_t now = clock_ms(CLOCK_MONOTONIC_COARSE);
+    return i == 0 ? 0 : i <= 30 ? TN_USED_MS : i < 60 ? now / 2 : now;
+}
+
+/* tn_evictable_fn: the counters of tenant *arg are clean, all others are not. */
+static bool only_of(const struct tn_counter *c, void *arg)
+{
+    return c->tenant == ((const struct tn_tenant *)arg)->idx;
+}
+
+/* A full store of 64 tenants (layout_used): evictions take least recently used tenants without
+   cached counters; one whose counters are unflushed stays with them; once they are clean they
+   go first and the tenant after them; the evicted are found no more and their labels are free;
+   a restore waits for room until every worker has moved on (qsbr), then reuses a record. */
+Test(tenants, evicts_unused_tenants_after_their_counters)
+{
+    const struct tn_tenant *t[64], *x;
+    struct tn_store *st = mk_tenants(64, t, layout_used);
+    const struct tn_counter *c;
+    uint8_t id[16];
+    for (uint32_t i = 0; i < 64; i++)
+        for (uint32_t k = 0; k < (i == 0 ? 3u : i >= 31 && i < 60); k++) {
+            id_of(id, i * 4 + k);
+            cr_assert_eq(tn_counter_restore(st, t[i], id, NULL, 0, 5, 50, NOW, &c), 0);
+        }
+    tid_of(id, 100);
+    cr_assert_eq(tn_tenant_restore(st, id, S("new"), NOW, &x), -ENOSPC);
+    qsbr_enter(0);
+    unsigned out = 0;
+    for (int k = 0; k < 10000 && out < 30; k++)
+        out += tn_tenant_evict(st, 1, never, NULL); /* every counter is unflushed */
+    cr_assert_eq(out, 30);
+    for (int k = 0; k < 100; k++)
+        out += tn_tenant_evict(st, 1, never, NULL);
+    cr_assert_eq(out, 30, "a recently used tenant or one with unflushed counters went");
+    for (uint32_t i = 0; i < 64; i++)
+        cr_assert_eq(tn_tenant_find(st, t[i]->id) != NULL, i == 0 || i > 30, "tenant %u", i);
+    id_of(id, 2);
+    cr_assert_not_null(tn_counter_find(st, t[0], id), "an unflushed counter went");
+    for (int k = 0; k < 1000 && tn_tenant_find(st, t[0]->id); k++)
+        out += tn_tenant_evict(st, 1, only_of, (void *)t[0]);
+    cr_assert_eq(out, 31, "tenant 0 went once its counters were clean");
+    struct tn_cache_sizes z;
+    tn_cache_sizes(st, &z);
+    cr_assert_eq(z.t_cached, 33);
+    cr_assert_eq(z.t_evicting, 31);
+    cr_assert_eq(z.t_evicted, 31);
+    cr_assert_eq(z.evicting, 3, "tenant 0's counters went first");
+    /* no worker has entered a new batch: nothing is free yet */
+    cr_assert_eq(tn_reclaim(st, always, NULL), 0);
+    tid_of(id, 100);
+    cr_assert_eq(tn_tenant_restore(st, id, S("new"), NOW, &x), -ENOSPC);
+    qsbr_enter(0);
+    cr_assert_eq(tn_reclaim(st, always, NULL), 34);
+    cr_assert_eq(tn_tenant_restore(st, id, S("t1"), NOW, &x), 0, "an evicted tenant's label is free");
+    cr_assert_lt(x->idx, 64);
+    cr_assert_eq(tn_tenant_find(st, id), x);
+    tid_of(id, 101);
+    cr_assert_eq(tn_tenant_restore(st, id, S("t40"), NOW, &x), -EEXIST, "a cached one's is not");
+    tid_of(id, 0);
+    cr_assert_eq(tn_tenant_restore(st, id, S("t0"), NOW, &x), 0, "an evicted one comes back");
+    tn_cache_sizes(st, &z);
+    cr_assert_eq(z.t_cached, 35);
+    cr_assert_eq(z.t_room, 29);
+    tn_free(st);
+}
+
+static uint64_t used_by_index(uint32_t i)
+{
+    return i;
+}
+
+/* 20,000 restore/evict/reclaim rounds over a 1,000-tenant store: the tenant index tables are
+   rebuilt as tombstones pile up (a probe would otherwise never meet an empty slot and spin),
+   and every cached tenant stays findable by id and its label taken. */
+Test(tenants, tenant_churn_rebuilds_the_index)
+{
+    static const struct tn_tenant *t[1000];
+    struct tn_store *st = mk_tenants(1000, t, used_by_index);
+    uint8_t id[16];
+    char label[16];
+    uint32_t next = 1000;
+    for (int round = 0; round < 200; round++) {
+        qsbr_enter(0);
+        unsigned out = 0;
+        for (int k = 0; k < 100 && out < 100; k++)
+            out += tn_tenant_evict(st, 100 - out, always, NULL);
+        cr_assert_eq(out, 100);
+        struct tn_cache_sizes z;
+        tn_cache_sizes(st, &z);
+        cr_assert_leq(z.t_tombs, 2048 / 8, "round %d: %u tombstones", round, z.t_tombs);
+        qsbr_enter(0);
+        cr_assert_eq(tn_reclaim(st, always, NULL), 100);
+        for (;;) {
+            const struct tn_tenant *x;
+            tid_of(id, next);
+            int n = snprintf(label, sizeof(label), "t%u", next);
+            int rc = tn_tenant_restore(st, id, label, (size_t)n, NOW, &x);
+            if (rc == -ENOSPC)
+                break;
+            cr_assert_eq(rc, 0);
+            tn_tenant_touch(x, next);
+            next++;
+        }
+    }
+    unsigned cached = 0;
+    for (uint32_t i = 0; i < next; i++) {
+        tid_of(id, i);
+        const struct tn_tenant *x = tn_tenant_find(st, id), *y;
+        if (!x)
+            continue;
+        cached++;
+        int n = snprintf(label, sizeof(label), "t%u", i);
+        cr_assert_eq(x->label_len, n);
+        tid_of(id, 5000000);
+        cr_assert_eq(tn_tenant_restore(st, id, label, (size_t)n, NOW, &y), -EEXIST);
+    }
+    cr_assert_eq(cached, 1000);
+    cr_assert_eq(next, 1000 + 200 * 100);
     tn_free(st);
 }
 
@@ -702,7 +854,7 @@ Test(tenants, churn_rebuilds_the_index)
         tn_cache_sizes(st, &z);
         cr_assert_leq(z.tombs, 2048 / 8, "round %d: %u tombstones", round, z.tombs);
         qsbr_enter(0);
-        cr_assert_eq(tn_counter_reclaim(st, always, NULL), 100);
+        cr_assert_eq(tn_reclaim(st, always, NULL), 100);
     }
     unsigned cached = 0;
     for (uint32_t i = 0; i < next; i++) {
@@ -719,7 +871,8 @@ Test(tenants, churn_rebuilds_the_index)
     tn_free(st);
 }
 
-/* Three reader threads (workers 0-2: a batch of 64 lookups between qsbr_enter calls) against
+/* Three reader threads (workers 0-2: a batch of 64 lookups between qsbr_enter calls; worker 2
+   goes offline after each, qsbr_offline) against
    a writer evicting and reusing records of a 500-counter store 30,000 times: a record a reader
    found keeps the id and value it was found with until the reader's batch ends. Reusing a
    record before every reader moved on fails this at once. The writer goes on past 30,000 until
@@ -770,6 +923,8 @@ static void *evict_reader(void *p)
         }
         a->found += n;
         a->batches = a->batches + 1;
+        if (a->w == 2) /* this one waits between batches, as a worker does before io_uring_enter */
+            qsbr_offline(a->w);
     }
     return NULL;
 }
@@ -809,7 +964,7 @@ Test(tenants, eviction_waits_for_lock_free_readers)
         tn_cache_sizes(st, &z);
         if (!z.evicting)
             tn_counter_evict(st, 50, always, NULL);
-        if (!tn_counter_reclaim(st, always, NULL))
+        if (!tn_reclaim(st, always, NULL))
             sched_yield();
     }
     for (int i = 0; i < 3; i++) /* every reader joined before an assertion can leave this frame */
