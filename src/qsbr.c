@@ -58,7 +58,9 @@ void qsbr_offline(unsigned idx)
 {
     if (idx >= CNT_MAX_WORKERS)
         return;
-    ck_pr_fence_memory(); /* every access of this batch is done before the ack can be seen */
+    /* every access of this batch is done before the ack can be seen: a release (free on x86;
+       only going online again needs the full fence) */
+    ck_pr_fence_release();
     ck_pr_store_64(&acks[idx].e, OFFLINE);
 }
 
