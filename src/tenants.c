@@ -1351,6 +1351,12 @@ int tn_tenant_list(const struct tn_store *st, const struct tn_tenant *after, uns
     return (int)n;
 }
 
+void tn_bounds(const struct tn_store *st, uint32_t *max_tenants, uint32_t *max_counters)
+{
+    *max_tenants = st->max_t;
+    *max_counters = st->max_c;
+}
+
 void tn_sizes(const struct tn_store *st, uint32_t *tenants, uint32_t *counters, uint32_t *idem)
 {
     *tenants = ck_pr_load_32((uint32_t *)&st->nt);

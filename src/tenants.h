@@ -187,6 +187,8 @@ int tn_tenant_list(const struct tn_store *st, const struct tn_tenant *after, uns
                    const struct tn_tenant **out, bool *more);
 /* Records: counts of tenants, counters (deleted ones included), live idempotency records. */
 void tn_sizes(const struct tn_store *st, uint32_t *tenants, uint32_t *counters, uint32_t *idem);
+/* The bounds tn_new was given (--tenant-cache, --counter-cache). */
+void tn_bounds(const struct tn_store *st, uint32_t *max_tenants, uint32_t *max_counters);
 
 /* ---- persistence support (src/persist) ----
    Restores run on main at start-up, before any worker; the rest on the persister thread. */

@@ -299,6 +299,18 @@ static bool query_get(const struct http_req *req, const char *name, const char *
     return false;
 }
 
+/* 409 TOO_MANY_*: it exists in PostgreSQL, but this node's full cache (N as configured, full of
+   records with unflushed increments) cannot take it now. */
+static void cache_full(struct rq *q, bool counter)
+{
+    char msg[128], *p = msg;
+    p = put(p, "it exists in PostgreSQL, but this node's cache is full (");
+    p += fmt_u64(p, counter ? T.max_c : T.max_t);
+    p = put(p, counter ? " counters, --counter-cache)" : " tenants, --tenant-cache)");
+    *p = 0;
+    fail(q, counter ? HTTP_E_TOO_MANY_COUNTERS : HTTP_E_TOO_MANY_TENANTS, msg);
+}
+
 /* A cache miss (with --db): looked up in PostgreSQL (q->again: the request runs again once the
    answer is in), or answered with what was found before (404, cache full, 503), or (q->row) a
    row found that the full cache could not take, for the caller to answer from. */
@@ -320,9 +332,7 @@ static void miss(struct tnapi_worker *w, struct rq *q, const uint8_t tid[16], co
     if (st == 404)
         fail(q, HTTP_E_NOT_FOUND, not_found);
     else if (st == 409)
-        fail(q, cid ? HTTP_E_TOO_MANY_COUNTERS : HTTP_E_TOO_MANY_TENANTS,
-             "it exists in PostgreSQL, but this node's cache is full (--counter-cache, "
-             "--tenant-cache)");
+        cache_full(q, cid != NULL);
     else if (st == 503)
         fail(q, HTTP_E_PERSISTENCE_UNAVAILABLE, "PostgreSQL did not answer the lookup in time");
 }

@@ -88,29 +88,30 @@ static void unavailable(struct sess *s, struct persist_tnop *op, bool answered)
                    SESS_HDRS(SESS_RETRY_AFTER_1));
 }
 
-static void cache_full(struct sess *s, const struct persist_tnop *op)
+static void cache_full(struct sess *s, const struct tn_store *st, const struct persist_tnop *op)
 {
-    if (op->kind == PTN_TENANT_CREATE || (op->kind == PTN_LOOKUP && !op->has_cid))
-        sess_error(s, HTTP_E_TOO_MANY_TENANTS,
-                   "done in PostgreSQL, but this node's tenant cache is full (--tenant-cache)",
-                   NULL, 0);
-    else
-        sess_error(s, HTTP_E_TOO_MANY_COUNTERS,
-                   "done in PostgreSQL, but this node's counter cache is full (--counter-cache)",
-                   NULL, 0);
+    uint32_t mt, mc;
+    tn_bounds(st, &mt, &mc);
+    bool t = op->kind == PTN_TENANT_CREATE || (op->kind == PTN_LOOKUP && !op->has_cid);
+    char msg[128]; /* a rare answer: the cache is full of records with unflushed increments */
+    snprintf(msg, sizeof(msg), "done in PostgreSQL, but this node's %s cache is full (%u %ss, "
+             "--%s-cache)", t ? "tenant" : "counter", t ? mt : mc, t ? "tenant" : "counter",
+             t ? "tenant" : "counter");
+    sess_error(s, t ? HTTP_E_TOO_MANY_TENANTS : HTTP_E_TOO_MANY_COUNTERS, msg, NULL, 0);
 }
 
 /* A write committed and this node's cache does not hold what it wrote (full, or evicted since
    the commit): answered from the row the write returned, like the cache would. */
 static void row_answer(struct sess *s, const struct persist_tnop *op)
 {
+    const struct tn_store *st = ((const struct tnop_ctx *)op)->d->st;
     char body[TN_JSON_MAX];
     if (op->kind == PTN_SET)
         sess_respond(s, 200, SESS_JSON, NULL, 0, body, tn_value_json(op->cid, op->value, body));
     else if (op->row.created_ms) /* creates: served from the database from now on */
         sess_respond(s, 201, SESS_JSON, NULL, 0, body, tn_row_json(&op->row, body));
     else
-        cache_full(s, op);
+        cache_full(s, st, op);
 }
 
 /* A write came back (or timed out): answer it from the cache, which holds its rows now. */
