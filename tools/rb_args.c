@@ -16,7 +16,7 @@ const char rb_args_usage[] =
     "usage: ringbench {event|increment|counter|raw} URL [-c CONNS] [-d SECONDS | -n REQUESTS] "
     "[-p DEPTH] [-R RATE] [-t THREADS] [-m METHOD] [-b BODY] [-H 'Name: value']... [--half] "
     "[--no-verify] [--timeout SECONDS] [--json] [--out PREFIX] [--rate-sweep R1,R2,...] "
-    "[--server-pid PID]\n";
+    "[--server-pid PID] [--spread N [--spread-seq]]\n";
 
 static const char HELP[] =
     "  event URL      POST the 1MRC pattern to URL (e.g. http://127.0.0.1:8080/event), then\n"
@@ -41,7 +41,10 @@ static const char HELP[] =
     "  --rate-sweep R1,R2,...  one open-loop run of -d seconds per offered rate, then a table\n"
     "                 of offered and achieved req/s, p50/p99 and (--server-pid) server CPU per\n"
     "                 request; with --out also PREFIX-sweep.svg\n"
-    "  --server-pid PID  the server's process: its CPU (utime+stime) is read from /proc\n";
+    "  --server-pid PID  the server's process: its CPU (utime+stime) is read from /proc\n"
+    "  --spread N     raw: {n} in the URL (once) becomes a number in [0, N) per request, as 12\n"
+    "                 hex digits (zero-padded), spread by a hash of the request's number\n"
+    "  --spread-seq   with --spread: request i takes i mod N instead (distinct up to N)\n";
 
 static void usage_exit(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
 static void usage_exit(const char *fmt, ...)
@@ -186,6 +189,14 @@ static void set_option(struct rb_opts *o, int ch, char **argv, struct seen *seen
             usage_exit("--server-pid wants a process id, got '%s'", optarg);
         o->server_pid = (int)v;
         break;
+    case 'N':
+        /* 12 hex digits hold numbers below 2^48 */
+        if (!parse_u64(optarg, 1, 1ull << 48, &o->spread))
+            usage_exit("--spread wants 1..2^48 numbers, got '%s'", optarg);
+        break;
+    case 'Q':
+        o->spread_seq = true;
+        break;
     case 'T':
         if (!parse_pos_double(optarg, &o->timeout_s) || o->timeout_s > 3600)
             usage_exit("--timeout wants 0 < seconds <= 3600, got '%s'", optarg);
@@ -222,12 +233,19 @@ static void check_args(int argc, char **argv, struct rb_opts *o, const struct se
     if ((seen->m || seen->b) && o->scen != RB_RAW)
         usage_exit("-m and -b apply to the raw scenario only");
     if (o->half && o->scen != RB_EVENT) usage_exit("--half applies to the event scenario only");
+    if ((o->spread || o->spread_seq) && o->scen != RB_RAW)
+        usage_exit("--spread applies to the raw scenario only");
+    if (o->spread_seq && !o->spread) usage_exit("--spread-seq needs --spread N");
     if (o->no_verify && o->scen == RB_RAW) usage_exit("--no-verify: raw never verifies");
     if (o->nsweep && (o->rate || o->nreq))
         usage_exit("--rate-sweep sets the rate of each run: no -R, and runs are timed (-d)");
     o->url_s = argv[optind + 1];
     char err[256];
     if (rb_client_parse_url(o->url_s, &o->url, err, sizeof(err)) < 0) usage_exit("%s", err);
+    /* one placeholder: the request is built once and its digits patched at one offset */
+    const char *ph = strstr(o->url.path, "{n}");
+    if (o->spread && (!ph || strstr(ph + 3, "{n}")))
+        usage_exit("--spread wants {n} once in the URL's path, got '%s'", o->url_s);
     /* A bare http://host:port means the scenario's own route: nothing these scenarios send is
        served at / (it was 200,000 errors of 405 in a row). */
     if (strcmp(o->url.path, "/") == 0 && (o->scen == RB_EVENT || o->scen == RB_INCREMENT))
@@ -247,6 +265,8 @@ void rb_args_parse(int argc, char **argv, struct rb_opts *o)
         {"no-verify", no_argument, NULL, 'V'},
         {"rate-sweep", required_argument, NULL, 'S'},
         {"server-pid", required_argument, NULL, 'P'},
+        {"spread", required_argument, NULL, 'N'},
+        {"spread-seq", no_argument, NULL, 'Q'},
         {NULL, 0, NULL, 0},
     };
     struct seen seen = {0};

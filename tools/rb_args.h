@@ -42,6 +42,9 @@ struct rb_opts {
     double sweep[RB_SWEEP_MAX];
     unsigned nsweep;
     int server_pid; /* --server-pid: CPU per request of that process, from /proc; 0 = none */
+    /* raw --spread N: {n} in the URL's path becomes a number in [0, N) per request; 0 = off */
+    uint64_t spread;
+    bool spread_seq; /* --spread-seq: request i (counted across threads) takes i mod N */
 };
 
 /* Fill o from argv (o is cleared first). Returns only when the arguments are valid: usage

@@ -31,10 +31,22 @@ static char *build_head(const struct rb_opts *o, const char *method, const char 
     return s;
 }
 
+/* path with its {n} (rb_args checked there is one) as 12 placeholder digits into out (room
+   for strlen(path) + 10); sets *at to where the digits start in it. */
+static const char *spread_path(const char *path, char *out, size_t cap, size_t *at)
+{
+    const char *ph = strstr(path, "{n}");
+    *at = (size_t)(ph - path);
+    snprintf(out, cap, "%.*s000000000000%s", (int)*at, path, ph + 3);
+    return out;
+}
+
 /* The load request of o's scenario to path into r. 0, -ENOMEM, or -E2BIG (over 1 MiB). */
 static int make_request(const struct rb_opts *o, const char *path, struct rb_req *r)
 {
-    char extra[128];
+    char extra[128], sp[sizeof(o->url.path) + 16];
+    size_t at = 0;
+    if (o->spread) path = spread_path(path, sp, sizeof(sp), &at);
     if (o->scen == RB_EVENT) {
         r->bytes = build_head(o, "POST", path,
                               o->has_ctype ? "Content-Length: "
@@ -73,6 +85,7 @@ static int make_request(const struct rb_opts *o, const char *path, struct rb_req
     r->bytes[r->len] = '\0';
     r->max = (uint32_t)r->len;
     r->head_method = strcmp(method, "HEAD") == 0;
+    if (o->spread) r->spread_at = strlen(method) + 1 + at; /* "METHOD path" */
     free(head);
     if (r->len > (1u << 20)) return -E2BIG;
     return 0;

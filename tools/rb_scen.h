@@ -1,8 +1,9 @@
 /*
  * rb_scen — ringbench's scenarios (SPEC §5): event (the 1MRC pattern), increment, counter and
- * raw. What each sends (the request bytes, built once), what it sets up before the clock
- * starts (the /stats or count baseline, counter: a tenant and a counter), and how the run is
- * verified afterwards (/stats exactly against what was acknowledged, or the count).
+ * raw. What each sends (the request bytes, built once; raw --spread patches 12 hex digits
+ * of it per request), what it sets up before the clock starts (the /stats or count
+ * baseline, counter: a tenant and a counter), and how the run is verified afterwards
+ * (/stats exactly against what was acknowledged, or the count).
  *
  * Owns: struct rb_scen and its request. Threads: rb_scen_setup, rb_scen_verify and
  * rb_scen_free on main (blocking control requests, before and after the run); the inline
@@ -17,6 +18,7 @@
 #include <string.h>
 
 #include "decimal.h"
+#include "mix.h"
 #include "rb_args.h"
 
 /* The 1MRC pattern (shared/bench/event.lua): request i posts
@@ -33,6 +35,8 @@ struct rb_req {
     size_t len;       /* bytes of it */
     uint32_t max;     /* bytes of the largest request */
     bool head_method; /* raw -m HEAD: responses have no body */
+    size_t spread_at; /* raw --spread: offset of the 12 digits {n} became (0: no --spread;
+                         the method comes first) */
 };
 
 /* The four figures of GET /stats, exact, with their text as the server wrote it. */
@@ -112,6 +116,26 @@ static inline char *rb_scen_put_event(const struct rb_req *q, bool half, char *p
     }
     *p++ = '}';
     return p;
+}
+
+/* The --spread number of request seq: seq mod N for --spread-seq (seq counted across the
+   threads), else a hash of seq and the thread's salt scaled into [0, N) by a multiply-high
+   (no division on the load path). */
+static inline uint64_t rb_scen_spread_num(const struct rb_opts *o, uint64_t seq, uint64_t salt)
+{
+    if (o->spread_seq) return seq % o->spread;
+    return (uint64_t)(((unsigned __int128)mix64(seq ^ salt) * o->spread) >> 64);
+}
+
+/* Raw --spread request at p with number v (< 2^48) as its 12 lowercase hex digits. Returns
+   the end. Inline: the workers write one per request. */
+static inline char *rb_scen_put_spread(const struct rb_req *q, char *p, uint64_t v)
+{
+    memcpy(p, q->bytes, q->len);
+    char *d = p + q->spread_at + 12;
+    for (int i = 0; i < 12; i++, v >>= 4)
+        *--d = "0123456789abcdef"[v & 15];
+    return p + q->len;
 }
 
 /* The exact value event request seq posts. */

@@ -9,8 +9,8 @@
  *
  * Threads: main (arguments, set-up requests, progress, verification, report) and one worker
  * per -t. A worker owns everything in its struct worker; the only shared state is struct run:
- * the event sequence and stop flag (atomics) and the per-second series (mutex, taken once
- * per second per worker, never per request).
+ * the event (and --spread-seq) sequence and stop flag (atomics) and the per-second series
+ * (mutex, taken once per second per worker, never per request).
  *
  * Exit: 0 ok; 1 failed run (event/increment/counter: any error status, socket error,
  * unanswered request or verification mismatch; raw: no response at all); 2 usage error.
@@ -62,7 +62,7 @@ struct run {
     const struct rb_req *req; /* the scenario's */
     uint16_t ok_lo, ok_hi;
     uint64_t start_ns;
-    uint64_t seq;  /* event: next global request number (atomic) */
+    uint64_t seq;  /* event, --spread-seq: next global request number (atomic) */
     int stop;      /* atomic: SIGINT/SIGTERM asked to stop sending */
     unsigned done; /* atomic: workers finished */
     struct series ser;
@@ -89,6 +89,7 @@ struct worker {
     struct wconn *wc;
     uint32_t qmask;
     uint64_t local_seq;
+    uint64_t salt; /* --spread: (thread index + 1) << 48, hashed with local_seq: threads differ */
     uint64_t cur_sec, sec_end, sec_resp, sec_err;
     uint64_t responses, unanswered;
     uint64_t status[RB_STATUS_MAX];
@@ -201,9 +202,9 @@ static size_t w_fill(void *arg, uint32_t conn, char *buf, uint32_t n, uint64_t t
     struct worker *w = arg;
     struct run *r = w->run;
     struct wconn *c = &w->wc[conn];
-    bool ev = r->o->scen == RB_EVENT;
+    bool ev = r->o->scen == RB_EVENT, spread = r->req->spread_at != 0;
     uint64_t seq;
-    if (ev)
+    if (ev || r->o->spread_seq) /* one atomic per fill, not per request */
         seq = __atomic_fetch_add(&r->seq, n, __ATOMIC_RELAXED);
     else
         seq = w->local_seq, w->local_seq += n;
@@ -215,6 +216,8 @@ static size_t w_fill(void *arg, uint32_t conn, char *buf, uint32_t n, uint64_t t
         if (ev) {
             p = rb_scen_put_event(r->req, r->o->half, p, seq);
             bit_set(w->users_sent, (uint32_t)(seq % RB_EV_USERS));
+        } else if (spread) {
+            p = rb_scen_put_spread(r->req, p, rb_scen_spread_num(r->o, seq, w->salt));
         } else {
             memcpy(p, r->req->bytes, r->req->len);
             p += r->req->len;
@@ -345,6 +348,7 @@ static int make_workers(struct ctx *x)
         w->run = run;
         w->cpu = ncpu ? cpus[i % (uint32_t)ncpu] : -1;
         w->qmask = qcap - 1;
+        w->salt = (uint64_t)(i + 1) << 48;
         w->wc = calloc(nc, sizeof(*w->wc));
         if (!w->wc) return -ENOMEM;
         for (uint32_t c = 0; c < nc; c++) {

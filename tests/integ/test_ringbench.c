@@ -36,6 +36,7 @@
 #define FAKE_CONNS 64
 #define FAKE_BUF 65536
 #define FAKE_USERS 1000000 /* user_<n> ids the fake tracks exactly (ringbench uses < 75000) */
+#define FAKE_SPREAD 4096
 
 struct fconn {
     int fd;
@@ -58,6 +59,10 @@ struct fake {
     uint64_t events_seen;
     uint8_t *users;
     int64_t nusers;
+    /* GET /s/<12 hex digits> (ringbench raw --spread): hits per number below FAKE_SPREAD, and
+       requests whose digits were not 12 lowercase hex of a number below it */
+    uint32_t spread_hits[FAKE_SPREAD];
+    uint64_t spread_bad;
     struct fconn *c[FAKE_CONNS];
 };
 
@@ -118,6 +123,25 @@ static void fake_reply(struct fconn *c, const char *status, const char *body)
                                    "HTTP/1.1 %s\r\nContent-Type: application/json\r\n"
                                    "Content-Length: %zu\r\n%s\r\n%s",
                                    status, bl, c->close_after ? "Connection: close\r\n" : "", body);
+}
+
+/* GET /s/<digits> at h: counted in spread_hits (or spread_bad), answered 200 {}. */
+static void fake_spread(struct fake *f, struct fconn *c, const char *h)
+{
+    uint64_t v = 0;
+    int i = 0;
+    for (; i < 12; i++) {
+        char d = h[7 + i];
+        int x = d >= '0' && d <= '9' ? d - '0' : d >= 'a' && d <= 'f' ? d - 'a' + 10 : -1;
+        if (x < 0)
+            break;
+        v = v << 4 | (uint64_t)x;
+    }
+    if (i == 12 && h[19] == ' ' && v < FAKE_SPREAD)
+        f->spread_hits[v]++;
+    else
+        f->spread_bad++;
+    fake_reply(c, "200 OK", "{}");
 }
 
 static void fake_event(struct fake *f, struct fconn *c, const char *body, size_t bl)
@@ -188,6 +212,8 @@ static void fake_parse(struct fake *f, struct fconn *c)
             fake_event(f, c, h + hl, cl);
         else if (strncmp(h, "GET /stats ", 11) == 0)
             fake_stats(f, c);
+        else if (strncmp(h, "GET /s/", 7) == 0 && hl > 20)
+            fake_spread(f, c, h);
         else
             fake_reply(c, "404 Not Found", "{\"error\":{\"code\":\"NOT_FOUND\"}}");
         off += hl + cl;
@@ -418,6 +444,11 @@ Test(ringbench, usage_errors_exit_2)
         {"event", "http://127.0.0.1:1/", "--rate-sweep", "100,x", NULL},
         {"event", "http://127.0.0.1:1/", "--rate-sweep", "100", "-R", "5", NULL},
         {"event", "http://127.0.0.1:1/", "--server-pid", "0", NULL},
+        {"event", "http://127.0.0.1:1/{n}", "--spread", "10", NULL},
+        {"raw", "http://127.0.0.1:1/s/", "--spread", "10", NULL},
+        {"raw", "http://127.0.0.1:1/s/{n}/{n}", "--spread", "10", NULL},
+        {"raw", "http://127.0.0.1:1/s/{n}", "--spread", "0", NULL},
+        {"raw", "http://127.0.0.1:1/s/{n}", "--spread-seq", NULL},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
         struct result *r = malloc(sizeof(*r));
@@ -445,6 +476,49 @@ Test(ringbench, event_against_exact_server_exits_0)
     cr_expect_eq(f->total, 5000);
     cr_expect_eq(f->nusers, 5000);
     cr_expect_eq(f->sum_micro, 5 * 499500LL * 1000000);
+    free(f);
+    free(r);
+}
+
+/* raw --spread N --spread-seq: {n} becomes request i's number mod N as 12 hex digits, across
+   threads: 3,000 requests over 1,000 numbers hit each exactly 3 times. */
+Test(ringbench, spread_seq_hits_each_number_in_turn)
+{
+    struct fake *f = fake_start(0, 0, 0, 0, 0);
+    struct result *r = malloc(sizeof(*r));
+    run_rb(r, (const char *const[]){"raw", url_of(f, "/s/{n}"), "-t", "2", "-c", "8", "-p", "4",
+                                    "-n", "3000", "--spread", "1000", "--spread-seq", NULL});
+    cr_expect_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+    fake_stop(f);
+    cr_expect_eq(f->spread_bad, 0);
+    for (int i = 0; i < FAKE_SPREAD; i++)
+        cr_expect_eq(f->spread_hits[i], i < 1000 ? 3u : 0u, "number %d: %u hits", i,
+                     f->spread_hits[i]);
+    free(f);
+    free(r);
+}
+
+/* raw --spread N: a hash of the request picks its number, below N: 20,000 requests over 1,000
+   numbers reach all of them (expected unseen: 1,000 e^-20), none above 60 (mean 20). */
+Test(ringbench, spread_covers_the_range)
+{
+    struct fake *f = fake_start(0, 0, 0, 0, 0);
+    struct result *r = malloc(sizeof(*r));
+    run_rb(r, (const char *const[]){"raw", url_of(f, "/s/{n}"), "-t", "2", "-c", "8", "-p", "4",
+                                    "-n", "20000", "--spread", "1000", NULL});
+    cr_expect_eq(r->code, 0, "exit %d\n%s\n%s", r->code, r->out, r->err);
+    fake_stop(f);
+    cr_expect_eq(f->spread_bad, 0);
+    unsigned seen = 0, most = 0, total = 0;
+    for (int i = 0; i < FAKE_SPREAD; i++) {
+        cr_expect(i < 1000 || f->spread_hits[i] == 0, "number %d is past N", i);
+        seen += f->spread_hits[i] != 0;
+        most = f->spread_hits[i] > most ? f->spread_hits[i] : most;
+        total += f->spread_hits[i];
+    }
+    cr_expect_eq(total, 20000);
+    cr_expect_eq(seen, 1000);
+    cr_expect_lt(most, 60);
     free(f);
     free(r);
 }
