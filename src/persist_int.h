@@ -106,9 +106,12 @@
 /* Every counter is read once in 10 s anyway, whatever the marks say: a safety net that costs
    1M counters × 2 workers of loads every 10 s (≈ 0.1% of what reading them every 10 ms cost). */
 #define TN_FULL_SCAN_MS 10000u
-/* New counters and changed values per flush (each), like USERS_PER_FLUSH: 65,536 rows of
-   JSON ≈ 6 MB; halved with the users after a timeout. */
-#define TN_ROWS_PER_FLUSH 65536u
+/* New counters and changed values per flush (each): 16,384. A flush costs ~75 µs of
+   PostgreSQL time per changed counter (its UPDATE, 29 µs, and three history upserts; measured
+   with tools/spreadbench.sh): 65,536 took 5.0 s, the default --db-timeout-ms, so such a flush
+   timed out, was halved, succeeded, doubled and timed out again. 16,384 take ~1.3 s. Halved
+   with the users after a timeout. */
+#define TN_ROWS_PER_FLUSH 16384u
 /* The final flush gets the shutdown budget less this; then what is pending goes to the spill
    file (write + 2 fsyncs: ~10 ms on this VM's disk for 1M keys' 30 MB, 500 ms is ample). */
 #define SPILL_RESERVE_MS 500u
