@@ -225,12 +225,12 @@ static void send_flush(uint64_t now)
             ok = ok && pst_send_prepared(Q_TN, "rc_tn_t", 1, jt);
         if (f->j_c.len > 2)
             ok = ok && pst_send_prepared(Q_TN, "rc_tn_c", 1, jc);
-        const char *hv[4] = {f->j_d.buf, f->p_hm, f->p_hh, f->p_hd}, *hp[1] = {f->p_hd};
+        const char *hv[2] = {f->j_d.buf, f->p_hm}, *hp[1] = {f->p_hd};
         if (f->j_d.len > 2 && f->hist_part)
             ok = ok && pst_send_prepared(Q_HIST, "rc_hist_part", 1, hp);
         if (f->j_d.len > 2)
             ok = ok && pst_send_prepared(Q_TND, "rc_tn_d", 1, jd) &&
-                 pst_send_prepared(Q_HIST, "rc_tn_hist", 4, hv);
+                 pst_send_prepared(Q_HIST, "rc_tn_hist", 2, hv);
         if (f->j_i.len > 2)
             ok = ok && pst_send_prepared(Q_TN, "rc_tn_i", 1, ji);
     }

@@ -523,7 +523,7 @@ bool pst_build_flush(uint64_t now)
              (unsigned long long)(pst.next_seq > PRUNE_EVERY ? pst.next_seq - PRUNE_EVERY : 0));
     if (pst.tn) {
         int64_t t = persist_history_now_ms();
-        f->hist_part = pst_hist_buckets(t, f->p_hm, f->p_hh, f->p_hd) != pst.hist_day;
+        f->hist_part = pst_hist_buckets(t, f->p_hm, f->p_hd) != pst.hist_day;
         snprintf(f->p_hcut, sizeof(f->p_hcut), "%lld",
                  (long long)(t - (int64_t)pst.history_days * 86400000));
     }

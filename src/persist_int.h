@@ -106,12 +106,14 @@
 /* Every counter is read once in 10 s anyway, whatever the marks say: a safety net that costs
    1M counters × 2 workers of loads every 10 s (≈ 0.1% of what reading them every 10 ms cost). */
 #define TN_FULL_SCAN_MS 10000u
-/* New counters and changed values per flush (each): 16,384. A flush costs ~75 µs of
-   PostgreSQL time per changed counter (its UPDATE, 29 µs, and three history upserts; measured
-   with tools/spreadbench.sh): 65,536 took 5.0 s, the default --db-timeout-ms, so such a flush
-   timed out, was halved, succeeded, doubled and timed out again. 16,384 take ~1.3 s. Halved
+/* New counters and changed values per flush (each): 4,096. A flush costs ~60 µs of PostgreSQL
+   time per changed counter with 1M counters in the table (its UPDATE, and its history minute's
+   upsert; tools/spreadbench.sh): 65,536 took 5-7 s, past the default --db-timeout-ms (such a
+   flush timed out, was halved, committed, doubled and timed out again), and a cache miss's
+   lookup waits for the flush in flight: 16,384 a flush (1 s) held misses' p99 at 1.2 s. 4,096
+   take ~0.25 s, and a commit's fixed cost (~40 ms for 1,000) stays small beside them. Halved
    with the users after a timeout. */
-#define TN_ROWS_PER_FLUSH 16384u
+#define TN_ROWS_PER_FLUSH 4096u
 /* The final flush gets the shutdown budget less this; then what is pending goes to the spill
    file (write + 2 fsyncs: ~10 ms on this VM's disk for 1M keys' 30 MB, 500 ms is ample). */
 #define SPILL_RESERVE_MS 500u
@@ -256,7 +258,7 @@ struct flush {
     char p_node[16], p_inc[24], p_seq[24], p_cd[24], p_ev[24], p_sum[48], p_prune[24];
     /* history buckets of its increments (the history clock at build time: a retry of the same
        flush lands in the same rows), and whether it creates that day's partition */
-    char p_hm[24], p_hh[24], p_hd[24], p_hcut[24];
+    char p_hm[24], p_hd[24], p_hcut[24];
     bool hist_part;
     uint64_t gen;          /* pst.build_gen of its snapshot */
 };
@@ -489,9 +491,9 @@ bool pst_transient_state(const char *sqlstate);
 void pst_copy_msg(char *dst, size_t cap, const char *src);
 
 /* ---- persist_tn.c ---- */
-/* The minute, hour and day bucket starts of unix ms t, as text, into m, h, d (24 bytes each);
-   returns the day. */
-int64_t pst_hist_buckets(int64_t t, char *m, char *h, char *d);
+/* The minute and day bucket starts of unix ms t, as text, into m, d (24 bytes each); returns
+   the day. */
+int64_t pst_hist_buckets(int64_t t, char *m, char *d);
 /* A worker handed op over (pst_drain_requests). */
 void pst_tn_add(unsigned w, struct persist_tnop *op, uint64_t now);
 /* Is a tenant exchange wanted now (ops waiting, the feed due)? Sets *flush_first when a flush

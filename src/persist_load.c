@@ -116,6 +116,9 @@ static const char *const MIGRATIONS[] = {
     "CREATE INDEX rc_tenants_created ON rc_tenants (created_at, id) WHERE NOT deleted;"
     "CREATE INDEX rc_tenant_counters_created ON rc_tenant_counters (tenant_id, created_at, id)"
     "  WHERE NOT deleted;",
+    /* v8: history keeps minute rows only (hours and days are summed from them when read, and
+       every increment always wrote its minute row too): the hour and day rows go */
+    "DELETE FROM rc_tn_history WHERE bucket <> 'm';",
 };
 #define NMIGRATIONS (sizeof(MIGRATIONS) / sizeof(MIGRATIONS[0]))
 

@@ -8,10 +8,11 @@
 
 /* History (schema v5): a delta into its minute, hour and day rows; m, h, d are the parameters
    holding the three buckets' starts (unix ms, computed by the persister's history clock). */
+/* An increment's history is its minute's row: hours and days are summed from minutes when
+   read (rc_tn_hist_get). Writing all three rows a flush cost 3 upserts per changed counter,
+   about 60 % of a flush's time (65,536 counters: 2.8-4.1 s of history, 1.9 s of UPDATE). */
 #define HIST_INTO "INSERT INTO rc_tn_history AS h (counter_id, bucket, t, delta) "
-#define HIST_BUCKETS(m, h, d)                                                                  \
-    " CROSS JOIN (VALUES ('m', " m "::bigint), ('h', " h "::bigint), ('d', " d "::bigint))"   \
-    " AS b(b, ms)"
+#define HIST_MINUTE(m) "'m', to_timestamp(" m "::bigint / 1000.0)"
 #define HIST_ADD " ON CONFLICT (counter_id, bucket, t) DO UPDATE SET delta = h.delta + EXCLUDED.delta"
 
 #define TN_MS(a) "(extract(epoch FROM " a ".created_at) * 1000)::bigint::text"
@@ -164,15 +165,15 @@ const struct pst_stmt PST_STMTS[] = {
      " ins AS (INSERT INTO rc_idempotency (tenant_id, key, counter_id, delta, value, created_at)"
      "  SELECT $1::uuid, $3, $2::uuid, $4::bigint, cur.value + $4::bigint, now() FROM cur"
      "  WHERE cur.value <= 9223372036854775807 - $4::bigint ON CONFLICT DO NOTHING RETURNING value),"
-     " hist AS (" HIST_INTO "SELECT $2::uuid, b.b, to_timestamp(b.ms / 1000.0), $4::bigint FROM ins"
-     HIST_BUCKETS("$5", "$6", "$7") HIST_ADD "),"
+     " hist AS (" HIST_INTO "SELECT $2::uuid, " HIST_MINUTE("$5") ", $4::bigint FROM ins"
+     HIST_ADD "),"
      " upd AS (UPDATE rc_tenant_counters c SET value = ins.value, txid = pg_current_xact_id()"
      "  FROM ins WHERE c.id = $2::uuid RETURNING c.value)"
      " SELECT 'n', value::text, NULL, NULL FROM upd"
      " UNION ALL SELECT 'o', i.value::text, i.counter_id::text, i.delta::text FROM rc_idempotency i"
      "  WHERE i.tenant_id = $1::uuid AND i.key = $3 AND NOT EXISTS (SELECT 1 FROM ins)"
      " UNION ALL SELECT 'c', value::text, NULL, NULL FROM cur",
-     7},
+     5},
     /* An increment of a counter the full cache does not hold, made in the database ('c' the
        counter as locked, 'n' its value after; no 'n': past INT64_MAX). */
     {"rc_tn_dbinc",
@@ -182,29 +183,28 @@ const struct pst_stmt PST_STMTS[] = {
      " upd AS (UPDATE rc_tenant_counters c SET value = c.value + $3::bigint,"
      "  txid = pg_current_xact_id() FROM cur WHERE c.id = $2::uuid"
      "  AND cur.value <= 9223372036854775807 - $3::bigint RETURNING c.value),"
-     " hist AS (" HIST_INTO "SELECT $2::uuid, b.b, to_timestamp(b.ms / 1000.0), $3::bigint FROM upd"
-     HIST_BUCKETS("$4", "$5", "$6") HIST_ADD ")"
+     " hist AS (" HIST_INTO "SELECT $2::uuid, " HIST_MINUTE("$4") ", $3::bigint FROM upd" HIST_ADD ")"
      " SELECT 'n', value::text, NULL, NULL FROM upd UNION ALL SELECT 'c', value::text, NULL, NULL"
      " FROM cur",
-     6},
+     4},
     /* The flush's increments into the history ($1: its delta rows, as rc_tn_d) */
     {"rc_tn_hist",
-     HIST_INTO "SELECT x.id, b.b, to_timestamp(b.ms / 1000.0), sum(x.d)::bigint"
-     " FROM json_to_recordset($1::json) AS x(id uuid, d numeric)" HIST_BUCKETS("$2", "$3", "$4")
-     " WHERE x.d > 0 GROUP BY 1, 2, 3" HIST_ADD,
-     4},
+     HIST_INTO "SELECT x.id, " HIST_MINUTE("$2") ", sum(x.d)::bigint"
+     " FROM json_to_recordset($1::json) AS x(id uuid, d numeric) WHERE x.d > 0 GROUP BY 1" HIST_ADD,
+     2},
     {"rc_hist_part", "SELECT rc_tn_history_part($1::bigint)", 1},
     {"rc_hist_prune", "SELECT rc_tn_history_prune($1::bigint)", 1},
-    /* GET .../history: 'c' if the counter is live, then its points of bucket $3 in
-       [$4, $5) ms, at most $6 */
+    /* GET .../history: 'c' if the counter is live, then its points of buckets $3 ms wide
+       starting in [$4, $5) ms (both multiples of $3), at most $6: the sums of its minute rows
+       (a day: at most 1,440 rows of one partition, an index range scan) */
     {"rc_tn_hist_get",
      "SELECT 'c', NULL::bigint, NULL::bigint FROM rc_tenant_counters c JOIN rc_tenants t"
      "  ON t.id = c.tenant_id AND NOT t.deleted"
      "  WHERE c.id = $2::uuid AND c.tenant_id = $1::uuid AND NOT c.deleted"
-     " UNION ALL (SELECT 'p', (extract(epoch FROM h.t) * 1000)::bigint, h.delta"
-     "  FROM rc_tn_history h WHERE h.counter_id = $2::uuid AND h.bucket = $3"
+     " UNION ALL (SELECT 'p', (extract(epoch FROM h.t) * 1000)::bigint / $3::bigint * $3::bigint,"
+     "  sum(h.delta)::bigint FROM rc_tn_history h WHERE h.counter_id = $2::uuid AND h.bucket = 'm'"
      "  AND h.t >= to_timestamp($4::bigint / 1000.0) AND h.t < to_timestamp($5::bigint / 1000.0)"
-     "  ORDER BY h.t LIMIT $6::integer)",
+     "  GROUP BY 2 ORDER BY 2 LIMIT $6::integer)",
      6},
     /* Listings in creation order, keyset-paginated on (created_at, id) (indexes of schema v7):
        'a' when the cursor $2 names a row of the listing (a deleted one is still a place in

@@ -138,11 +138,10 @@ void pst_tn_evict(void)
 
 /* ------------------------------------------------------------------ sending */
 
-int64_t pst_hist_buckets(int64_t t, char *m, char *h, char *d)
+int64_t pst_hist_buckets(int64_t t, char *m, char *d)
 {
     int64_t day = t - t % 86400000;
     snprintf(m, 24, "%lld", (long long)(t - t % 60000));
-    snprintf(h, 24, "%lld", (long long)(t - t % 3600000));
     snprintf(d, 24, "%lld", (long long)day);
     return day;
 }
@@ -242,7 +241,7 @@ static bool send_list(const struct persist_tnop *op, const char *tid, const char
 static bool send_one(struct persist_tnop *op)
 {
     char tid[UUID_TEXT_LEN + 1], cid[UUID_TEXT_LEN + 1], label[TN_LABEL_MAX + 1], v[24], md[24],
-        ms[24], d[24], hm[24], hh[24], hd[24], from[24], to[24], cap[24];
+        ms[24], d[24], hm[24], hd[24], from[24], to[24], cap[24], step[24];
     uuid_format(op->tid, tid);
     uuid_format(op->cid, cid);
     tid[UUID_TEXT_LEN] = cid[UUID_TEXT_LEN] = 0;
@@ -253,9 +252,13 @@ static bool send_one(struct persist_tnop *op)
     snprintf(ms, sizeof(ms), "%lld", (long long)op->created_ms);
     snprintf(d, sizeof(d), "%lld", (long long)op->delta);
     snprintf(from, sizeof(from), "%lld", (long long)op->from_ms);
-    snprintf(to, sizeof(to), "%lld", (long long)op->to_ms);
+    /* history: buckets op->label[0] ('m', 'h', 'd') wide, from (a multiple of it) up to the
+       bucket holding to_ms */
+    int64_t w = op->label[0] == 'm' ? 60000 : op->label[0] == 'h' ? 3600000 : 86400000;
+    snprintf(step, sizeof(step), "%lld", (long long)w);
+    snprintf(to, sizeof(to), "%lld", (long long)((op->to_ms + w - 1) / w * w));
     snprintf(cap, sizeof(cap), "%u", op->cap_points);
-    pst_hist_buckets(persist_history_now_ms(), hm, hh, hd);
+    pst_hist_buckets(persist_history_now_ms(), hm, hd);
     /* an increment made here lands in the history too: its day's partition first (a no-op
        once it exists: one catalog lookup) */
     if ((op->kind == PTN_KEYED_INC || op->kind == PTN_DB_INC) &&
@@ -273,14 +276,14 @@ static bool send_one(struct persist_tnop *op)
     case PTN_COUNTER_DELETE:
         return pst_send_prepared(Q_TNOP, "rc_tn_del_c", 2, (const char *const[]){tid, cid});
     case PTN_KEYED_INC:
-        return pst_send_prepared(Q_TNOP, "rc_tn_key", 7,
-                                 (const char *const[]){tid, cid, label, d, hm, hh, hd});
+        return pst_send_prepared(Q_TNOP, "rc_tn_key", 5,
+                                 (const char *const[]){tid, cid, label, d, hm});
     case PTN_DB_INC:
-        return pst_send_prepared(Q_TNOP, "rc_tn_dbinc", 6,
-                                 (const char *const[]){tid, cid, d, hm, hh, hd});
+        return pst_send_prepared(Q_TNOP, "rc_tn_dbinc", 4,
+                                 (const char *const[]){tid, cid, d, hm});
     case PTN_HISTORY:
         return pst_send_prepared(Q_TNOP, "rc_tn_hist_get", 6,
-                                 (const char *const[]){tid, cid, label, from, to, cap});
+                                 (const char *const[]){tid, cid, step, from, to, cap});
     case PTN_LIST_COUNTERS:
     case PTN_LIST_TENANTS:
         return send_list(op, tid, op->has_cid ? cid : NULL, label);
