@@ -603,6 +603,13 @@ static int replay_record(PGconn *c, const char *node, const char *inc, const str
     for (int i = 0; ok && i < 4; i++)
         if (*js[i])
             ok = replay_exec(c, names[i], 1, &js[i], NULL);
+    /* the deltas' history too, in the replay's minute (the record does not keep its flush's
+       time): the minutes still add up to every increment */
+    char hm[24], hd[24];
+    pst_hist_buckets(persist_history_now_ms(), hm, hd);
+    if (ok && *r->jd)
+        ok = replay_exec(c, "rc_hist_part", 1, (const char *const[]){hd}, NULL) &&
+             replay_exec(c, "rc_tn_hist", 2, (const char *const[]){r->jd, hm}, NULL);
     const char *kn[2] = {node, r->keys}, *kv[1] = {r->keys};
     if (ok && *r->keys)
         ok = replay_exec(c, "rc_key_ins", 2, kn, NULL) && replay_exec(c, "rc_key_val", 1, kv, NULL) &&
