@@ -747,10 +747,12 @@ void tn_tenant_touch(const struct tn_tenant *t, uint64_t now_ms)
     touch((uint32_t *)&t->used, now_ms);
 }
 
-/* How long ago a record was last found, in TN_USED_MS units (a deleted one: the oldest). */
+/* How long ago a record was last found, in TN_USED_MS units (a deleted one: the oldest). A
+   worker's touch may land on the step after the caller read now: that is 0, not 2^32 - 1. */
 static uint32_t age(uint32_t now, const uint32_t *used, bool deleted)
 {
-    return deleted ? UINT32_MAX : now - ck_pr_load_32(used);
+    int32_t a = (int32_t)(now - ck_pr_load_32(used));
+    return deleted ? UINT32_MAX : a < 0 ? 0 : (uint32_t)a;
 }
 
 /* Tombstone the slot of tab that holds idx+1 (probed at slot), counted in p. */
@@ -932,15 +934,17 @@ unsigned tn_tenant_evict(struct tn_store *st, unsigned n, tn_evictable_fn *ok, v
             st->tp.limbo[st->tp.nlimbo++].idx = t->idx;
             continue;
         }
-        /* its counters first (it was used no later than they were); it goes next time */
+        /* its counters first (it was used no later than they were); it goes next time. At
+           most TN_EVICT_BATCH of them looked at, evicted or not: a tenant with a million
+           unflushed counters must not hold the mutex for a walk of them all */
         unsigned budget = TN_EVICT_BATCH;
-        for (uint32_t next = t->first; next && budget && st->cp.nlimbo < st->cp.limbo_cap;) {
+        for (uint32_t next = t->first; next && budget && st->cp.nlimbo < st->cp.limbo_cap;
+             budget--) {
             struct tn_counter *c = counter_at(st, next - 1);
             next = c->tnext;
             if (ok(c, arg)) {
                 counter_unlink(st, c);
                 st->cp.limbo[st->cp.nlimbo++].idx = c->idx;
-                budget--;
             }
         }
     }

@@ -76,8 +76,9 @@
    taken modulo 2^32 (wrap-safe for records touched within 2 years). */
 #define TN_USED_MS 16
 #define TN_EVICT_SAMPLES 16
-/* Counters of one unused tenant evicted per tn_tenant_evict round: 4,096, the most a cache
-   keeps free (src/persist_tn), so one call holds the store's mutex for at most ~1 ms. */
+/* Counters of one unused tenant looked at (evicted if clean) per tn_tenant_evict round: 4,096,
+   the most a cache keeps free (src/persist_tn), so one round holds the store's mutex for a
+   bounded walk whatever the tenant holds. */
 #define TN_EVICT_BATCH 4096
 /* Largest tn_tenant_json / tn_counter_json output (label 255 + ids + numbers + keys): 512. */
 #define TN_JSON_MAX 640

@@ -902,7 +902,7 @@ static enum sess_handled route(struct tnapi_worker *w, struct rq *q, const struc
     default: /* the key routes; keyapi answers 404 to any other */
         /* with --db a tenant this node does not cache is looked up first (evicted, or never
            cached here): its keys are listed all the same */
-        if (w->db && m->id == ROUTE_TN_KEYS && req->method == HTTP_M_GET &&
+        if (w->db && m->id == ROUTE_TN_KEYS && req->method != HTTP_M_POST && /* GET, HEAD */
             !path_tenant(w, q, m) && !q->row)
             break; /* answered 400/404/503, or parked on the lookup */
         h = keyapi_handle(q->s, req, m, T.st, w->db);

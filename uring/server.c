@@ -628,6 +628,7 @@ static void *worker_main(void *arg)
         arm_signal(w);
         loop(w);
     }
+    live_leave(w->idx); /* gone: it holds up no grace period for the rest of the shutdown */
     worker_cleanup(w);
     return NULL;
 }
