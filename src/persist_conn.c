@@ -53,11 +53,12 @@ static void conn_drop(uint64_t now, const char *why)
     }
     if (pst.x == X_TNOP)
         pst_tn_done(now, true);
-    /* an attempt that used up --db-timeout-ms (a black hole) has waited already: the next one
-       goes at once. Adding the back-off too made a reconnect up to 2 s late (1 s of connect
-       timeout + 1 s) after a 30 s black hole cleared (integ/test_pgfaults c). */
-    bool waited = (pst.cst == C_CONNECTING || pst.cst == C_SETUP) &&
-                  now - pst.cst_since >= pst.db_timeout_ms;
+    /* The back-off spaces connection attempts from their starts: one that failed after
+       waiting (a black hole's connect timeout, or its reset when the path came back) has
+       waited already. Counting from its end made a reconnect up to 2 s late after a 30 s
+       black hole cleared (1 s in the held attempt + the 1 s back-off), leaving under 1 s of
+       integ/test_pgfaults c's 3 s recovery bound for 30 s of backlog. */
+    bool attempt = pst.cst == C_CONNECTING || pst.cst == C_SETUP;
     pst.need_rollback = false; /* a new connection starts outside any transaction */
     if (pst.conn)
         PQfinish(pst.conn);
@@ -73,13 +74,15 @@ static void conn_drop(uint64_t now, const char *why)
     pst.backoff = pst.backoff ? pst.backoff * 2 : BACKOFF_MIN_MS;
     if (pst.backoff > BACKOFF_MAX_MS)
         pst.backoff = BACKOFF_MAX_MS;
-    pst.next_connect = waited ? now : now + pst.backoff;
+    pst.next_connect = attempt ? pst.cst_since + pst.backoff : now + pst.backoff;
+    if (pst.next_connect < now)
+        pst.next_connect = now;
     if (was_up)
         log_warn("PostgreSQL connection lost", LOG_S("why", why), LOG_S("error", err),
                  LOG_B("flush_outcome_unknown", pst.f.st == F_UNKNOWN));
     else
         log_rl(&pst.rl_err, now, 3, 10000, LOG_WARN, "PostgreSQL unavailable", LOG_S("why", why),
-               LOG_S("error", err), LOG_U("retry_ms", waited ? 0 : pst.backoff));
+               LOG_S("error", err), LOG_U("retry_ms", pst.next_connect - now));
 }
 
 static void conn_start(uint64_t now)
@@ -291,6 +294,7 @@ static void exchange_done(uint64_t now)
         }
         pst.cst = C_READY;
         pst.backoff = 0;
+        pst_flush_slow_start();
         {
             const char *app = PQparameterStatus(pst.conn, "application_name");
             snprintf(pst.conn_app, sizeof(pst.conn_app), "%s", app ? app : pst.appname);

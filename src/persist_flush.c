@@ -989,6 +989,12 @@ void pst_flush_timed_out(void)
     pst.tn_cap = pst.tn_cap / 2 > USERS_MIN_BATCH ? pst.tn_cap / 2 : USERS_MIN_BATCH;
 }
 
+void pst_flush_slow_start(void)
+{
+    pst.users_cap = USERS_MIN_BATCH;
+    pst.tn_cap = USERS_MIN_BATCH;
+}
+
 void pst_flush_abandon(void)
 {
     struct flush *f = &pst.f;

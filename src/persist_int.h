@@ -82,7 +82,12 @@
 /* A flush that timed out (statement_timeout, or no answer within --db-timeout-ms) is rebuilt
    with half the users, down to 1,024; each commit doubles it back to USERS_PER_FLUSH. Without
    it, the backlog of a 30 s outage (65,536 users a flush, over 500 ms each on a loaded
-   machine) was seen failing the same way again and again. */
+   machine) was seen failing the same way again and again.
+   A new connection starts there too (slow start): after a 30 s black hole the first flush
+   held ~80,000 backlogged users, and the durable increments riding on it waited for all of
+   them (over 1 s with ASan on a loaded 2-core machine, or a statement timeout and a retry),
+   past the 3 s recovery bound of integ/test_pgfaults c; 1,024 commit in ~30 ms, and the
+   doubling reaches 65,536 in 7 flushes. */
 #define USERS_MIN_BATCH 1024u
 /* Backends of dropped connections to terminate from the next connection (a stalled exchange
    leaves its backend running: behind a lock it would commit later, or pile up). */
@@ -475,6 +480,8 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
 void pst_cluster_answer(void);
 /* The flush in flight timed out (statement_timeout or --db-timeout-ms): the next is smaller. */
 void pst_flush_timed_out(void);
+/* A connection became ready: the next flushes start at USERS_MIN_BATCH and double per commit. */
+void pst_flush_slow_start(void);
 /* The flush in pst.f certainly did not commit: forget it (the data stays pending) and build
    the next one afresh under a new seq. */
 void pst_flush_abandon(void);

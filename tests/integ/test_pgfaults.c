@@ -219,6 +219,7 @@ struct run {
     char tid[64], cid[64];
     uint64_t t_fault, t_clear;
     struct it_ready_stats during;  /* the poller over the fault */
+    long long durable_ms, ready_ms; /* after clearing: first durable 200, first ready /readyz */
 };
 
 /* Create the tenant counter the load increments, and wait (5 s) for PostgreSQL to have it. */
@@ -320,6 +321,8 @@ static void fault_cleared(struct run *R, bool need503, const char *what)
     if (!ready_at || ready_at > R->t_clear + RECOVER_MS)
         failf(R->srv, "%s: /readyz not 200 within %d ms of clearing the fault (%s)", what,
               RECOVER_MS, ready_at ? "later" : why);
+    R->durable_ms = ms;
+    R->ready_ms = ready_at > R->t_clear ? (long long)(ready_at - R->t_clear) : 0;
 }
 
 /* No client lost its connection or got an answer outside the contract. */
@@ -354,9 +357,11 @@ static void run_end(struct run *R, const char *what, long long max_durable_ms)
     char d[1500];
     it_load_describe(&t, d, sizeof(d));
     cr_log_info("%s: fault %llu ms; /readyz during it: 200 x%ld, 503 x%ld, failed x%ld; largest "
-                "lastFlushAgeMs %lld; longest durable request %lld ms; %s",
+                "lastFlushAgeMs %lld; after clearing: durable 200 in %lld ms, /readyz 200 in "
+                "%lld ms; longest durable request %lld ms; %s",
                 what, (unsigned long long)(R->t_clear - R->t_fault), R->during.n200,
-                R->during.n503, R->during.nerr, R->during.max_flush_age_ms, lat, d);
+                R->during.n503, R->during.nerr, R->during.max_flush_age_ms, R->durable_ms,
+                R->ready_ms, lat, d);
     if (max_durable_ms >= 0 && lat > max_durable_ms)
         failf(R->srv, "%s: a durable request took %lld ms during the fault (> %lld: "
               "--durable-timeout-ms %d plus slack)", what, lat, max_durable_ms,
