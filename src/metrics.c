@@ -537,7 +537,7 @@ static void render_persistence(struct out *o)
                "Tenants evicted from the full cache, least recently used first (with --db).",
                ck_pr_load_64(&P.tn_t_evictions));
     u64_metric(o, "ringcount_tenant_feed_rows_total", "counter",
-               "Tenant and counter rows the change feed brought in (written here or elsewhere).",
+               "Change-feed rows that moved a cached tenant, counter or key (written here or elsewhere).",
                ck_pr_load_64(&P.tn_feed_rows));
     u64_metric(o, "ringcount_pending_keys", "gauge",
                "Distinct keys holding deltas not yet flushed to PostgreSQL.",

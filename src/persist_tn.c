@@ -402,14 +402,17 @@ static void rows_synced(void)
     tn_sizes(pst.tn, &pst.tn_nt, &pst.tn_nc, &idem);
 }
 
-/* A live tenant row: cached (restored if new). -ENOSPC when the cache is full. */
-static int apply_tenant(PGresult *r, int i)
+/* A live tenant row: cached (restored if new and restore). -ENOSPC when the cache is full;
+   -ENOENT: not cached, and not to be. */
+static int apply_tenant(PGresult *r, int i, bool restore)
 {
     uint8_t id[16];
     if (!row_id(r, i, 1, id))
         return -EINVAL;
     if (tn_tenant_find(pst.tn, id))
         return 0;
+    if (!restore)
+        return -ENOENT;
     const struct tn_tenant *t;
     int rc = tn_tenant_restore(pst.tn, id, PQgetvalue(r, i, 3), (size_t)PQgetlength(r, i, 3),
                                row_i64(r, i, 6), &t);
@@ -418,8 +421,8 @@ static int apply_tenant(PGresult *r, int i)
     return rc;
 }
 
-/* A live counter row: settled if cached, else cached (its tenant must be). */
-static int apply_counter(PGresult *r, int i)
+/* A live counter row: settled if cached, else cached if restore (its tenant must be). */
+static int apply_counter(PGresult *r, int i, bool restore)
 {
     uint8_t id[16], tid[16];
     if (!row_id(r, i, 1, id) || !row_id(r, i, 2, tid))
@@ -433,6 +436,8 @@ static int apply_counter(PGresult *r, int i)
         settle(c, v);
         return 0;
     }
+    if (!restore)
+        return -ENOENT;
     uint32_t nt, nc, ni;
     tn_sizes(pst.tn, &nt, &nc, &ni);
     if (pst_wm_reserve((size_t)nc + 1) < 0) /* first: a restored counter always has its mark */
@@ -518,9 +523,13 @@ static int apply_keys(PGresult *r, unsigned *full)
 }
 
 /* Every row of r into the cache: deletions first (a label freed and taken again in the same
-   batch), then tenants, then counters. Returns the rows applied; *full counts those the full
-   cache could not take. */
-static int apply_rows(PGresult *r, unsigned *full)
+   batch), then tenants, then counters; restore: also those not cached (a lookup's, a write's
+   answer), else only the cached ones move (the change feed: restoring every tenant another
+   node, or this one, had written filled a 64-tenant cache with 131 rows nobody asked for, and
+   the tenants requests were looked up for found no room, so each next request was looked up
+   again: integ/test_cluster small_tenant_cache_evicts_tenants). Returns the rows applied;
+   *full counts those the full cache could not take. */
+static int apply_rows(PGresult *r, bool restore, unsigned *full)
 {
     int n = PQntuples(r), applied = 0;
     for (int pass = 0; pass < 3; pass++) {
@@ -533,9 +542,9 @@ static int apply_rows(PGresult *r, unsigned *full)
             if (pass == 0)
                 apply_deleted(r, i);
             else if (pass == 1 && kind == 't')
-                rc = apply_tenant(r, i);
+                rc = apply_tenant(r, i, restore);
             else if (pass == 2 && kind == 'c')
-                rc = apply_counter(r, i);
+                rc = apply_counter(r, i, restore);
             else
                 continue;
             if (rc == -ENOSPC)
@@ -661,7 +670,7 @@ static void feed_done(PGresult *res, uint64_t now)
         return;
     }
     unsigned full = 0;
-    int n = apply_rows(res, &full);
+    int n = apply_rows(res, false, &full);
     for (int i = 0; i < PQntuples(res); i++) {
         char k = PQgetvalue(res, i, 0)[0];
         if (k == 'x' && PQgetlength(res, i, 1) < (int)sizeof(pst.feed_xmin))
@@ -673,8 +682,8 @@ static void feed_done(PGresult *res, uint64_t now)
     metrics_tn_feed((uint64_t)n);
     if (full)
         log_rl(&pst.rl_err, now, 3, 10000, LOG_WARN,
-               "tenant cache full: rows other nodes wrote are not cached here (they are looked "
-               "up when asked for)", LOG_U("rows", full));
+               "tenant key cache full: keys other nodes wrote are not cached here (they are "
+               "looked up when asked for)", LOG_U("rows", full));
 }
 
 /* The rows of rc_tn_key (committed): op's status and value; the cached counter settled. */
@@ -778,7 +787,7 @@ static void write_done(struct tnq q, PGresult *res, bool ok, bool dropped, uint6
     }
     unsigned full = 0;
     if (ok)
-        apply_rows(res, &full);
+        apply_rows(res, true, &full);
     if (ok && !PQntuples(res))
         st = -ENOENT; /* nothing matched: no such (live) tenant or counter */
     else if (ok)
@@ -802,7 +811,7 @@ static void lookups_done(PGresult *res, bool ok)
 {
     unsigned full = 0;
     if (ok)
-        apply_rows(res, &full);
+        apply_rows(res, true, &full);
     metrics_tn_lookups(pst.ntq_fly);
     for (size_t i = 0; i < pst.ntq_fly; i++) {
         struct persist_tnop *op = pst.tq_fly[i].op;

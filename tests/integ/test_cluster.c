@@ -801,18 +801,31 @@ Test(cluster, small_cache_serves_many_counters_exactly)
 /* A node caching 64 tenants serves 200: it evicts the least recently used ones (their counters
    first), so a tenant it meets again is cached again and its next request costs no lookup (not
    one database round trip per request, as for a tenant the full cache cannot take); a tenant it
-   evicted still answers and lists its keys; every value stays exact. */
+   evicted still answers and lists its keys; every value stays exact. Another node caches none
+   of them: the change feed refreshes what a node holds, it does not fill its cache (it did, and
+   the tenants being asked for then found no room: looked up on every request). */
 Test(cluster, small_tenant_cache_evicts_tenants)
 {
     db_reset();
-    struct node a = {0};
+    struct node a = {0}, b = {0};
     node_start_opts(&a, 1, NULL, NULL, "64");
+    node_start_opts(&b, 2, NULL, NULL, "64");
     static char tid[TENANTS][64], cid[TENANTS][64];
-    char label[32], p[160];
+    char label[32], p[160], mtid[64], mcid[64];
+    tenant_hits(&a, "marker", mtid, mcid);
+    cr_assert_eq(get_value(&b, mtid, mcid, 200), 0); /* the one tenant node 2 is asked for */
     for (int i = 0; i < TENANTS; i++) {
         snprintf(label, sizeof(label), "t%d", i);
         tenant_hits(&a, label, tid[i], cid[i]);
     }
+    /* node 2 shows the set: its feed has read every row node 1 wrote before it */
+    counter_path(p, sizeof(p), mtid, mcid, "/set");
+    req(&a, "POST", p, true, "{\"value\":7}", 200, NULL, NULL, NULL, 0);
+    poll_value(&b, mtid, mcid, 7, "node 2 after the marker's set");
+    usleep(2 * SYNC_MS * 1000); /* the cache gauge is published after the feed's exchange */
+    cr_assert_eq(metric(&b, "ringcount_tenant_cache_tenants"), 1,
+                 "node 2 cached tenants nobody asked it for");
+    node_stop(&b);
     for (int i = 0; i < TENANTS; i++) {
         cr_assert_eq(inc(&a, tid[i], cid[i], 1, 200), 1);
         long long before = metric(&a, "ringcount_tenant_lookups_total");
