@@ -88,8 +88,6 @@ int persist_init(const struct config *cfg, unsigned nworkers)
     pst.max_inflight = cfg->max_inflight;
     pst.durable_timeout_ms = cfg->durable_timeout_ms;
     pst.db_timeout_ms = cfg->db_timeout_ms ? cfg->db_timeout_ms : 5000;
-    pst.users_cap = USERS_PER_FLUSH;
-    pst.tn_cap = TN_ROWS_PER_FLUSH;
     pst.sync_ms = cfg->sync_ms ? cfg->sync_ms : 1000;
     pst.history_days = cfg->history_days ? cfg->history_days : 90;
     pst.clock_file = cfg->debug_clock_file[0] ? cfg->debug_clock_file : NULL;

@@ -480,7 +480,9 @@ void pst_flush_applied(uint64_t now, bool have_counter, bool counter_null, int64
 void pst_cluster_answer(void);
 /* The flush in flight timed out (statement_timeout or --db-timeout-ms): the next is smaller. */
 void pst_flush_timed_out(void);
-/* A connection became ready: the next flushes start at USERS_MIN_BATCH and double per commit. */
+/* A connection became ready: the next flushes start at USERS_MIN_BATCH and double per commit.
+   It sets users_cap and tn_cap first: every flush but the spill's (which takes everything) is
+   built on a ready connection. */
 void pst_flush_slow_start(void);
 /* The flush in pst.f certainly did not commit: forget it (the data stays pending) and build
    the next one afresh under a new seq. */
