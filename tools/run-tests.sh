@@ -15,29 +15,43 @@
 # 100 lines (tools/long-functions.sh).
 set -uo pipefail
 cd "$(dirname "$0")/.."
-passed=0 failed=0 skipped=0 bad=() skips=()
+passed=0 failed=0 skipped=0 bad=() skips=() why=()
 ci=false
 [ -n "${CI:-}" ] && [ "${CI}" != false ] && ci=true
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 
-# One "Synthesis:" line into passed/failed (crashes count as failures); rc and a missing line
-# make a binary fail even when the line says 0 failures.
+# One "Synthesis:" line into passed/failed; rc and a missing line make a binary fail even when
+# the line says 0 failures. Criterion's "Failing" already counts the crashes ("Tested: 3 |
+# Passing: 1 | Failing: 2 | Crashing: 1" is one assertion and one crash), so they are not added.
 count_synthesis() { # name log rc
-  local summary p f c
+  local summary p f
   summary=$(grep -a "Synthesis:" "$2" | tail -1)
   p=$(sed -n 's/.*Passing: \([0-9]*\).*/\1/p' <<<"$summary")
   f=$(sed -n 's/.*Failing: \([0-9]*\).*/\1/p' <<<"$summary")
-  c=$(sed -n 's/.*Crashing: \([0-9]*\).*/\1/p' <<<"$summary")
-  p=${p:-0}; f=$(( ${f:-0} + ${c:-0} ))
+  p=${p:-0}; f=${f:-0}
   if [ "$3" -ne 0 ] || [ -z "$summary" ]; then
     [ $f -eq 0 ] && f=1
     bad+=("$1")
     # the --verbose progress lines say nothing a failure report needs
     grep -av '^\[\(RUN \|PASS\)\]' "$2" | sed 's/^/    /' | tail -60
+    failure_lines "$1" "$2"
   fi
   echo "$1: ${summary:-no summary (exit $3)}"
   passed=$((passed + p)); failed=$((failed + f))
+}
+
+# What a failed binary said of its failures, into why[] (printed again just above the final
+# line: a CI report that keeps only the tail of the output still names the assertion that
+# failed, not only the binary). Per failure Criterion prints "file:line: Assertion Failed" and
+# then the message on "[----]   " lines; a crash, a timeout or a sanitizer report has its own
+# line. At most 8 lines a binary, each cut at 300 characters.
+failure_lines() { # name log
+  local line
+  while IFS= read -r line; do
+    why+=("$1: ${line:0:300}")
+  done < <(grep -a -A3 -E 'Assertion Failed|Unexpected signal|^\[FAIL\]|ERROR: (Address|Leak)Sanitizer|runtime error:' "$2" |
+           grep -av -E '^(--|\[----\] *|\[(RUN |PASS)\].*|\[====\].*)$' | head -8)
 }
 
 # The [SKIP] lines of a log into skipped/skips, each printed under the binary's summary.
@@ -94,7 +108,10 @@ if [ -n "${FUZZ_BUILD:-}" ]; then
   count_synthesis fuzz "$log" $rc >/dev/null
   rm -f "$log"
 fi
-[ ${#bad[@]} -gt 0 ] && echo "failing: ${bad[*]}"
+if [ ${#bad[@]} -gt 0 ]; then
+  echo "failing: ${bad[*]}"
+  [ ${#why[@]} -gt 0 ] && printf '    %s\n' "${why[@]}"
+fi
 if [ $skipped -gt 0 ] && $ci; then
   echo "CI=$CI: a skipped test fails the run (tools/deps.sh installs what the tests need):"
   printf '    %s\n' "${skips[@]}"
