@@ -783,6 +783,15 @@ int it_json_num(const char *body, const char *key, char *out, size_t cap)
     return -ENOENT;
 }
 
+long long it_metric_sample(const char *body, const char *series)
+{
+    size_t sl = strlen(series);
+    for (const char *p = body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
+        if (strncmp(p, series, sl) == 0 && p[sl] == ' ')
+            return strtoll(p + sl + 1, NULL, 10);
+    return -1;
+}
+
 int it_json_u64(const char *body, const char *key, uint64_t *out)
 {
     char t[32];

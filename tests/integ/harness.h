@@ -205,6 +205,10 @@ int it_header(const struct it_resp *r, const char *name, char *out, size_t cap);
 int it_json_num(const char *body, const char *key, char *out, size_t cap);
 /* it_json_num parsed as an unsigned decimal integer. 0, -ENOENT, -EINVAL. */
 int it_json_u64(const char *body, const char *key, uint64_t *out);
+/* The value (integer part) of the Prometheus sample `series` (name and labels exactly as
+   printed, e.g. "ringcount_flush_duration_seconds_count") at the start of a line of the
+   /metrics text body, or -1 if there is none. */
+long long it_metric_sample(const char *body, const char *series);
 
 /* Exact decimal in micro-units (value * 10^6), independent of the server's src/decimal. */
 typedef __int128 it_dec;

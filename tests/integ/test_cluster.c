@@ -265,11 +265,9 @@ static long long poll_value(struct node *n, const char *tid, const char *cid, lo
 static long long metric(struct node *n, const char *name)
 {
     req(n, "GET", "/metrics", false, NULL, 200, NULL, NULL, NULL, 0);
-    char needle[128];
-    snprintf(needle, sizeof(needle), "\n%s ", name);
-    const char *m = strstr(R.body, needle);
-    cr_assert_not_null(m, "no %s in /metrics", name);
-    return strtoll(m + strlen(needle), NULL, 10);
+    long long v = it_metric_sample(R.body, name);
+    cr_assert_geq(v, 0, "no %s in /metrics", name);
+    return v;
 }
 
 /* ------------------------------------------------------------------ tests */

@@ -35,10 +35,17 @@ TestSuite(durability, .timeout = 85);
 /* Kill-loop iterations and the flush interval they run with. */
 #define KILL_ROUNDS 20
 #define FLUSH_MS "10"
-/* Fast increments and events acknowledged more than this before a kill -9 must be in the
-   database: 5 flush intervals of 10 ms, room for one flush delayed by the scheduler on the
-   shared 2-core machine. */
+/* SPEC §4: a kill -9 loses at most --flush-ms of fast increments. Each round checks it as
+   behaviour: what was acknowledged before a snapshot is in the database once two flushes have
+   committed after it (one flush is in flight at a time, so the second was built after the
+   snapshot), whenever that is. The cadence is checked on the median of the fast-only rounds:
+   the snapshot to that second commit within 5 flush intervals of 10 ms. One round's wait is no
+   measure of the server: with 16 runnable threads on 2 cores (this test, the outage test beside
+   it, two PostgreSQL backends) one wake-up can wait tens of ms, and a fixed 50 ms window once
+   failed a CI run that way; with --flush-ms 1000 the median is over 1 s. */
 #define LOSS_WINDOW_MS 50
+/* A flush that has not committed this long after the snapshot is a failure, not a slow round. */
+#define COMMIT_WAIT_MS 10000
 /* --durable-timeout-ms outside the outage test: fsync is off, but a loaded CI machine was seen
    to leave PostgreSQL unscheduled for 1.6 s (test_persist.c); 10 s never turns a correct 200
    into a 503. */
@@ -141,6 +148,24 @@ static void get200(uint16_t port, const char *path, struct it_resp *r)
     cr_assert_eq(r->status, 200, "GET %s -> %d %s", path, r->status, r->body);
     it_conn_close(c);
     free(c);
+}
+
+/* Flushes committed so far (ringcount_flush_duration_seconds_count of /metrics). */
+static long long flushes(uint16_t port)
+{
+    struct it_resp *r = malloc(sizeof(*r));
+    cr_assert_not_null(r);
+    get200(port, "/metrics", r);
+    long long n = it_metric_sample(r->body, "ringcount_flush_duration_seconds_count");
+    free(r);
+    cr_assert_geq(n, 0, "no ringcount_flush_duration_seconds_count in /metrics");
+    return n;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
 }
 
 static long long get_num(uint16_t port, const char *path, const char *key)
@@ -316,13 +341,14 @@ static const char *first_err(const struct loader *L)
 
 /* ------------------------------------------------------------------ tests */
 
-/* KILL_ROUNDS × (start on the same database, load for 250–650 ms, kill -9 at a random moment,
-   restart); even rounds run the mixed load, odd rounds fast increments and events only (see
-   MIX_FAST). After each restart, with c/e the committed counter and event total before
-   the round:
-     c + durable acked + fast acked before (kill − 50 ms)  ≤  committed  ≤  c + all attempted,
+/* KILL_ROUNDS × (start on the same database, load for 250–650 ms, snapshot what was
+   acknowledged, wait for the second commit after it, kill -9 0–15 ms later, restart); even
+   rounds run the mixed load, odd rounds fast increments and events only (see MIX_FAST). After
+   each restart, with c/e the committed counter and event total before the round:
+     c + durable acked + fast acked before the snapshot  ≤  committed  ≤  c + all attempted,
      every durable count answered ≤ committed, GET v2 (live) == committed,
-     e + events acked before (kill − 50 ms)  ≤  events  ≤  e + events attempted. */
+     e + events acked before the snapshot  ≤  events  ≤  e + events attempted.
+   At the end: the median snapshot-to-commit wait of the fast-only rounds ≤ LOSS_WINDOW_MS. */
 Test(durability, kill9_loop_mixed_load, .init = setup, .fini = teardown)
 {
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
@@ -333,6 +359,7 @@ Test(durability, kill9_loop_mixed_load, .init = setup, .fini = teardown)
     cr_assert_eq(c0, 0);
     cr_assert_eq(e0, 0);
     long long fast_lost = 0, ev_lost = 0, fast_acked = 0, dur_acked = 0, ev_acked = 0;
+    uint64_t waits[KILL_ROUNDS / 2];
     for (int round = 0; round < KILL_ROUNDS; round++) {
         volatile int stop = 0;
         struct loader L[NLOAD];
@@ -340,8 +367,23 @@ Test(durability, kill9_loop_mixed_load, .init = setup, .fini = teardown)
         load_start(L, mixed ? MIX : MIX_FAST, it_port(srv), 50, 1000, &stop);
         usleep((useconds_t)(250 + rand_r(&seed) % 400) * 1000);
         long long fast_snap = acked(L, FAST), ev_snap = acked(L, EVENT);
-        usleep(LOSS_WINDOW_MS * 1000);
+        uint64_t t_snap = it_now_ms();
+        long long n0 = flushes(it_port(srv)), n = n0;
+        while (n < n0 + 2 && it_now_ms() - t_snap < COMMIT_WAIT_MS) {
+            usleep(1000);
+            n = flushes(it_port(srv));
+        }
+        uint64_t waited = it_now_ms() - t_snap;
+        if (!mixed)
+            waits[round / 2] = waited;
+        usleep((useconds_t)(rand_r(&seed) % 16) * 1000);
         cr_assert_eq(it_signal_wait(srv, SIGKILL, 2000), 128 + SIGKILL);
+        if (n < n0 + 2) {
+            load_join(L, &stop);
+            it_free(srv);
+            cr_assert_fail("round %d: %lld flushes committed in %d ms after the snapshot", round,
+                           n - n0, COMMIT_WAIT_MS);
+        }
         load_join(L, &stop);
         it_free(srv);
         struct tot d = totals(L, DURABLE), f = totals(L, FAST), e = totals(L, EVENT);
@@ -361,12 +403,12 @@ Test(durability, kill9_loop_mixed_load, .init = setup, .fini = teardown)
                       round, seed, d.max_ack, c1);
         cr_assert_geq(c1, c0 + d.ok + fast_snap,
                       "round %d (seed %u): committed %lld < %lld + %lld durable + %lld fast acked "
-                      "more than %d ms before the kill",
-                      round, seed, c1, c0, d.ok, fast_snap, LOSS_WINDOW_MS);
+                      "before two flushes committed",
+                      round, seed, c1, c0, d.ok, fast_snap);
         cr_assert_leq(c1, c0 + d.sent + f.sent, "round %d: committed %lld > %lld + %lld attempted",
                       round, c1, c0, d.sent + f.sent);
-        cr_assert_geq(e1, e0 + ev_snap, "round %d (seed %u): events %lld < %lld + %lld acked more "
-                      "than %d ms before the kill", round, seed, e1, e0, ev_snap, LOSS_WINDOW_MS);
+        cr_assert_geq(e1, e0 + ev_snap, "round %d (seed %u): events %lld < %lld + %lld acked "
+                      "before two flushes committed", round, seed, e1, e0, ev_snap);
         cr_assert_leq(e1, e0 + e.sent, "round %d: events %lld > %lld + %lld attempted", round, e1,
                       e0, e.sent);
         /* what the kill cost (durable requests in flight may have committed: an estimate) */
@@ -382,10 +424,17 @@ Test(durability, kill9_loop_mixed_load, .init = setup, .fini = teardown)
     cr_assert_eq(it_stop(srv), 0);
     it_free(srv);
     cr_assert_eq(db_i64(SQL_COUNTER), c0);
+    qsort(waits, KILL_ROUNDS / 2, sizeof(waits[0]), cmp_u64);
+    uint64_t median = waits[KILL_ROUNDS / 4], slowest = waits[KILL_ROUNDS / 2 - 1];
+    cr_assert_leq(median, LOSS_WINDOW_MS, "fast-only rounds: the second commit after a snapshot "
+                  "came %llu ms after it (median; slowest %llu ms), over %d ms (--flush-ms %s)",
+                  (unsigned long long)median, (unsigned long long)slowest, LOSS_WINDOW_MS, FLUSH_MS);
     cr_log_info("kill9 loop: %d rounds in %llu ms; acked durable %lld, fast %lld (lost %lld), "
-                "events %lld (lost %lld); committed %lld",
+                "events %lld (lost %lld); committed %lld; snapshot to second commit %llu ms "
+                "(median of the fast-only rounds; slowest %llu ms)",
                 KILL_ROUNDS, (unsigned long long)(it_now_ms() - t_start), dur_acked, fast_acked,
-                fast_lost, ev_acked, ev_lost, c0);
+                fast_lost, ev_acked, ev_lost, c0, (unsigned long long)median,
+                (unsigned long long)slowest);
 }
 
 /* PostgreSQL stopped (pg_ctl -m fast) for OUTAGE_S under load, then started again. During the

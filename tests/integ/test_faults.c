@@ -144,17 +144,6 @@ static void get_stats(struct it_conn *c, uint64_t *total, uint64_t *users, uint6
         cr_assert_gt(it_json_num(r.body, "sum", sum, sumcap), 0, "%s", r.body);
 }
 
-/* Value of the Prometheus sample `name` (no labels) in a /metrics body, or -1. */
-static long long metric(const char *body, const char *name)
-{
-    size_t nl = strlen(name);
-    for (const char *p = body; (p = strstr(p, name)) != NULL; p += nl) {
-        if ((p == body || p[-1] == '\n') && p[nl] == ' ')
-            return strtoll(p + nl + 1, NULL, 10);
-    }
-    return -1;
-}
-
 /* ------------------------------------------------------------------ the well-behaved client */
 
 /* Keeps sending GET /health on one keep-alive connection (every 20 ms) and records latencies,
@@ -510,8 +499,8 @@ Test(faults, tiny_rings_cq_overflow_and_enobufs_keep_counts_exact)
     cr_expect_str_eq(sum, "2250", "sum %s, want 0.25 x 9000", sum);
     int rc = it_request(c[1], "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r);
     cr_assert_eq(rc, 0);
-    long long enobufs = metric(r.body, "ringcount_io_uring_recv_enobufs_total");
-    long long overflows = metric(r.body, "ringcount_io_uring_cq_overflows_total");
+    long long enobufs = it_metric_sample(r.body, "ringcount_io_uring_recv_enobufs_total");
+    long long overflows = it_metric_sample(r.body, "ringcount_io_uring_cq_overflows_total");
     cr_log_info("tiny rings: %lld ENOBUFS receives, %lld CQ overflows", enobufs, overflows);
     cr_expect_gt(enobufs, 0, "the buffer ring was never exhausted: the test proves nothing");
     /* 40-110 per run here: every receive of a connection whose data found no buffer

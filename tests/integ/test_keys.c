@@ -71,13 +71,7 @@ static long long metric(uint16_t port, const char *series)
         n += (size_t)k;
     close(fd);
     buf[n] = 0;
-    long long v = -1;
-    size_t sl = strlen(series);
-    for (const char *p = buf; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (strncmp(p, series, sl) == 0 && p[sl] == ' ') {
-            v = strtoll(p + sl + 1, NULL, 10);
-            break;
-        }
+    long long v = it_metric_sample(buf, series);
     free(buf);
     return v;
 }

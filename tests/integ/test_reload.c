@@ -90,11 +90,7 @@ static long long metric(struct it_conn *c, const char *series)
 {
     static struct it_resp r;
     request(c, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", &r, 200);
-    size_t sl = strlen(series);
-    for (const char *p = r.body; p && *p; p = strchr(p, '\n') ? strchr(p, '\n') + 1 : NULL)
-        if (strncmp(p, series, sl) == 0 && p[sl] == ' ')
-            return strtoll(p + sl + 1, NULL, 10);
-    return -1;
+    return it_metric_sample(r.body, series);
 }
 
 static char *tmp_path(const char *name)
