@@ -41,7 +41,8 @@ static const char HELP[] =
     "  --rate-sweep R1,R2,...  one open-loop run of -d seconds per offered rate, then a table\n"
     "                 of offered and achieved req/s, p50/p99 and (--server-pid) server CPU per\n"
     "                 request; with --out also PREFIX-sweep.svg\n"
-    "  --server-pid PID  the server's process: its CPU (utime+stime) is read from /proc\n"
+    "  --server-pid PID  the server's process: its CPU time (all threads, user + system) is\n"
+    "                 read from its CPU-time clock (clock_getcpuclockid), else /proc\n"
     "  --spread N     raw: {n} in the URL (once) becomes a number in [0, N) per request, as 12\n"
     "                 hex digits (zero-padded), spread by a hash of the request's number\n"
     "  --spread-seq   with --spread: request i takes i mod N instead (distinct up to N)\n";
