@@ -1047,7 +1047,8 @@ static bool flush_has_content(const struct flush *f)
     return f->counter || f->events || f->reset || f->nusers || f->tn || f->nk;
 }
 
-/* One flush as a spill record: its ledger seq and every statement parameter, as text. */
+/* One flush as a spill record (SPILL_PAYLOAD_VERSION 2): its ledger seq, every statement
+   parameter as text, and its history minute. */
 static void spill_put_flush(struct spill_buf *b, const struct flush *f)
 {
     const char *none = "";
@@ -1061,6 +1062,8 @@ static void spill_put_flush(struct spill_buf *b, const struct flush *f)
     for (int i = 0; i < 4; i++)
         spill_put_bytes(b, j[i]->buf, f->tn && j[i]->len > 2 ? j[i]->len : 0);
     spill_put_bytes(b, f->keys.buf, f->nk ? f->keys.len : 0);
+    bool hist = f->tn && f->j_d.len > 2;
+    spill_put_bytes(b, f->p_hm, hist ? strlen(f->p_hm) : 0);
 }
 
 /* The final flush cannot finish (database down, hung or rejecting): write everything pending

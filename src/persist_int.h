@@ -122,7 +122,11 @@
 /* The final flush gets the shutdown budget less this; then what is pending goes to the spill
    file (write + 2 fsyncs: ~10 ms on this VM's disk for 1M keys' 30 MB, 500 ms is ample). */
 #define SPILL_RESERVE_MS 500u
-#define SPILL_PAYLOAD_VERSION 1u
+/* Spill payload (persist_flush.c writes, persist_load.c replays). 2: a record ends with its
+   flush's history minute (unix ms), so replayed increments land in the minute they were
+   counted, not the restart's, which may be days later. 1: without it (still replayed, in the
+   replay's minute). */
+#define SPILL_PAYLOAD_VERSION 2u
 /* Isolation: a flush failing 5 times in a row with the same deterministic error (not a
    timeout, deadlock, serialization or connection class: those pass by themselves) is split:
    first a probe with nothing but its ledger row (if that fails too, no key is to blame: keep

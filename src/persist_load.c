@@ -469,6 +469,7 @@ int persist_load(void)
 struct srec {
     bool reset;
     char *seq, *cd, *ev, *sum, *users, *jt, *jc, *jd, *ji, *keys;
+    char *hm; /* its history minute, unix ms ("": none, or a version 1 record) */
 };
 
 static char *srec_str(struct spill_cur *c)
@@ -489,7 +490,7 @@ static char *srec_str(struct spill_cur *c)
 static void srec_free(struct srec *r)
 {
     char **f[] = {&r->seq, &r->cd, &r->ev, &r->sum, &r->users, &r->jt, &r->jc, &r->jd, &r->ji,
-                  &r->keys};
+                  &r->keys, &r->hm};
     for (size_t i = 0; i < sizeof(f) / sizeof(f[0]); i++)
         free(*f[i]);
 }
@@ -541,9 +542,10 @@ static bool json_str_put(struct bytes *b, const char *s)
 static int replay_reject(PGconn *c, const char *node, const char *inc, const struct srec *r)
 {
     static const char *const names[] = {"seq", "cd", "ev", "sum", "users", "tenants",
-                                        "counters", "deltas", "idempotency", "keys"};
+                                        "counters", "deltas", "idempotency", "keys",
+                                        "history_minute_ms"};
     const char *vals[] = {r->seq, r->cd, r->ev, r->sum, r->users, r->jt, r->jc, r->jd, r->ji,
-                          r->keys};
+                          r->keys, r->hm};
     struct bytes p = {0};
     bool ok = pst_bytes_reserve(&p, 64) == 0;
     if (ok)
@@ -587,8 +589,8 @@ static int replay_record(PGconn *c, const char *node, const char *inc, const str
     bool dup = false;
     const char *lv[4] = {node, r->seq, r->cd, inc};
     char hm[24], hd[24];
-    pst_hist_buckets(persist_history_now_ms(), hm, hd);
-    /* the history partition of the replay's day first, on its own: another node making it at
+    pst_hist_buckets(*r->hm ? strtoll(r->hm, NULL, 10) : persist_history_now_ms(), hm, hd);
+    /* the history partition of the record's day first, on its own: another node making it at
        the same moment fails this (42P07), not the record, and the record's insert then finds it */
     if (*r->jd)
         (void)replay_exec(c, "rc_hist_part", 1, (const char *const[]){hd}, NULL);
@@ -609,8 +611,8 @@ static int replay_record(PGconn *c, const char *node, const char *inc, const str
     for (int i = 0; ok && i < 4; i++)
         if (*js[i])
             ok = replay_exec(c, names[i], 1, &js[i], NULL);
-    /* the deltas' history too, in the replay's minute (the record does not keep its flush's
-       time): the minutes still add up to every increment */
+    /* the deltas' history too, in the minute the flush was built (a version 1 record has none:
+       the replay's minute; either way the minutes add up to every increment) */
     if (ok && *r->jd)
         ok = replay_exec(c, "rc_tn_hist", 2, (const char *const[]){r->jd, hm}, NULL);
     const char *kn[2] = {node, r->keys}, *kv[1] = {r->keys};
@@ -661,7 +663,7 @@ static int replay_spill(PGconn *c)
     struct srec *recs = NULL;
     uint32_t got = 0;
     rc = -EBADMSG;
-    if (cur.bad || ver != SPILL_PAYLOAD_VERSION || node != pst.node_id || n > len)
+    if (cur.bad || ver < 1 || ver > SPILL_PAYLOAD_VERSION || node != pst.node_id || n > len)
         goto refuse;
     if (n && !(recs = calloc(n, sizeof(*recs)))) {
         rc = -ENOMEM;
@@ -680,8 +682,9 @@ static int replay_spill(PGconn *c)
         r->jd = srec_str(&cur);
         r->ji = srec_str(&cur);
         r->keys = srec_str(&cur);
+        r->hm = ver >= 2 ? srec_str(&cur) : strdup("");
         if (cur.bad || !r->seq || !r->cd || !r->ev || !r->sum || !r->users || !r->jt || !r->jc ||
-            !r->jd || !r->ji || !r->keys) {
+            !r->jd || !r->ji || !r->keys || !r->hm) {
             got++;
             goto refuse;
         }

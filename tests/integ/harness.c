@@ -783,6 +783,46 @@ int it_json_num(const char *body, const char *key, char *out, size_t cap)
     return -ENOENT;
 }
 
+long long it_flushes(uint16_t port)
+{
+    struct it_conn *c = malloc(sizeof(*c));
+    struct it_resp *r = malloc(sizeof(*r));
+    long long n = -ENOMEM;
+    if (c && r && (n = it_conn_open(c, port)) >= 0) {
+        n = it_request(c, "GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n", r);
+        if (n == 0)
+            n = r->status != 200 ? -EPROTO
+                                 : it_metric_sample(r->body, "ringcount_flush_duration_seconds_count");
+        if (n == -1)
+            n = -ENOENT;
+        it_conn_close(c);
+    }
+    free(c);
+    free(r);
+    return n;
+}
+
+long long it_wait_flushed(uint16_t port, int timeout_ms)
+{
+    uint64_t t0 = it_now_ms();
+    long long n0 = it_flushes(port), n = n0;
+    while (n >= 0 && n < n0 + 2) {
+        if (it_now_ms() - t0 >= (uint64_t)timeout_ms)
+            return -ETIMEDOUT;
+        sleep_ms(1);
+        n = it_flushes(port);
+    }
+    return n < 0 ? n : (long long)(it_now_ms() - t0);
+}
+
+void it_set_clock(const char *file, long long t)
+{
+    FILE *f = fopen(file, "w");
+    cr_assert_not_null(f, "%s: %s", file, strerror(errno));
+    fprintf(f, "%lld\n", t);
+    cr_assert_eq(fclose(f), 0);
+}
+
 long long it_metric_sample(const char *body, const char *series)
 {
     size_t sl = strlen(series);

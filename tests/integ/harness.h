@@ -209,6 +209,16 @@ int it_json_u64(const char *body, const char *key, uint64_t *out);
    printed, e.g. "ringcount_flush_duration_seconds_count") at the start of a line of the
    /metrics text body, or -1 if there is none. */
 long long it_metric_sample(const char *body, const char *series);
+/* Write unix ms t into file: the server's history clock with RINGCOUNT_DEBUG_CLOCK_FILE=file
+   (buckets crossed without sleeping). Asserts. */
+void it_set_clock(const char *file, long long t);
+/* Flushes the server on port has committed (ringcount_flush_duration_seconds_count of its
+   /metrics), or -errno. */
+long long it_flushes(uint16_t port);
+/* Wait until two flushes have committed after the call: one flush is in flight at a time, so
+   the second was built after it, and everything acknowledged before the call is in the
+   database. The ms it took, or -ETIMEDOUT after timeout_ms (or -errno of /metrics). */
+long long it_wait_flushed(uint16_t port, int timeout_ms);
 
 /* Exact decimal in micro-units (value * 10^6), independent of the server's src/decimal. */
 typedef __int128 it_dec;

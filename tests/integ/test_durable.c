@@ -578,14 +578,6 @@ Test(durable, tenant_write_refused_in_an_outage_never_appears, .init = setup, .f
 }
 
 /* The history clock of the server (RINGCOUNT_DEBUG_CLOCK_FILE): unix ms t from now on. */
-static void set_clock(const char *file, long long t)
-{
-    FILE *f = fopen(file, "w");
-    cr_assert_not_null(f);
-    fprintf(f, "%lld\n", t);
-    cr_assert_eq(fclose(f), 0);
-}
-
 /* Σ "delta" of a history answer, and how many points it has. */
 static long long history_sum(const char *body, int *npoints)
 {
@@ -606,7 +598,7 @@ Test(durable, tenant_history_across_buckets_and_a_restart, .init = setup, .fini 
     char clk[200];
     snprintf(clk, sizeof(clk), "%s/clock", pg_dir);
     const long long t0 = 1800000000000LL; /* 2027-01-15T08:00:00Z */
-    set_clock(clk, t0);
+    it_set_clock(clk, t0);
     snprintf(env_extra, sizeof(env_extra), "RINGCOUNT_DEBUG_CLOCK_FILE=%s", clk);
     struct it_server *s = start_rc("1", NULL);
     struct it_conn *c = it_conn_new(it_port(s));
@@ -622,14 +614,14 @@ Test(durable, tenant_history_across_buckets_and_a_restart, .init = setup, .fini 
         must(s, c, "POST", p, NULL, NULL, 200, NULL, NULL, 0, r);
     }
     usleep(100 * 1000); /* flushed (10 ms) under the first minute */
-    set_clock(clk, t0 + 65000);
+    it_set_clock(clk, t0 + 65000);
     snprintf(p, sizeof(p), "%s5", inc);
     must(s, c, "POST", p, NULL, NULL, 200, NULL, NULL, 0, r);
     snprintf(p, sizeof(p), "%s7", inc);
     must(s, c, "POST", p, "Idempotency-Key: h-7\r\n", NULL, 200, NULL, NULL, 0, r);
     must(s, c, "POST", p, "Idempotency-Key: h-7\r\n", NULL, 200, NULL, NULL, 0, r); /* replay */
     usleep(100 * 1000);
-    set_clock(clk, t0 + 90000000LL); /* 2027-01-16T09:00:00Z */
+    it_set_clock(clk, t0 + 90000000LL); /* 2027-01-16T09:00:00Z */
     snprintf(p, sizeof(p), "%s1", inc);
     must(s, c, "POST", p, NULL, NULL, 200, NULL, NULL, 0, r);
     static const struct {
