@@ -71,18 +71,22 @@ static void conn_drop(uint64_t now, const char *why)
     pst.out_pending = false;
     pst.hold_until = 0;
     pst_mark_down();
-    pst.backoff = pst.backoff ? pst.backoff * 2 : BACKOFF_MIN_MS;
-    if (pst.backoff > BACKOFF_MAX_MS)
-        pst.backoff = BACKOFF_MAX_MS;
-    pst.next_connect = attempt ? pst.cst_since + pst.backoff : now + pst.backoff;
-    if (pst.next_connect < now)
-        pst.next_connect = now;
+    pst.next_connect = pst_reconnect_at(attempt, pst.cst_since, now, &pst.backoff);
     if (was_up)
         log_warn("PostgreSQL connection lost", LOG_S("why", why), LOG_S("error", err),
                  LOG_B("flush_outcome_unknown", pst.f.st == F_UNKNOWN));
     else
         log_rl(&pst.rl_err, now, 3, 10000, LOG_WARN, "PostgreSQL unavailable", LOG_S("why", why),
                LOG_S("error", err), LOG_U("retry_ms", pst.next_connect - now));
+}
+
+uint64_t pst_reconnect_at(bool attempt, uint64_t since, uint64_t now, uint64_t *backoff)
+{
+    *backoff = *backoff ? *backoff * 2 : BACKOFF_MIN_MS;
+    if (*backoff > BACKOFF_MAX_MS)
+        *backoff = BACKOFF_MAX_MS;
+    uint64_t at = (attempt ? since : now) + *backoff;
+    return at < now ? now : at;
 }
 
 static void conn_start(uint64_t now)

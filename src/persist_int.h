@@ -540,6 +540,11 @@ int pst_tn_feed_init(PGconn *c);
 int pst_tn_key_row(PGresult *r, int i);
 
 /* ---- persist_conn.c ---- */
+/* After a connection failed: doubles *backoff (0 → BACKOFF_MIN_MS, at most BACKOFF_MAX_MS) and
+   returns when to connect again, never before now. An attempt (connecting or its setup) that
+   started at since retries since + *backoff, so one that waited out a connect timeout longer
+   than that retries at once; a ready connection lost at now retries now + *backoff. Pure. */
+uint64_t pst_reconnect_at(bool attempt, uint64_t since, uint64_t now, uint64_t *backoff);
 /* Exchange helpers for the other persister files: start an exchange, queue a prepared
    statement (its results go to on_result as kind k), and close it (sync + send; false if the
    connection dropped). */

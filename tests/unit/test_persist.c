@@ -2,7 +2,8 @@
    object, the live counter summed across slots), the --max-inflight bound on durable waiters,
    the request ring's bound, the persister wake-up handshake, and the user journal — records
    are neither lost nor duplicated through ring wrap-around and the worker-side spill, and a
-   shard reset marker forgets exactly that shard's pending users. The persister side runs with
+   shard reset marker forgets exactly that shard's pending users; the reconnect back-off's
+   schedule (pst_reconnect_at). The persister side runs with
    an unreachable conninfo: it drains the queues and counts pending keys, it never blocks. */
 #include <criterion/criterion.h>
 #include <errno.h>
@@ -178,4 +179,25 @@ Test(persist, reset_marker_forgets_one_shard, .fini = fini)
     journal_id(1, 200);
     persist_p_run(1001, 0);
     cr_assert_eq(pending_keys(), 8);
+}
+
+/* The reconnect back-off counts from the failed attempt's start: an attempt that waited out a
+   5 s connect timeout (a black-holed path) retries at once once the path is back, not a
+   back-off later (counted from its end, a 30 s black hole's recovery came up to 2 s late);
+   one that failed at once waits the back-off; a lost ready connection waits it from the loss.
+   100 ms doubling to at most 1 s. */
+Test(persist, reconnect_backoff_counts_from_the_attempt)
+{
+    uint64_t b = 0;
+    cr_assert_eq(pst_reconnect_at(true, 1000, 1010, &b), 1100); /* refused at once */
+    cr_assert_eq(b, BACKOFF_MIN_MS);
+    cr_assert_eq(pst_reconnect_at(true, 1100, 1105, &b), 1300);
+    cr_assert_eq(b, 200);
+    b = 800;
+    cr_assert_eq(pst_reconnect_at(true, 1000, 6000, &b), 6000, "a 5 s attempt retries at once");
+    cr_assert_eq(b, BACKOFF_MAX_MS);
+    cr_assert_eq(pst_reconnect_at(true, 6000, 6900, &b), 7000, "capped at 1 s from the start");
+    cr_assert_eq(b, BACKOFF_MAX_MS);
+    b = 0;
+    cr_assert_eq(pst_reconnect_at(false, 1000, 5000, &b), 5100, "a lost connection: from now");
 }
