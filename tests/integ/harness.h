@@ -217,7 +217,9 @@ void it_set_clock(const char *file, long long t);
 long long it_flushes(uint16_t port);
 /* Wait until two flushes have committed after the call: one flush is in flight at a time, so
    the second was built after it, and everything acknowledged before the call is in the
-   database. The ms it took, or -ETIMEDOUT after timeout_ms (or -errno of /metrics). */
+   database. Under load only: a flush with nothing to write commits nothing (an idle server
+   times out here; poll the database instead). The ms it took, or -ETIMEDOUT after timeout_ms
+   (or -errno of /metrics). */
 long long it_wait_flushed(uint16_t port, int timeout_ms);
 
 /* Exact decimal in micro-units (value * 10^6), independent of the server's src/decimal. */
