@@ -586,21 +586,29 @@ Test(persist, database_down_then_back, .fini = private_fini)
     static const char raw[] = "POST /api/v1/increment HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n\r\n";
     cr_assert_eq(it_send_all(c->fd, raw, sizeof(raw) - 1), 0);
     uint64_t t0 = it_now_ms();
-    usleep(100 * 1000);
+    /* waiting once the server says so (a fixed 100 ms sleep assumed it) */
+    struct it_resp *m = resp_new();
+    for (uint64_t end = t0 + 5000;; usleep(2000)) {
+        must(c2, "GET", "/metrics", NULL, 200, m);
+        if (it_metric_sample(m->body, "ringcount_durable_requests_inflight") == 1)
+            break;
+        cr_assert_lt(it_now_ms(), end, "the durable request is not waiting after 5 s");
+    }
+    free(m);
     must(c2, "POST", "/api/v1/increment", NULL, 429, r); /* one waits already: --max-inflight 1 */
     char ra[16];
     cr_assert_eq(it_header(r, "Retry-After", ra, sizeof(ra)), 1);
     cr_assert_str_eq(ra, "1");
     cr_assert(strstr(r->body, "\"OVERLOADED\""), "%s", r->body);
-    for (int i = 0; i < 5; i++)
-        must(c2, "POST", "/api/v2/increment", NULL, 204, r);
-    cr_assert_eq(must(c2, "GET", "/api/v2/increment", NULL, 200, r), 7, "live value");
     cr_assert_eq(it_read_response(c, r, 3000), 0);
     uint64_t waited = it_now_ms() - t0;
     cr_assert_eq(r->status, 503, "%d %s", r->status, r->body);
     cr_assert(strstr(r->body, "\"PERSISTENCE_UNAVAILABLE\""), "%s", r->body);
     cr_assert(waited >= 750 && waited < 1600, "503 after %llu ms, --durable-timeout-ms 800",
               (unsigned long long)waited);
+    for (int i = 0; i < 5; i++)
+        must(c2, "POST", "/api/v2/increment", NULL, 204, r);
+    cr_assert_eq(must(c2, "GET", "/api/v2/increment", NULL, 200, r), 7, "live value");
     must(c2, "GET", "/stats", NULL, 200, r);
     cr_assert(strstr(r->body, "\"dbUp\":false"), "%s", r->body);
     cr_assert(strstr(r->body, "\"pendingKeys\":1,"), "the counter delta: %s", r->body);
