@@ -14,7 +14,8 @@
  * address): exact for IPv4 (injective there), for IPv6 two clients share a bucket with
  * probability ~n^2/2^65 (1e-10 at 65,536 clients) and the seed (getrandom) keeps anyone from
  * aiming at that. A key lives within RL_PROBE slots of its hash; when that window is full the
- * entry touched longest ago is evicted (approximate LRU, millisecond resolution), so a new
+ * entry touched longest ago is evicted (approximate LRU, as fine as the caller's clock: src/app.c
+ * passes CLOCK_MONOTONIC_COARSE, 4 ms ticks at HZ=250; ties go by slot order), so a new
  * client is never refused (its bucket starts full). Evicting a throttled client forgets its
  * debt: an attacker needs enough addresses to fill the table (tens of thousands: windows fill
  * before every slot is used) for that, and each of them still gets at most one burst. Two rare

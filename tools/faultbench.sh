@@ -5,12 +5,16 @@
 #   2. durable POST /api/v1/increment req/s and p99 while a loop terminates the server's
 #      backend every 200 ms, against no fault, alternating 4 times (A/B in one run);
 #   3. spill: 1,000,000 distinct users pending with PostgreSQL down, SIGTERM (write time from
-#      the server's log), then a start with PostgreSQL up (replay time from its log).
+#      the server's log), then a start with PostgreSQL up (replay time from its log);
+#   4. new users, no fault: 100,000 distinct users posted with PostgreSQL up, the transaction
+#      time of the flushes that inserted them (ringcount_flush_duration_seconds _sum/_count).
 # Server pinned to CPU 1, ringbench to CPU 0 (PostgreSQL unpinned). A private PostgreSQL 15 in a
-# temp dir (tools/pg-local.sh: fsync on, like `make run`). Usage: tools/faultbench.sh [SECONDS]
+# temp dir (tools/pg-local.sh: fsync on, like `make run`).
+# Usage: tools/faultbench.sh [SECONDS] [SECTIONS]   (SECTIONS: digits, default 1234)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-secs=${1:-8}
+secs=${1:-8} sections=${2:-1234}
+want() { [[ $sections == *$1* ]]; }
 rc=build/ringcount rb=build/ringbench
 [ -x $rc ] && [ -x $rb ] || { echo "run make first" >&2; exit 1; }
 tmp=$(mktemp -d /tmp/rc-faultbench-XXXXXX)
@@ -43,7 +47,33 @@ until_durable() {
   echo $(( $(now_ms) - t0 ))
 }
 backend() { sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'ringcount-node-1' LIMIT 1"; }
+# post_users N PREFIX: N events from N distinct users (PREFIX-0 ...), 500 pipelined at a time on
+# one connection, every one answered 200
+post_users() {
+  python3 - "$port" "$1" "$2" <<'EOF'
+import socket, sys
+port, N, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+B = 500
+s = socket.create_connection(("127.0.0.1", port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+got = 0
+for base in range(0, N, B):
+    reqs = []
+    for i in range(base, min(base + B, N)):
+        body = '{"userId":"%s-%d","value":1}' % (prefix, i)
+        reqs.append("POST /event HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    s.sendall("".join(reqs).encode())
+    need = len(reqs); buf = b""
+    while True:
+        buf += s.recv(1 << 20)
+        if buf.count(b"HTTP/1.1 200") >= need: break
+    got += need
+print("posted %d events from %d distinct users (all 200)" % (got, N))
+EOF
+}
+# metric NAME: its sample in /metrics
+metric() { curl -s localhost:$port/metrics | awk -v m="$1" '$1 == m { print $2 }'; }
 
+if want 1; then
 echo "== 1. recovery after each fault (ms from the fault's end to a committed durable increment)"
 start
 $rb increment "http://127.0.0.1:$port/api/v2/increment" -c 16 -d 1000 --no-verify >/dev/null 2>&1 &
@@ -72,7 +102,9 @@ fault "pg_ctl restart -m immediate" restart
 kill "$load" 2>/dev/null || true; wait "$load" 2>/dev/null || true
 grep -c '"flush failed' "$tmp/server.log" | sed 's/^/flush failures logged (rate-limited): /'
 stop
+fi
 
+if want 2; then
 echo
 echo "== 2. durable increments, 64 connections, ${secs} s each: no fault vs terminate every 200 ms"
 start
@@ -98,30 +130,14 @@ EOF
   done
 done
 stop
+fi
 
+if want 3; then
 echo
 echo "== 3. spill: 1,000,000 distinct users pending, PostgreSQL down"
 start --shutdown-timeout-ms 5000
 as_pg /usr/lib/postgresql/15/bin/pg_ctl -D "$pg/data" -m fast -w stop >/dev/null
-python3 - $port <<'EOF'
-import socket, sys
-port = int(sys.argv[1]); N = 1000000; B = 500
-s = socket.create_connection(("127.0.0.1", port)); s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-got = 0
-for base in range(0, N, B):
-    reqs = []
-    for i in range(base, base + B):
-        body = '{"userId":"spill-%d","value":1}' % i
-        reqs.append("POST /event HTTP/1.1\r\nHost: b\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-    s.sendall("".join(reqs).encode())
-    need = B; buf = b""
-    while need:
-        buf += s.recv(1 << 20)
-        n = buf.count(b"HTTP/1.1 200")
-        if n >= need: break
-    got += B
-print("posted %d events from %d distinct users (all 200)" % (got, N))
-EOF
+post_users 1000000 spill
 t0=$(now_ms); stop; echo "SIGTERM to exit: $(( $(now_ms) - t0 )) ms"
 grep -o '"msg":"final flush incomplete[^}]*' "$tmp/server.log" | sed 's/^/  /'
 ls -la "$spill"
@@ -130,3 +146,20 @@ t0=$(now_ms); start; echo "start with replay until listening: $(( $(now_ms) - t0
 grep -o '"msg":"spill file replayed[^}]*' "$tmp/server.log" | sed 's/^/  /'
 echo "users in the database: $(sql 'SELECT count(*) FROM rc_users')"
 stop
+fi
+
+if want 4; then
+echo
+echo "== 4. 100,000 new distinct users, PostgreSQL up: transaction time of the flushes"
+start
+u0=$(sql 'SELECT count(*) FROM rc_users') # section 3's, if it ran
+n0=$(metric ringcount_flush_duration_seconds_count) s0=$(metric ringcount_flush_duration_seconds_sum)
+post_users 100000 new
+for _ in $(seq 600); do
+  [ "$(sql 'SELECT count(*) FROM rc_users')" -ge $((u0 + 100000)) ] && break; sleep 0.1; done
+sleep 0.5 # the last flush's metrics
+n1=$(metric ringcount_flush_duration_seconds_count) s1=$(metric ringcount_flush_duration_seconds_sum)
+echo "new users in the database: $(( $(sql 'SELECT count(*) FROM rc_users') - u0 ))"
+python3 -c "import sys; n0,s0,n1,s1=map(float,sys.argv[1:]); print('%d flushes, %.3f s of transaction time (%.1f ms a flush)' % (n1-n0, s1-s0, (s1-s0)/max(n1-n0,1)*1000))" "$n0" "$s0" "$n1" "$s1"
+stop
+fi
