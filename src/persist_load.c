@@ -487,6 +487,13 @@ static char *srec_str(struct spill_cur *c)
     return o;
 }
 
+/* A record's history minute: empty, or unix ms as digits (at most 18: year 33658). */
+static bool srec_ms_ok(const char *s)
+{
+    size_t n = strspn(s, "0123456789");
+    return s[n] == 0 && n <= 18;
+}
+
 static void srec_free(struct srec *r)
 {
     char **f[] = {&r->seq, &r->cd, &r->ev, &r->sum, &r->users, &r->jt, &r->jc, &r->jd, &r->ji,
@@ -684,7 +691,7 @@ static int replay_spill(PGconn *c)
         r->keys = srec_str(&cur);
         r->hm = ver >= 2 ? srec_str(&cur) : strdup("");
         if (cur.bad || !r->seq || !r->cd || !r->ev || !r->sum || !r->users || !r->jt || !r->jc ||
-            !r->jd || !r->ji || !r->keys || !r->hm) {
+            !r->jd || !r->ji || !r->keys || !r->hm || !srec_ms_ok(r->hm)) {
             got++;
             goto refuse;
         }

@@ -764,6 +764,32 @@ Test(pgfaults, i_corrupt_spill_refused, .init = setup, .fini = teardown)
     cr_log_info("i: refused with status %d", st);
 }
 
+/* A spill file of one record in spill_dir2 (made here), payload version ver: the global
+   counter delta "5", the tenant deltas jd, and (version 2) the history minute hm. Its path
+   into path. */
+static void write_spill(int ver, const char *jd, const char *hm, char *path, size_t cap)
+{
+    /* version, node, incarnation, records; a record: seq, reset, the global delta, events,
+       sum, users, tenants, counters, tenant deltas, idempotency records, keys (, minute) */
+    const char *fields[] = {"", "", "", "", "", jd, "", "", hm};
+    size_t nf = ver >= 2 ? 9 : 8;
+    struct spill_buf b = {0};
+    spill_put_u32(&b, (uint32_t)ver);
+    spill_put_u32(&b, 1);
+    spill_put_u64(&b, 77);
+    spill_put_u32(&b, 1);
+    spill_put_bytes(&b, "1", 1);
+    spill_put_u8(&b, 0);
+    spill_put_bytes(&b, "5", 1);
+    for (size_t i = 0; i < nf; i++)
+        spill_put_bytes(&b, fields[i], strlen(fields[i]));
+    cr_assert_eq(b.err, 0);
+    make_spill_dir(spill_dir2, sizeof(spill_dir2));
+    int rc = spill_write(spill_dir2, 1, b.p, b.len, path, cap);
+    spill_buf_free(&b);
+    cr_assert_eq(rc, 0, "spill_write: %s", strerror(-rc));
+}
+
 /* j: a spill file of payload version 1 (written before records kept their history minute)
    still replays: its global counter delta and tenant delta land once, the tenant delta's
    history in the replay's minute, and the file is removed. */
@@ -780,27 +806,9 @@ Test(pgfaults, j_version_1_spill_replays, .init = setup, .fini = teardown)
     it_free(R.srv);
     R.srv = NULL;
 
-    /* payload 1: version, node, incarnation, records; a record: seq, reset, the global delta,
-       events, sum, users, tenants, counters, tenant deltas, idempotency records, keys */
-    char jd[160];
+    char jd[160], path[512];
     snprintf(jd, sizeof(jd), "[{\"id\":\"%s\",\"d\":3}]", R.cid);
-    const char *fields[] = {"", "", "", "", "", jd, "", ""};
-    struct spill_buf b = {0};
-    spill_put_u32(&b, 1);
-    spill_put_u32(&b, 1);
-    spill_put_u64(&b, 77);
-    spill_put_u32(&b, 1);
-    spill_put_bytes(&b, "1", 1);
-    spill_put_u8(&b, 0);
-    spill_put_bytes(&b, "5", 1);
-    for (size_t i = 0; i < sizeof(fields) / sizeof(fields[0]); i++)
-        spill_put_bytes(&b, fields[i], strlen(fields[i]));
-    cr_assert_eq(b.err, 0);
-    make_spill_dir(spill_dir2, sizeof(spill_dir2));
-    char path[512];
-    int rc = spill_write(spill_dir2, 1, b.p, b.len, path, sizeof(path));
-    spill_buf_free(&b);
-    cr_assert_eq(rc, 0, "spill_write: %s", strerror(-rc));
+    write_spill(1, jd, "", path, sizeof(path));
 
     R.srv = start_server_in(spill_dir2, NULL);
     if (access(path, F_OK) == 0)
@@ -818,4 +826,22 @@ Test(pgfaults, j_version_1_spill_replays, .init = setup, .fini = teardown)
     if (st != 0)
         failf(R.srv, "j: SIGTERM after the replay: exit status %d", st);
     it_free(R.srv);
+}
+
+/* k: a version 2 record whose history minute is not a number (a crafted or damaged file that
+   still passes the CRC) refuses the start like any malformed record, and the file is kept. */
+Test(pgfaults, k_malformed_history_minute_refused, .init = setup, .fini = teardown)
+{
+    char path[512], ci[200];
+    write_spill(2, "", "12x", path, sizeof(path));
+    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%u dbname=ringcount user=postgres",
+             it_proxy_port(proxy));
+    const char *args[] = {"--listen", "127.0.0.1:0", "--db", ci, "--workers", "1",
+                          "--spill-dir", spill_dir2, NULL};
+    static char out[16384];
+    int st = it_run(args, NULL, 10000, out, sizeof(out));
+    cr_assert_neq(st, -ETIMEDOUT, "k: started (ran 10 s) with a malformed spill record:\n%s", out);
+    cr_assert_neq(st, 0, "k: exited 0 with a malformed spill record:\n%s", out);
+    cr_assert(strstr(out, SPILL_NAME), "k: no log line names the spill file:\n%s", out);
+    cr_assert_eq(access(path, F_OK), 0, "k: the spill file %s is gone:\n%s", path, out);
 }
