@@ -1115,6 +1115,16 @@ long long it_pg_i64(const char *dir, const char *sql)
     return out[0] ? strtoll(out, NULL, 10) : 0;
 }
 
+long long it_pg_wait_i64(const char *dir, const char *sql, long long want, int ms)
+{
+    long long v = it_pg_i64(dir, sql);
+    for (uint64_t end = it_now_ms() + (uint64_t)ms; v != want && it_now_ms() < end;) {
+        sleep_ms(20);
+        v = it_pg_i64(dir, sql);
+    }
+    return v;
+}
+
 void it_pg_destroy(const char *dir)
 {
     if (!dir || !dir[0])

@@ -99,6 +99,8 @@ int it_pg_sql_db(const char *dir, const char *db, const char *sql, char *out, si
 /* it_pg_sql's answer as an integer (0 for no row / NULL), IT_PG_ERR on error. */
 #define IT_PG_ERR (-0x7fffffffffffffffLL - 1)
 long long it_pg_i64(const char *dir, const char *sql);
+/* it_pg_i64 every 20 ms until it answers want or ms have passed; the last answer. */
+long long it_pg_wait_i64(const char *dir, const char *sql, long long want, int ms);
 /* Stop it at once and remove dir (no-op for ""). */
 void it_pg_destroy(const char *dir);
 /* One cluster for a whole test binary: it_pg_shared_start from a ReportHook(PRE_ALL) makes it

@@ -424,10 +424,7 @@ Test(durable, a_key_that_fails_alone_goes_to_rc_rejected, .init = setup, .fini =
                                    "sqlstate FROM rc_rejected", out, sizeof(out)), 0, "%s", out);
     cr_assert_str_eq(out, "user bad-user 23514");
     /* everything else committed: 199 users, every event and increment */
-    for (uint64_t end = it_now_ms() + 5000;
-         it_now_ms() < end && db("SELECT count(*) FROM rc_users") != 199; usleep(50000))
-        ;
-    cr_assert_eq(db("SELECT count(*) FROM rc_users"), 199);
+    cr_assert_eq(it_pg_wait_i64(pg_dir, "SELECT count(*) FROM rc_users", 199, 5000), 199);
     cr_assert_eq(db("SELECT coalesce(sum(total), 0) FROM rc_events"), 200);
     cr_assert_eq(db(SQL_COUNTER), 200);
     /* counted in /metrics, and flushing normally again */
@@ -577,7 +574,6 @@ Test(durable, tenant_write_refused_in_an_outage_never_appears, .init = setup, .f
     free(r);
 }
 
-/* The history clock of the server (RINGCOUNT_DEBUG_CLOCK_FILE): unix ms t from now on. */
 /* Σ "delta" of a history answer, and how many points it has. */
 static long long history_sum(const char *body, int *npoints)
 {
@@ -617,10 +613,7 @@ Test(durable, tenant_history_across_buckets_and_a_restart, .init = setup, .fini 
        could still be pending, and would go with the next minute's keyed 7) */
     char q[200];
     snprintf(q, sizeof(q), "SELECT value FROM rc_tenant_counters WHERE id = '%s'", cid);
-    long long v = -1;
-    for (uint64_t end = it_now_ms() + 10000; (v = db(q)) != 6 && it_now_ms() < end;)
-        usleep(10 * 1000);
-    cr_assert_eq(v, 6, "3 x 2 not flushed within 10 s");
+    cr_assert_eq(it_pg_wait_i64(pg_dir, q, 6, 10000), 6, "3 x 2 not flushed within 10 s");
     it_set_clock(clk, t0 + 65000);
     snprintf(p, sizeof(p), "%s5", inc);
     must(s, c, "POST", p, NULL, NULL, 200, NULL, NULL, 0, r);

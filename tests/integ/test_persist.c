@@ -487,16 +487,13 @@ Test(persist, kill9_counter_oracle)
     /* flushed by the --flush-ms timer alone (polled: a fixed sleep of 15 flush intervals is
        not enough on a loaded 2-core machine, which has held PostgreSQL's backend off for
        1.6 s), and a kill -9 then neither loses nor repeats them */
-#define SQL_V "SELECT v FROM rc_counters WHERE k = 'increment'"
-    long long v = -1;
-    for (uint64_t end = it_now_ms() + 10000;
-         (v = db_i64(dir, "t_kill", SQL_V)) != committed + 300 && it_now_ms() < end;)
-        usleep(10 * 1000);
-    cr_assert_eq(v, committed + 300, "300 fast increments not flushed within 10 s");
+    cr_assert_eq(wait_db_counter(dir, "t_kill", committed + 300, 10000), committed + 300,
+                 "300 fast increments not flushed within 10 s");
     cr_assert_eq(it_signal_wait(n.srv, SIGKILL, 2000), 128 + SIGKILL);
     it_free(n.srv);
     it_conn_free(c);
-    cr_assert_eq(db_i64(dir, "t_kill", SQL_V), committed + 300);
+    cr_assert_eq(db_i64(dir, "t_kill", "SELECT v FROM rc_counters WHERE k = 'increment'"),
+                 committed + 300);
     free(r);
 }
 

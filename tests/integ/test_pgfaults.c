@@ -39,7 +39,7 @@
 #include "harness.h"
 #include "load.h"
 #include "proxy.h"
-#include "spill.h" /* j writes a spill file of payload version 1 */
+#include "spill.h" /* j and k write spill files of their own (write_spill) */
 
 /* The longest test (c) is ~45 s; the bound leaves room for a failing one's 15 s waits so its
    message is printed instead of a timeout. */
@@ -721,6 +721,27 @@ Test(pgfaults, h_sigterm_db_down_spill, .init = setup, .fini = teardown)
     it_free(R.srv);
 }
 
+/* ringcount with the spill file in spill_dir2 must refuse to start: a non-zero exit within
+   10 s and a log line naming the file. Its exit status; its output into out. */
+static int refused_start(const char *what, char *out, size_t cap)
+{
+    char ci[200];
+    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%u dbname=ringcount user=postgres",
+             it_proxy_port(proxy));
+    const char *args[] = {"--listen", "127.0.0.1:0", "--db", ci, "--workers", "2",
+                          "--flush-ms", "10", "--durable-timeout-ms", "2000",
+                          "--db-timeout-ms", "1000", "--ready-max-lag-ms", "1000",
+                          "--spill-dir", spill_dir2, "--rate-limit", "0", NULL};
+    int st = it_run(args, NULL, 10000, out, cap);
+    cr_assert_neq(st, -ETIMEDOUT, "%s: ringcount started (ran 10 s) with the spill file in %s:\n%s",
+                  what, spill_dir2, out);
+    cr_assert_neq(st, 0, "%s: ringcount exited 0 with the spill file in %s:\n%s", what,
+                  spill_dir2, out);
+    cr_assert(strstr(out, SPILL_NAME), "%s: no log line names the spill file in %s:\n%s", what,
+              spill_dir2, out);
+    return st;
+}
+
 /* i: a spill file of garbage under the name the server writes (spill.h: <dir>/ringcount-node-
    <node_id>.spill; node 1): ringcount refuses to start (non-zero exit, a log line naming the
    file) and leaves the file exactly as it was. */
@@ -739,20 +760,8 @@ Test(pgfaults, i_corrupt_spill_refused, .init = setup, .fini = teardown)
     cr_assert_eq(write(fd, junk, sizeof(junk)), (ssize_t)sizeof(junk));
     close(fd);
 
-    char ci[200];
-    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%u dbname=ringcount user=postgres",
-             it_proxy_port(proxy));
-    const char *args[] = {"--listen", "127.0.0.1:0", "--db", ci, "--workers", "2",
-                          "--flush-ms", "10", "--durable-timeout-ms", "2000",
-                          "--db-timeout-ms", "1000", "--ready-max-lag-ms", "1000",
-                          "--spill-dir", spill_dir2, "--rate-limit", "0", NULL};
     static char out[16384];
-    int st = it_run(args, NULL, 10000, out, sizeof(out));
-    cr_assert_neq(st, -ETIMEDOUT, "i: ringcount started (ran 10 s) with a corrupt spill file %s:\n%s",
-                  path, out);
-    cr_assert_neq(st, 0, "i: ringcount exited 0 with a corrupt spill file %s:\n%s", path, out);
-    cr_assert(strstr(out, SPILL_NAME), "i: no log line names the corrupt spill file %s:\n%s", path,
-              out);
+    int st = refused_start("i", out, sizeof(out));
     static char back[sizeof(junk) + 1];
     fd = open(path, O_RDONLY);
     cr_assert_geq(fd, 0, "i: the corrupt spill file %s is gone: %s\n%s", path, strerror(errno),
@@ -792,7 +801,7 @@ static void write_spill(int ver, const char *jd, const char *hm, char *path, siz
 
 /* j: a spill file of payload version 1 (written before records kept their history minute)
    still replays: its global counter delta and tenant delta land once, the tenant delta's
-   history in the replay's minute, and the file is removed. */
+   history (in the replay's minute) adds up to it, and the file is removed. */
 Test(pgfaults, j_version_1_spill_replays, .init = setup, .fini = teardown)
 {
     struct run R;
@@ -832,16 +841,9 @@ Test(pgfaults, j_version_1_spill_replays, .init = setup, .fini = teardown)
    still passes the CRC) refuses the start like any malformed record, and the file is kept. */
 Test(pgfaults, k_malformed_history_minute_refused, .init = setup, .fini = teardown)
 {
-    char path[512], ci[200];
+    char path[512];
     write_spill(2, "", "12x", path, sizeof(path));
-    snprintf(ci, sizeof(ci), "host=127.0.0.1 port=%u dbname=ringcount user=postgres",
-             it_proxy_port(proxy));
-    const char *args[] = {"--listen", "127.0.0.1:0", "--db", ci, "--workers", "1",
-                          "--spill-dir", spill_dir2, NULL};
     static char out[16384];
-    int st = it_run(args, NULL, 10000, out, sizeof(out));
-    cr_assert_neq(st, -ETIMEDOUT, "k: started (ran 10 s) with a malformed spill record:\n%s", out);
-    cr_assert_neq(st, 0, "k: exited 0 with a malformed spill record:\n%s", out);
-    cr_assert(strstr(out, SPILL_NAME), "k: no log line names the spill file:\n%s", out);
+    refused_start("k", out, sizeof(out));
     cr_assert_eq(access(path, F_OK), 0, "k: the spill file %s is gone:\n%s", path, out);
 }
