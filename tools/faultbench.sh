@@ -48,9 +48,9 @@ until_durable() {
 }
 backend() { sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'ringcount-node-1' LIMIT 1"; }
 # post_users N PREFIX: N events from N distinct users (PREFIX-0 ...), 500 pipelined at a time on
-# one connection, every one answered 200
+# one connection from CPU 0, every one answered 200
 post_users() {
-  python3 - "$port" "$1" "$2" <<'EOF'
+  taskset -c 0 python3 - "$port" "$1" "$2" <<'EOF'
 import socket, sys
 port, N, prefix = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
 B = 500
